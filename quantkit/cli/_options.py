@@ -1,0 +1,17 @@
+"""Options shared by several commands, declared once so that each flag has one spelling and one help text."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+Json = Annotated[bool, typer.Option("--json", help="Print exactly one JSON document on stdout.")]
+Threads = Annotated[Optional[int], typer.Option("--threads", min=1, help="CPU threads (default: all physical cores).")]
+NGpuLayers = Annotated[
+    str, typer.Option("--n-gpu-layers", "-ngl", help="Layers to offload to the GPU: a number, 'all', or 'auto'.")
+]
+Ctx = Annotated[Optional[int], typer.Option("--ctx", "-c", min=1, help="Context size in tokens.")]
+OutDir = Annotated[Path, typer.Option("--out", "-o", help="Output folder.")]
+Force = Annotated[bool, typer.Option("--force", help="Redo outputs that already exist.")]
+GGUFPath = Annotated[Path, typer.Argument(help="A .gguf file.", show_default=False)]

@@ -1,0 +1,124 @@
+"""Everything the CLI shows goes through here: JSON on stdout, tables on stdout, progress and errors on stderr.
+
+`guard` is the one error table: typed library errors become a one-line message with a hint and exit code 1;
+`QUANTKIT_DEBUG=1` lets the traceback through instead.
+"""
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import errno
+import json
+import os
+import sys
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn, TransferSpeedColumn
+
+from ..errors import QuantkitError
+
+stdout = Console(soft_wrap=True)
+stderr = Console(stderr=True, soft_wrap=True)
+
+
+def debug_enabled() -> bool:
+    return os.environ.get("QUANTKIT_DEBUG", "") not in ("", "0")
+
+
+def emit_json(data: Any) -> None:
+    """Print exactly one JSON document on stdout."""
+    sys.stdout.write(json.dumps(_plain(data), indent=2, ensure_ascii=False) + "\n")
+    sys.stdout.flush()
+
+
+def _plain(data: Any) -> Any:
+    if dataclasses.is_dataclass(data) and not isinstance(data, type):
+        return _plain(dataclasses.asdict(data))
+    if isinstance(data, dict):
+        return {str(k): _plain(v) for k, v in data.items()}
+    if isinstance(data, (list, tuple)):
+        return [_plain(v) for v in data]
+    if hasattr(data, "item") and callable(data.item):  # numpy scalars
+        return data.item()
+    if isinstance(data, os.PathLike):
+        return os.fspath(data)
+    return data
+
+
+def fail(message: str, hint: str = "", code: int = 1) -> typer.Exit:
+    line = f"error: {message}"
+    if hint:
+        line += f" ({hint})"
+    stderr.print(line, markup=False, highlight=False)
+    return typer.Exit(code)
+
+
+def _os_error_message(e: OSError) -> tuple[str, str]:
+    where = f": {e.filename}" if e.filename else ""
+    if e.errno == errno.ENOSPC:
+        return f"no space left on device{where}", "free some space and run again"
+    if e.errno in (errno.EACCES, errno.EPERM):
+        return f"permission denied{where}", "check the file's permissions or choose another path"
+    if e.errno == errno.ENOENT:
+        return f"no such file or folder{where}", "check the path"
+    return f"{e.strerror or e}{where}", ""
+
+
+@contextlib.contextmanager
+def guard() -> Iterator[None]:
+    """Run a command body, turning every expected failure into one clean line and an exit code."""
+    if debug_enabled():
+        yield
+        return
+    try:
+        yield
+    except (typer.Exit, typer.Abort, SystemExit):
+        raise
+    except QuantkitError as e:
+        raise fail(e.message, e.hint) from None
+    except KeyboardInterrupt:
+        raise fail("interrupted", "nothing half-written was left behind", code=130) from None
+    except OSError as e:
+        raise fail(*_os_error_message(e)) from None
+    except Exception as e:  # a bug: still one line, with the way to see more
+        raise fail(f"internal error: {type(e).__name__}: {e}".splitlines()[0],
+                   "run again with QUANTKIT_DEBUG=1 to see the traceback, and report it") from None
+
+
+def command(fn: Callable) -> Callable:
+    """Decorator for command functions: run them under `guard`."""
+    import functools
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        with guard():
+            return fn(*args, **kwargs)
+
+    return wrapper
+
+
+class ByteProgress:
+    """A progress bar in bytes on stderr; the library reports through `update(done, total, label)`."""
+
+    def __init__(self, enabled: bool = True):
+        self._progress = Progress(
+            TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
+            TimeRemainingColumn(), console=stderr, transient=True, disable=not enabled or not stderr.is_terminal,
+        )
+        self._tasks: dict[str, Any] = {}
+
+    def __enter__(self) -> "ByteProgress":
+        self._progress.__enter__()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._progress.__exit__(*exc)
+
+    def update(self, done: int, total: int, label: str = "") -> None:
+        task = self._tasks.get(label)
+        if task is None:
+            task = self._tasks[label] = self._progress.add_task(label, total=total)
+        self._progress.update(task, completed=done, total=total)

@@ -1,0 +1,22 @@
+"""`quantkit chat`: not built yet (issue #6)."""
+from __future__ import annotations
+
+from typing import Annotated, List, Optional
+
+import typer
+
+from ..errors import NotBuiltError
+from ._options import Json
+from ._output import command
+
+
+def register(app: typer.Typer) -> None:
+    app.command("chat", help="Chat with a GGUF model, its <think> reasoning shown apart from the answer. (not built yet)")(run)
+
+
+@command
+def run(
+    args: Annotated[Optional[List[str]], typer.Argument(help="Arguments (the command is not built yet).")] = None,
+    json: Json = False,
+) -> None:
+    raise NotBuiltError("`quantkit chat` is not built yet", hint="it is tracked as issue #6")

@@ -1,0 +1,22 @@
+"""`quantkit estimate-memory`: not built yet (issue #4)."""
+from __future__ import annotations
+
+from typing import Annotated, List, Optional
+
+import typer
+
+from ..errors import NotBuiltError
+from ._options import Json
+from ._output import command
+
+
+def register(app: typer.Typer) -> None:
+    app.command("estimate-memory", help="VRAM/RAM needed per quant type, and how many layers fit a GPU. (not built yet)")(run)
+
+
+@command
+def run(
+    args: Annotated[Optional[List[str]], typer.Argument(help="Arguments (the command is not built yet).")] = None,
+    json: Json = False,
+) -> None:
+    raise NotBuiltError("`quantkit estimate-memory` is not built yet", hint="it is tracked as issue #4")

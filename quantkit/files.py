@@ -1,0 +1,99 @@
+"""Safe output: nothing that looks finished is left behind unless it is finished.
+
+Files and folders are written under a temporary name in the destination folder and renamed into place only
+when complete; on any error or Ctrl-C the temporary is removed.
+"""
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+from .errors import OutputError
+
+
+def _temp_name(dest: Path) -> Path:
+    return dest.with_name(f".{dest.name}.partial-{os.getpid()}")
+
+
+def prepare_dir(folder: Path) -> Path:
+    """Create `folder` (and parents) and check that it is writable, with a clear error otherwise."""
+    folder = Path(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except FileExistsError:
+        raise OutputError(f"{folder} exists and is not a folder") from None
+    except PermissionError:
+        raise OutputError(f"cannot create {folder}: permission denied") from None
+    except OSError as e:
+        raise OutputError(f"cannot create {folder}: {e.strerror}") from None
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise OutputError(f"cannot write to {folder}: permission denied")
+    return folder
+
+
+def check_free_space(folder: Path, needed: int, margin: float = 1.05) -> None:
+    """Refuse to start a write of `needed` bytes that cannot fit in `folder`'s file system."""
+    free = shutil.disk_usage(folder).free
+    if needed * margin > free:
+        raise OutputError(
+            f"not enough disk space in {folder}: {needed / 2**30:.2f} GiB needed, {free / 2**30:.2f} GiB free",
+            hint="free some space or choose another output folder",
+        )
+
+
+def _os_error(dest: Path, e: OSError) -> OutputError:
+    if e.errno == errno.ENOSPC:
+        return OutputError(f"the disk filled up while writing {dest}", hint="free some space and run again")
+    if e.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return OutputError(f"cannot write {dest}: {e.strerror}")
+    return OutputError(f"cannot write {dest}: {e.strerror or e}")
+
+
+@contextlib.contextmanager
+def atomic_file(dest: Path) -> Iterator[Path]:
+    """Yield a temporary path next to `dest`; rename it to `dest` when the block ends without error."""
+    dest = Path(dest)
+    tmp = _temp_name(dest)
+    try:
+        yield tmp
+        os.replace(tmp, dest)
+    except OSError as e:
+        _remove(tmp)
+        raise _os_error(dest, e) from e
+    except BaseException:
+        _remove(tmp)
+        raise
+
+
+@contextlib.contextmanager
+def atomic_dir(dest: Path, overwrite: bool = False) -> Iterator[Path]:
+    """Yield a temporary folder next to `dest`; it becomes `dest` when the block ends without error."""
+    dest = Path(dest)
+    tmp = _temp_name(dest)
+    _remove(tmp)
+    try:
+        tmp.mkdir(parents=True)
+        yield tmp
+        if dest.exists():
+            if not overwrite:
+                raise OutputError(f"{dest} already exists", hint="remove it, or pass --force to replace it")
+            _remove(dest)
+        os.replace(tmp, dest)
+    except OSError as e:
+        _remove(tmp)
+        raise _os_error(dest, e) from e
+    except BaseException:
+        _remove(tmp)
+        raise
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()

@@ -1,0 +1,26 @@
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from tests._fixtures.cache import test_cache
+
+# Everything quantkit caches during tests goes to the test cache, never the user's.
+os.environ.setdefault("QUANTKIT_CACHE", str(test_cache("quantkit-cache")))
+os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+
+
+@pytest.fixture(scope="session")
+def smollm2_gguf() -> Path:
+    from tests._fixtures.smollm2 import smollm2_gguf as build
+
+    return build()
+
+
+@pytest.fixture(scope="session")
+def llama_cpp_source() -> Path:
+    from tests._fixtures.sdist import llama_cpp_source as build
+
+    return build()
