@@ -54,3 +54,56 @@ class FetchError(QuantkitError):
 
 class InvalidArgumentError(QuantkitError):
     hint = "see --help"
+
+
+class QuantizeError(QuantkitError):
+    hint = "run again with --verbose to see libllama's log"
+
+
+class RemoteGGUFError(QuantkitError):
+    hint = "pass a URL of a .gguf file on a server that supports HTTP range requests (the Hugging Face Hub does)"
+
+
+class ModelConfigError(QuantkitError):
+    hint = "pass a Hugging Face model folder or repo whose config.json is valid JSON with the model's shapes"
+
+
+class RuntimeLoadError(QuantkitError):
+    hint = "run with -v to see llama.cpp's log"
+
+
+class DatasetUnavailableError(QuantkitError):
+    hint = "pass --text-file PATH with the text to score (for llama.cpp's numbers, wiki.test.raw from wikitext-2-raw-v1.zip)"
+
+
+class TextTooShortError(QuantkitError):
+    hint = "pass a longer text or a smaller --ctx"
+
+
+class ContextTooLargeError(QuantkitError):
+    hint = "pass a --ctx no larger than the model's training context"
+
+
+class VocabularyMismatchError(QuantkitError):
+    hint = "KL-divergence compares models of one family: quantize every file from the same base model"
+
+
+class CheckpointError(QuantkitError):
+    hint = "pass a Hugging Face checkpoint folder or repo holding config.json and .safetensors weights"
+
+
+class UnknownPreTokenizerError(QuantkitError):
+    hint = ("quantkit names the pre-tokenizer from tokenizer.json; supported: the DeepSeek-R1-Distill Qwen and "
+            "Llama tokenizers, Qwen2, Llama-3 and SmolLM2")
+
+
+class ChatTemplateError(QuantkitError):
+    hint = "the GGUF's tokenizer.chat_template is missing or broken: convert the model again with its tokenizer files"
+
+
+class ModelNotFoundError(QuantkitError):
+    hint = "pass the path of a .gguf file"
+
+
+class ContextFullError(QuantkitError):
+    hint = "start over with /clear, or pass a larger --ctx"

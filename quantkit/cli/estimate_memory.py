@@ -1,22 +1,94 @@
-"""`quantkit estimate-memory`: not built yet (issue #4)."""
+"""`quantkit estimate-memory TARGET`"""
 from __future__ import annotations
 
 from typing import Annotated, List, Optional
 
 import typer
 
-from ..errors import NotBuiltError
+from ..errors import InvalidArgumentError
+from ..memory import ALL_TYPES, MemoryEstimate, estimate_memory
+from ..quantize import parse_types
 from ._options import Json
-from ._output import command
+from ._output import command, emit_json, stdout
 
 
 def register(app: typer.Typer) -> None:
-    app.command("estimate-memory", help="VRAM/RAM needed per quant type, and how many layers fit a GPU. (not built yet)")(run)
+    app.command("estimate-memory")(run)
 
 
 @command
 def run(
-    args: Annotated[Optional[List[str]], typer.Argument(help="Arguments (the command is not built yet).")] = None,
+    target: Annotated[str, typer.Argument(help="A size label (1.5B … 70B, 671B), a Hub repo id, a model folder, "
+                                               "a .gguf file, or a .gguf URL (only its header is read).",
+                                          show_default=False)],
+    types: Annotated[Optional[List[str]], typer.Option("--type", "-t", help="Quant types (repeatable, comma-separated; default: the whole ladder and F16/BF16/F32).")] = None,
+    ctx: Annotated[int, typer.Option("--ctx", "-c", help="Context size in tokens.")] = 4096,
+    kv_type: Annotated[str, typer.Option("--kv-type", help="KV cache type: f16, q8_0 or q4_0.")] = "f16",
+    batch: Annotated[int, typer.Option("--batch", min=1, help="Logical batch size (llama.cpp -b).")] = 2048,
+    ubatch: Annotated[int, typer.Option("--ubatch", min=1, help="Physical batch size (llama.cpp -ub).")] = 512,
+    flash_attn: Annotated[bool, typer.Option("--flash-attn/--no-flash-attn", help="Flash attention (llama.cpp's default: on).")] = True,
+    vram: Annotated[Optional[float], typer.Option("--vram", help="GPU memory in GiB.")] = None,
+    gpus: Annotated[Optional[str], typer.Option("--gpus", help="Several GPUs' memory in GiB, e.g. 24,24.")] = None,
+    tensors: Annotated[bool, typer.Option("--tensors", help="Show the type and size of every tensor.")] = False,
     json: Json = False,
 ) -> None:
-    raise NotBuiltError("`quantkit estimate-memory` is not built yet", hint="it is tracked as issue #4")
+    """Weights per quant type, KV cache and compute buffers, and how many layers fit a GPU."""
+    vram_gib = _vram(vram, gpus)
+    chosen = parse_types(types) if types else list(ALL_TYPES)
+    est = estimate_memory(target, chosen, n_ctx=ctx, kv_type=kv_type, flash_attn=flash_attn, n_batch=batch,
+                          n_ubatch=ubatch, vram_gib=vram_gib, with_tensors=tensors)
+    if json:
+        emit_json(est)
+    else:
+        show(est, tensors)
+
+
+def _vram(vram: float | None, gpus: str | None) -> list[float] | None:
+    if vram is not None and gpus is not None:
+        raise InvalidArgumentError("give --vram or --gpus, not both")
+    if gpus is not None:
+        try:
+            values = [float(v) for v in gpus.split(",") if v.strip()]
+        except ValueError:
+            raise InvalidArgumentError(f"--gpus {gpus!r} is not a list of GiB", hint="e.g. --gpus 24,24") from None
+    else:
+        values = [vram] if vram is not None else []
+    if any(v <= 0 for v in values):
+        raise InvalidArgumentError("GPU memory must be positive")
+    return values or None
+
+
+def _gib(n: int) -> str:
+    return f"{n / 2**30:.2f}"
+
+
+def show(est: MemoryEstimate, tensors: bool) -> None:
+    import pandas as pd
+
+    rt = est.runtime
+    stdout.print(f"{est.name} ({est.architecture}, {est.n_layer} layers, {est.n_params / 1e9:.2f} B parameters) "
+                 f"from {est.source}; ctx {est.n_ctx}, KV {est.kv_type}, flash attention "
+                 f"{'on' if est.flash_attn else 'off'}, ubatch {est.n_ubatch}", markup=False, highlight=False)
+    stdout.print(f"KV cache {_gib(rt.kv_bytes)} GiB, compute buffer {_gib(rt.compute_bytes)} GiB, "
+                 f"output buffer {rt.output_bytes / 2**20:.2f} MiB", markup=False, highlight=False)
+    rows = []
+    for t in est.types:
+        row = {"type": t.type, "bpw": t.bits_per_weight, "file GB": round(t.file_bytes / 1e9, 2),
+               "file GiB": round(t.file_bytes / 2**30, 2), "total GiB": round(t.total_bytes / 2**30, 2),
+               "CPU-only GiB": round(t.cpu_only_bytes / 2**30, 2)}
+        if t.fit is not None:
+            row.update({"fits": "yes" if t.fit.fits else "no", "n_gpu_layers": t.fit.n_gpu_layers,
+                        "max ctx": t.fit.max_ctx, "GPU GiB": round(t.fit.gpu_bytes / 2**30, 2)})
+            if len(t.fit.split) > 1:
+                row["split"] = "/".join(map(str, t.fit.split))
+        rows.append(row)
+    stdout.print(pd.DataFrame(rows).to_string(index=False), markup=False, highlight=False)
+    if not est.header_exact:
+        stdout.print("(file sizes include an estimated header: the tokenizer is not known from a config)",
+                     markup=False, highlight=False)
+    if tensors:
+        for t in est.types:
+            frame = pd.DataFrame([{"tensor": p.name, "shape": "x".join(map(str, p.shape)), "type": p.type,
+                                   "bytes": p.n_bytes} for p in t.tensors])
+            stdout.print(f"\n{t.type}", markup=False, highlight=False)
+            stdout.print(frame.to_string(index=False), markup=False, highlight=False)

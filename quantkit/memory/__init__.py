@@ -1,0 +1,210 @@
+"""`estimate-memory`: what a model needs per quant type, before anything is downloaded.
+
+Weights are computed tensor by tensor with libllama's own per-tensor type choices (tensor_types), runtime memory
+from llama.cpp's KV cache layout and a model of its compute buffers (runtime), and the GPU fit from how llama.cpp
+places layers. Pure computation: the only I/O is reading a config.json or a GGUF header (shapes, header).
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from gguf import GGUF_DEFAULT_ALIGNMENT
+
+from ..quantize import BASE_TYPES, LADDER
+from .header import TensorInfo, padded, tensor_bytes
+from .runtime import CTX_PAD, RuntimeMemory, placement, runtime_memory
+from .shapes import ModelSpec, resolve_target
+from .tensor_types import DEFAULT_TYPE, QuantModel, choose_types, model_type_is_70b
+
+log = logging.getLogger(__name__)
+
+ALL_TYPES: tuple[str, ...] = (*LADDER, "F16", "BF16", "F32")
+GIB = 1 << 30
+# What a CUDA/ROCm/Metal context, cuBLAS workspace and allocator slack take on the GPU besides the buffers.
+GPU_OVERHEAD = 512 << 20
+
+__all__ = ["estimate_memory", "auto_gpu_layers", "weights_plan", "MemoryEstimate", "TypeEstimate", "ALL_TYPES"]
+
+
+@dataclass
+class TensorPlan:
+    name: str
+    shape: list[int]
+    type: str
+    n_bytes: int
+
+
+@dataclass
+class Fit:
+    vram_bytes: list[int]
+    fits: bool
+    n_gpu_layers: int  # counting the output layer as llama.cpp does: n_layer + 1 = everything
+    max_ctx: int  # the largest context (multiple of 256) that fits fully; 0 if none
+    gpu_bytes: int
+    cpu_bytes: int
+    split: list[int]  # layers per GPU
+
+
+@dataclass
+class TypeEstimate:
+    type: str
+    n_params: int
+    weights_bytes: int  # tensor data
+    file_bytes: int  # the GGUF file: header + aligned tensor data
+    bits_per_weight: float
+    kv_bytes: int
+    compute_bytes: int
+    output_bytes: int
+    total_bytes: int  # weights + KV + compute + output
+    cpu_only_bytes: int  # token_embd, which llama.cpp keeps on the CPU
+    fit: Fit | None = None
+    tensors: list[TensorPlan] = field(default_factory=list)
+
+
+@dataclass
+class MemoryEstimate:
+    target: str
+    source: str  # label | config | gguf | remote-gguf
+    name: str
+    architecture: str
+    n_layer: int
+    n_params: int
+    n_ctx: int
+    kv_type: str
+    flash_attn: bool
+    n_ubatch: int
+    header_exact: bool
+    runtime: RuntimeMemory
+    types: list[TypeEstimate]
+
+
+def _quant_model(spec: ModelSpec) -> QuantModel:
+    return QuantModel(spec.arch, spec.n_layer, spec.n_head, spec.n_head_kv, spec.n_expert,
+                      model_type_is_70b(spec.arch, spec.n_layer, spec.n_head, spec.n_head_kv, spec.n_expert))
+
+
+def _output_header_bytes(spec: ModelSpec) -> int:
+    """The header libllama writes: the source's key/values (split keys dropped, file_type and
+    quantization_version set as u32) and one tensor info per tensor, padded to the alignment."""
+    infos = sum(8 + len(t.name.encode()) + 4 + 8 * len(t.shape) + 4 + 8 for t in spec.tensors)
+    new_keys = {"general.file_type", "general.quantization_version"}
+    if spec.header is not None:
+        kv = sum(n for k, n in spec.header.kv_bytes.items() if k not in new_keys and not k.startswith("split."))
+        kv += sum(8 + len(k) + 4 + 4 for k in new_keys)
+        return padded(24 + kv + infos, spec.header.alignment)
+    return padded(spec.header_bytes_estimate + infos, GGUF_DEFAULT_ALIGNMENT)
+
+
+def weights_plan(spec: ModelSpec, qtype: str) -> list[TensorPlan]:
+    types = choose_types(_quant_model(spec), spec.tensors, qtype)
+    return [TensorPlan(t.name, list(t.shape), types[t.name].name, tensor_bytes(types[t.name], t.shape))
+            for t in spec.tensors]
+
+
+def _type_estimate(spec: ModelSpec, qtype: str, rt: RuntimeMemory, with_tensors: bool) -> TypeEstimate:
+    plan = weights_plan(spec, qtype)
+    alignment = spec.header.alignment if spec.header else GGUF_DEFAULT_ALIGNMENT
+    weights = sum(p.n_bytes for p in plan)
+    file_bytes = _output_header_bytes(spec) + sum(padded(p.n_bytes, alignment) for p in plan)
+    n_params = spec.n_params
+    cpu_only = sum(p.n_bytes for p in plan if p.name == "token_embd.weight")
+    return TypeEstimate(qtype, n_params, weights, file_bytes, round(8 * weights / n_params, 3), rt.kv_bytes,
+                        rt.compute_bytes, rt.output_bytes, weights + rt.kv_bytes + rt.compute_bytes + rt.output_bytes,
+                        cpu_only, tensors=plan if with_tensors else [])
+
+
+def _fit(spec: ModelSpec, est: TypeEstimate, rt_args: dict, vram: list[int], overhead: int) -> Fit:
+    sizes = {p.name: p.n_bytes for p in weights_plan(spec, est.type)}
+    n_gpu = len(vram)
+    budget = sum(vram) - overhead * (n_gpu - 1)  # every GPU pays for its own context
+
+    def gpu_need(ngl: int, n_ctx: int) -> int:
+        return placement(spec, sizes, runtime_memory(spec, n_ctx, **rt_args), ngl, overhead).gpu_bytes
+
+    n_ctx = rt_args_ctx = rt_args.pop("n_ctx")
+    full = spec.n_layer + 1
+    fits = gpu_need(full, n_ctx) <= budget
+    ngl = full if fits else 0
+    if not fits:
+        lo, hi = 0, full  # the largest ngl that fits
+        while lo < hi:
+            mid = (lo + hi + 1) // 2
+            if gpu_need(mid, n_ctx) <= budget:
+                lo = mid
+            else:
+                hi = mid - 1
+        ngl = lo
+    max_ctx = 0
+    lo, hi = 0, max(spec.max_context, rt_args_ctx) // CTX_PAD
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if gpu_need(full, mid * CTX_PAD) <= budget:
+            lo = mid
+        else:
+            hi = mid - 1
+    max_ctx = lo * CTX_PAD
+    p = placement(spec, sizes, runtime_memory(spec, n_ctx, **rt_args), ngl, overhead)
+    rt_args["n_ctx"] = n_ctx
+    # llama.cpp's default split gives each GPU layers in proportion to its memory
+    layers = min(ngl, spec.n_layer)
+    split = [int(layers * v / sum(vram)) for v in vram]
+    split[-1] += layers - sum(split)
+    return Fit(vram, fits, ngl, max_ctx, p.gpu_bytes, p.cpu_bytes, split)
+
+
+def estimate_memory(target: str | ModelSpec, types: list[str] | None = None, *, n_ctx: int = 4096,
+                    kv_type: str = "f16", flash_attn: bool = True, n_batch: int = 2048, n_ubatch: int = 512,
+                    vram_gib: list[float] | None = None, with_tensors: bool = False,
+                    gpu_overhead: int = GPU_OVERHEAD) -> MemoryEstimate:
+    """Memory needed by `target` (a size label, repo id, HF folder, GGUF path or URL) for each quant type."""
+    spec = target if isinstance(target, ModelSpec) else resolve_target(target)
+    types = list(types or ALL_TYPES)
+    rt = runtime_memory(spec, n_ctx, kv_type, flash_attn, n_batch, n_ubatch)
+    rows = [_type_estimate(spec, t, rt, with_tensors) for t in types]
+    if vram_gib:
+        vram = [int(v * GIB) for v in vram_gib]
+        for row in rows:
+            args = dict(n_ctx=n_ctx, kv_type=kv_type, flash_attn=flash_attn, n_batch=n_batch, n_ubatch=n_ubatch)
+            row.fit = _fit(spec, row, args, vram, gpu_overhead)
+    return MemoryEstimate(spec.source, spec.kind, spec.name, spec.arch, spec.n_layer, spec.n_params, rt.n_ctx,
+                          rt.kv_type, flash_attn, rt.n_ubatch, spec.header is not None, rt, rows)
+
+
+def _free_gpu_memory() -> int | None:
+    """Free memory of the first GPU, through nvidia-smi when present; None when it cannot be told."""
+    import shutil
+    import subprocess
+
+    smi = shutil.which("nvidia-smi")
+    if not smi:
+        return None
+    try:
+        out = subprocess.run([smi, "--query-gpu=memory.free", "--format=csv,noheader,nounits"],
+                             capture_output=True, text=True, timeout=10).stdout
+        return int(out.split()[0]) << 20
+    except (OSError, ValueError, IndexError, subprocess.SubprocessError):
+        return None
+
+
+def auto_gpu_layers(model_path: str | Path, n_ctx: int, vram_bytes: int | None = None, *, kv_type: str = "f16",
+                    flash_attn: bool = True, n_batch: int = 2048, n_ubatch: int = 512,
+                    gpu_overhead: int = GPU_OVERHEAD) -> int:
+    """`--n-gpu-layers auto`: how many layers of the GGUF at `model_path` to offload so that weights, KV cache
+    and compute buffers fit in `vram_bytes` (default: the free memory of the GPU). 0 on a build of llama.cpp
+    without GPU offload, or when no GPU memory can be found."""
+    import llama_cpp
+
+    if not llama_cpp.llama_supports_gpu_offload():
+        return 0
+    if vram_bytes is None:
+        vram_bytes = _free_gpu_memory()
+        if vram_bytes is None:
+            log.warning("cannot tell the GPU's free memory: offloading nothing")
+            return 0
+    spec = resolve_target(str(model_path))
+    qtype = spec.file_type if spec.file_type in DEFAULT_TYPE else "F16"
+    est = estimate_memory(spec, [qtype], n_ctx=n_ctx, kv_type=kv_type, flash_attn=flash_attn, n_batch=n_batch,
+                          n_ubatch=n_ubatch, vram_gib=[vram_bytes / GIB], gpu_overhead=gpu_overhead)
+    return est.types[0].fit.n_gpu_layers

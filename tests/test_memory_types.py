@@ -1,0 +1,79 @@
+"""estimate-memory's per-tensor types and file sizes against what libllama actually does."""
+from __future__ import annotations
+
+import re
+
+import pytest
+from gguf import GGMLQuantizationType, GGUFReader
+
+from quantkit.memory import ALL_TYPES, estimate_memory, weights_plan
+from quantkit.memory.shapes import resolve_target
+from quantkit.quantize import capture_llama_log, quantize
+from tests._fixtures.memory import FIXTURES, tiny_model
+
+_LINE = re.compile(r"^\[\s*\d+/\s*\d+\]\s+(\S+)\s+- \[.*\], type =\s+(\w+), size =.*?(?:\((\w+)\))?$")
+
+
+def libllama_types(src, qtype, tmp_path, **kw) -> dict[str, str]:
+    """The type libllama picks for every tensor, read from its dry-run log."""
+    with capture_llama_log() as lines:
+        quantize(src, tmp_path / "dry.gguf", qtype, dry_run=True, **kw)
+    out = {}
+    for line in lines:
+        m = _LINE.match(line.strip())
+        if m:
+            out[m[1]] = (m[3] or m[2]).upper()
+    assert out, "no tensor lines in libllama's log"
+    return out
+
+
+@pytest.mark.parametrize("fixture", list(FIXTURES))
+def test_predicted_types_equal_libllama_dry_run(fixture, tmp_path):
+    src = tiny_model(fixture)
+    spec = resolve_target(str(src))
+    for qtype in ALL_TYPES:
+        predicted = {p.name: p.type for p in weights_plan(spec, qtype)}
+        actual = libllama_types(src, qtype, tmp_path)
+        assert predicted == actual, (fixture, qtype, {k: (predicted[k], actual.get(k)) for k in predicted
+                                                      if predicted[k] != actual.get(k)})
+
+
+def test_rules_are_exercised(tmp_path):
+    """The fixtures do reach the rules they were shaped for (so the comparison above is not vacuous)."""
+    def types(fixture, qtype):
+        return {p.name: p.type for p in weights_plan(resolve_target(str(tiny_model(fixture))), qtype)}
+
+    assert types("llama-80", "Q3_K_S")["blk.40.attn_v.weight"] == "Q5_K"  # 70B bump
+    assert types("llama-80-mha", "Q3_K_S")["blk.40.attn_v.weight"] == "Q3_K"  # 65B: no bump
+    assert types("qwen2-28", "Q2_K")["blk.5.attn_v.weight"] == "Q3_K"  # GQA 2
+    assert types("llama-32", "Q2_K")["blk.5.attn_v.weight"] == "Q4_K"  # GQA 4
+    assert types("qwen2-28", "Q4_K_M")["blk.0.ffn_down.weight"] == "Q8_0"  # Q6_K falls back (n_ff 320)
+    assert types("llama-16-tied", "Q4_0")["blk.0.ffn_down.weight"] == "F16"  # n_ff 336: not even Q4_0
+    assert types("llama-16-tied", "Q4_K_M")["token_embd.weight"] == "Q6_K"  # tied: output rule
+    q4km = types("qwen2-64", "Q4_K_M")
+    assert [q4km[f"blk.{i}.attn_v.weight"] for i in (0, 7, 8, 10, 56)] == ["Q6_K", "Q6_K", "Q4_K", "Q6_K", "Q6_K"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("fixture", ["llama-16-tied", "qwen2-28"])
+def test_real_quantized_files_match_prediction(fixture, tmp_path):
+    """Quantize for real: every tensor's type and the file size (header included) are as predicted."""
+    src = tiny_model(fixture)
+    types = ALL_TYPES if fixture == "llama-16-tied" else ("Q2_K", "Q3_K_M", "Q4_K_M", "Q5_0", "Q6_K", "F16")
+    est = estimate_memory(str(src), list(types), with_tensors=True)
+    for row in est.types:
+        out = quantize(src, tmp_path / f"{row.type}.gguf", row.type, threads=2)
+        reader = GGUFReader(out.path)
+        actual = {t.name: t.tensor_type.name for t in reader.tensors}
+        assert {p.name: p.type for p in row.tensors} == actual, row.type
+        assert row.file_bytes == out.n_bytes == out.path.stat().st_size, row.type
+        out.path.unlink()
+
+
+def test_smollm2_requantized_types(smollm2_gguf, tmp_path):
+    """The real SmolLM2 (a Q4_1 file, so libllama needs allow_requantize): tied embeddings, n_embd 576 (not a
+    multiple of 256: every k-quant falls back), 30 layers."""
+    spec = resolve_target(str(smollm2_gguf))
+    for qtype in ("Q2_K", "Q3_K_M", "Q4_K_M", "Q5_K_M", "Q6_K", "Q8_0", "F16"):
+        predicted = {p.name: p.type for p in weights_plan(spec, qtype)}
+        assert predicted == libllama_types(smollm2_gguf, qtype, tmp_path, allow_requantize=True), qtype
