@@ -1,22 +1,109 @@
-"""`quantkit perplexity`: not built yet (issue #5)."""
+"""`quantkit perplexity`: llama-perplexity's numbers for one model or a ladder, with KL-divergence from the base."""
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated, List, Optional
 
 import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.table import Table
 
-from ..errors import NotBuiltError
-from ._options import Json
-from ._output import command
+from ..datasets import DATASETS, dataset_path, read_text
+from ..files import atomic_file
+from ..kld import TOP_K
+from ..perplexity import DEFAULT_BATCH, DEFAULT_CTX, Settings, ladder_table, perplexity
+from ..runtime import describe_device
+from ._options import Json, NGpuLayers, Threads
+from ._output import command, emit_json, stderr, stdout
 
 
 def register(app: typer.Typer) -> None:
-    app.command("perplexity", help="Perplexity on wikitext-2 the way llama-perplexity computes it, with KL-divergence. (not built yet)")(run)
+    app.command("perplexity")(run)
 
 
 @command
 def run(
-    args: Annotated[Optional[List[str]], typer.Argument(help="Arguments (the command is not built yet).")] = None,
+    models: Annotated[List[Path], typer.Argument(help="GGUF files; with several, the first is the KL base.",
+                                                 show_default=False)],
+    dataset: Annotated[str, typer.Option("--dataset", help=f"Text to score: {', '.join(DATASETS)}.")] = "wikitext-2",
+    text_file: Annotated[Optional[Path], typer.Option("--text-file", help="Score this text file instead.")] = None,
+    ctx: Annotated[int, typer.Option("--ctx", "-c", min=4, help="Tokens per chunk.")] = DEFAULT_CTX,
+    batch: Annotated[int, typer.Option("--batch", "-b", min=1, help="Tokens per decode (n_batch / ctx chunks "
+                                                                    "at once).")] = DEFAULT_BATCH,
+    chunks: Annotated[Optional[int], typer.Option("--chunks", min=1, help="Score only the first N chunks.")] = None,
+    threads: Threads = None,
+    n_gpu_layers: NGpuLayers = "auto",
+    kl_base: Annotated[Optional[Path], typer.Option("--kl-base", help="Base model for KL-divergence.")] = None,
+    kl_top_k: Annotated[int, typer.Option("--kl-top-k", min=1, help="Base tokens kept per position for KL "
+                                                                 "(the rest is one bucket).")] = TOP_K,
+    csv: Annotated[Optional[Path], typer.Option("--csv", help="Also write the table as CSV.")] = None,
     json: Json = False,
 ) -> None:
-    raise NotBuiltError("`quantkit perplexity` is not built yet", hint="it is tracked as issue #5")
+    """Perplexity on wikitext-2 the way llama-perplexity computes it, with KL-divergence for a ladder."""
+    text = read_text(text_file) if text_file else read_text(dataset_path(dataset))
+    settings = Settings(n_ctx=ctx, n_batch=batch, chunks=chunks, threads=threads, n_gpu_layers=n_gpu_layers,
+                        kl_top_k=kl_top_k)
+    with _ProgressBars(enabled=not json) as bars:
+        results = perplexity(models, text, settings, kl_base=kl_base, progress=bars.for_model)
+    table = ladder_table(results)
+    if csv:
+        with atomic_file(csv) as tmp:
+            table.to_csv(tmp, index=False)
+    if json:
+        emit_json({"device": describe_device(threads), "text": str(text_file or dataset), "results": results})
+    else:
+        _show(table, results, describe_device(threads))
+
+
+class _ProgressBars:
+    """One bar per model on stderr, with the running PPL."""
+
+    def __init__(self, enabled: bool):
+        self._progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                                  TextColumn("PPL {task.fields[ppl]}"), TimeRemainingColumn(), console=stderr,
+                                  transient=True, disable=not enabled or not stderr.is_terminal)
+
+    def __enter__(self) -> "_ProgressBars":
+        self._progress.__enter__()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._progress.__exit__(*exc)
+
+    def for_model(self, name: str):
+        task = self._progress.add_task(name, total=None, ppl="-")
+
+        def update(done: int, total: int, ppl: float) -> None:
+            self._progress.update(task, completed=done, total=total, ppl=f"{ppl:.4f}")
+
+        return update
+
+
+def _show(table, results, device: str) -> None:
+    out = Table(title=f"perplexity, ctx {results[0].n_ctx}, {results[0].n_chunks} chunks — {device}")
+    for col in ("file", "type", "size", "bpw", "PPL", "ΔPPL %", "mean KLD", "same top %", "tokens/s"):
+        out.add_column(col, justify="left" if col in ("file", "type") else "right")
+    for row in table.itertuples():
+        out.add_row(row.file, row.type or "-", f"{row.size_gib:.3f} GiB", f"{row.bpw:.2f}",
+                    f"{row.ppl:.4f} ± {row.ppl_err:.5f}", f"{row.delta_ppl_pct:+.3f}", _opt(row.mean_kld, "{:.6f}"),
+                    _opt(row.same_top_pct, "{:.3f}"), f"{row.tokens_per_s:.1f}")
+    stdout.print(out)
+    for r in results:
+        if r.kl is not None:
+            _show_kl(r)
+
+
+def _opt(value, fmt: str) -> str:
+    return "-" if value is None or value != value else fmt.format(value)
+
+
+def _show_kl(r) -> None:
+    k = r.kl
+    stdout.print(f"[bold]{Path(r.path).name}[/] against the base ({k.n_positions} positions, top-{k.top_k} kept):")
+    stdout.print(f"  Mean PPL(Q)/PPL(base) ln ratio: {k.ln_ppl_ratio:10.6f} ± {k.ln_ppl_ratio_err:10.6f}")
+    stdout.print(f"  Mean    KLD: {k.mean_kld:10.6f} ± {k.mean_kld_err:10.6f}")
+    for name, v in k.kld_percentiles.items():
+        stdout.print(f"  {name:<7} KLD: {v:10.6f}")
+    stdout.print(f"  Mean    Δp: {100 * k.mean_dp:6.3f} ± {100 * k.mean_dp_err:5.3f} %")
+    stdout.print(f"  RMS Δp    : {100 * k.rms_dp:6.3f} ± {100 * k.rms_dp_err:5.3f} %")
+    stdout.print(f"  Same top p: {100 * k.same_top:6.3f} ± {100 * k.same_top_err:5.3f} %")
