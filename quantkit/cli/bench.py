@@ -1,22 +1,56 @@
-"""`quantkit bench`: not built yet (issue #6)."""
+"""`quantkit bench MODEL.gguf [MORE.gguf ...]`: pp512 and tg128 tokens/s, mean ± std, like llama-bench."""
 from __future__ import annotations
 
-from typing import Annotated, List, Optional
+import dataclasses
+import sys
+from pathlib import Path
+from typing import Annotated, List
 
+import pandas as pd
 import typer
+from rich.table import Table
 
-from ..errors import NotBuiltError
-from ._options import Json
-from ._output import command
+from ..bench import bench
+from ..runtime import describe_device
+from ._options import Json, NGpuLayers, Threads
+from ._output import command, emit_json, stderr, stdout
 
 
 def register(app: typer.Typer) -> None:
-    app.command("bench", help="Prompt-processing and generation speed, like llama-bench. (not built yet)")(run)
+    app.command("bench")(run)
 
 
 @command
 def run(
-    args: Annotated[Optional[List[str]], typer.Argument(help="Arguments (the command is not built yet).")] = None,
+    models: Annotated[List[Path], typer.Argument(help="One or more .gguf files (a quant ladder).", show_default=False)],
+    n_prompt: Annotated[int, typer.Option("--n-prompt", "-p", help="Prompt tokens of the pp test (0: skip).")] = 512,
+    n_gen: Annotated[int, typer.Option("--n-gen", "-n", help="Generated tokens of the tg test (0: skip).")] = 128,
+    repetitions: Annotated[int, typer.Option("--repetitions", "-r", help="Runs per test.")] = 5,
+    batch: Annotated[int, typer.Option("--batch", "-b", help="Logical batch size (llama-bench: 2048).")] = 2048,
+    ubatch: Annotated[int, typer.Option("--ubatch", "-ub", help="Physical batch size (llama-bench: 512).")] = 512,
+    threads: Threads = None,
+    n_gpu_layers: NGpuLayers = "auto",
+    csv: Annotated[bool, typer.Option("--csv", help="Print CSV on stdout.")] = False,
     json: Json = False,
 ) -> None:
-    raise NotBuiltError("`quantkit bench` is not built yet", hint="it is tracked as issue #6")
+    """Prompt-processing and generation speed (tokens/s, mean ± std over runs), measured like llama-bench."""
+    quiet = json or csv
+    progress = None if quiet or not stderr.is_terminal else (lambda what: stderr.print(f"measuring {what}…",
+                                                                                        style="dim", highlight=False))
+    results = bench(models, n_prompt=n_prompt, n_gen=n_gen, repetitions=repetitions, threads=threads,
+                    n_gpu_layers=n_gpu_layers, n_batch=batch, n_ubatch=ubatch, progress=progress)
+    if json:
+        emit_json(results)
+        return
+    frame = pd.DataFrame([dataclasses.asdict(r) for r in results]).drop(columns=["samples_tps"])
+    if csv:
+        frame.to_csv(sys.stdout, index=False, float_format="%.2f")
+        return
+    stderr.print(describe_device(results[0].threads if results else None), style="dim", highlight=False)
+    table = Table()
+    for col in ("model", "type", "size", "threads", "ngl", "test", "t/s"):
+        table.add_column(col, justify="left" if col in ("model", "type", "test") else "right")
+    for row in frame.itertuples():
+        table.add_row(row.model, row.file_type or "-", f"{row.size_bytes / 2**20:.1f} MiB", str(row.threads),
+                      str(row.n_gpu_layers), row.test, f"{row.mean_tps:.2f} ± {row.std_tps:.2f}")
+    stdout.print(table)

@@ -1,0 +1,153 @@
+"""quantkit bench and `quantkit chat --prompt` against llama.cpp's own llama-bench, on the same file and threads.
+
+    python benchmarks/bench.py [MODEL.gguf] [--threads N] [--repetitions 5] [--build-only]
+
+llama-bench is built once from the llama.cpp tree vendored in the llama-cpp-python 0.3.36 sdist, in its own
+build folder under ~/.cache/quantkit-bench (Release, -DGGML_NATIVE=ON, only that target), and reused after.
+MODEL defaults to the embedded SmolLM2-135M-Instruct Q4_1. Prints pp512 and tg128 tokens/s of both tools and
+their ratios (target ≥ 0.95), and the generation rate of one `chat --prompt --json` run against llama-bench's
+tg128. Never imported by the package.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+BENCH_CACHE = Path.home() / ".cache" / "quantkit-bench"
+BUILD = BENCH_CACHE / "build-bench"  # its own folder: benchmarks/perplexity.py builds in another one
+
+
+def llama_cpp_source() -> Path:
+    from tests._fixtures.sdist import llama_cpp_source as source
+
+    return source()
+
+
+def build_llama_bench(jobs: int = os.cpu_count() or 2) -> Path:
+    """The llama-bench binary, built on first use."""
+    binary = BUILD / "bin" / "llama-bench"
+    if binary.exists():
+        return binary
+    src = llama_cpp_source()
+    configure = [
+        "cmake", "-S", str(src), "-B", str(BUILD), "-G", "Ninja", "-DCMAKE_BUILD_TYPE=Release",
+        "-DGGML_NATIVE=ON", "-DBUILD_SHARED_LIBS=OFF", "-DLLAMA_BUILD_TESTS=OFF", "-DLLAMA_BUILD_EXAMPLES=OFF",
+        "-DLLAMA_BUILD_SERVER=OFF", "-DLLAMA_OPENSSL=OFF", "-DLLAMA_CURL=OFF",
+    ]
+    subprocess.run(configure, check=True)
+    subprocess.run(["cmake", "--build", str(BUILD), "--target", "llama-bench", "-j", str(jobs)], check=True)
+    return binary
+
+
+# ---- measuring ----------------------------------------------------------------------------------------------
+
+def run_llama_bench(binary: Path, model: Path, args, n_prompt: int | None = None, depth: int = 0
+                    ) -> dict[str, tuple[float, float]]:
+    """{"pp512": (mean, std), "tg128": (mean, std)} from llama-bench's JSON (tg at `depth` tokens of context)."""
+    n_prompt = args.n_prompt if n_prompt is None else n_prompt
+    cmd = [str(binary), "-m", str(model), "-p", str(n_prompt), "-n", str(args.n_gen), "-d", str(depth), "-r",
+           str(args.repetitions), "-t", str(args.threads), "-ngl", str(args.n_gpu_layers),
+           "--repack", "1" if args.extra_buffers else "0", "-o", "json"]
+    out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
+    rows = {}
+    for r in json.loads(out):
+        name = f"pp{r['n_prompt']}" if r["n_prompt"] else f"tg{r['n_gen']}"
+        rows[name] = (r["avg_ts"], r["stddev_ts"])
+    return rows
+
+
+def quantkit(*args: str) -> str:
+    cmd = [sys.executable, "-m", "quantkit", *args]
+    return subprocess.run(cmd, check=True, capture_output=True, text=True, cwd=ROOT).stdout
+
+
+def run_quantkit_bench(model: Path, args) -> dict[str, tuple[float, float]]:
+    out = quantkit("bench", str(model), "-p", str(args.n_prompt), "-n", str(args.n_gen), "-r", str(args.repetitions),
+                   "--threads", str(args.threads), "-ngl", str(args.n_gpu_layers), "--json")
+    return {r["test"]: (r["mean_tps"], r["std_tps"]) for r in json.loads(out)}
+
+
+CHAT_PROMPT = "Write a long story about a dragon who learns to bake bread. Make it at least ten paragraphs."
+
+
+def run_chat(model: Path, args, ctx: int) -> dict:
+    """One `chat --prompt --json` answer of up to n_gen tokens: its generation rate, sampling included."""
+    out = quantkit("chat", str(model), "--prompt", CHAT_PROMPT, "-n", str(args.n_gen), "--seed", "1",
+                   "--threads", str(args.threads), "-ngl", str(args.n_gpu_layers), "--ctx", str(ctx), "--json")
+    return json.loads(out)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("model", nargs="?", type=Path, help="a .gguf file (default: the embedded SmolLM2)")
+    parser.add_argument("--threads", type=int, default=None, help="default: all physical cores")
+    parser.add_argument("-p", "--n-prompt", type=int, default=512)
+    parser.add_argument("-n", "--n-gen", type=int, default=128)
+    parser.add_argument("-r", "--repetitions", type=int, default=5)
+    parser.add_argument("--rounds", type=int, default=2,
+                        help="llama-bench, quantkit bench and chat take turns this many times (noise on a shared "
+                             "machine hits all three alike)")
+    parser.add_argument("-ngl", "--n-gpu-layers", type=int, default=None, help="default: 0 on a CPU build, else 99")
+    parser.add_argument("--build-only", action="store_true")
+    args = parser.parse_args()
+    binary = build_llama_bench()
+    if args.build_only:
+        return
+
+    from quantkit import runtime
+    from quantkit.embedded import embedded_gguf
+
+    model = args.model or embedded_gguf()
+    args.threads = args.threads or runtime.physical_cores()
+    gpu = runtime._llama_cpp().llama_supports_gpu_offload()
+    if args.n_gpu_layers is None:
+        args.n_gpu_layers = 99 if gpu else 0
+    # the same switch on both sides: quantkit turns ggml's repacking off on AMX CPUs (its AMX path crashes there)
+    args.extra_buffers = runtime.extra_buffers_default()
+    pp, tg = f"pp{args.n_prompt}", f"tg{args.n_gen}"
+
+    print(f"model: {model.name}; {runtime.describe_device(args.threads)}; -ngl {args.n_gpu_layers}; "
+          f"repack {int(args.extra_buffers)}; {args.repetitions} repetitions; {args.rounds} rounds\n")
+    # chat generates after its prompt, in a context of prompt + n_gen cells: the like-for-like llama-bench test is
+    # tg{n_gen} at that depth (-d), which reads the same KV cache; plain tg{n_gen} starts from an empty one
+    depth = run_chat(model, args, ctx=4096)["prompt_tokens"]
+    chat_ctx = depth + args.n_gen
+    tg_d = f"{tg} @ d{depth}"
+    print("| round | test | llama-bench t/s | quantkit t/s | ratio |")
+    print("|---|---|---:|---:|---:|")
+    ratios: dict[str, list[float]] = {pp: [], tg: [], "chat": [], "chat0": []}
+    for i in range(1, args.rounds + 1):
+        ref = run_llama_bench(binary, model, args)
+        ref_d = run_llama_bench(binary, model, args, n_prompt=0, depth=depth)
+        ours = run_quantkit_bench(model, args)
+        chat = run_chat(model, args, ctx=chat_ctx)
+        for test in (pp, tg):
+            ratios[test].append(ours[test][0] / ref[test][0])
+            print(f"| {i} | quantkit bench {test} | {ref[test][0]:.2f} ± {ref[test][1]:.2f} | "
+                  f"{ours[test][0]:.2f} ± {ours[test][1]:.2f} | {ratios[test][-1]:.3f} |", flush=True)
+        n = chat["reasoning_tokens"] + chat["answer_tokens"]
+        ratios["chat"].append(chat["gen_tps"] / ref_d[tg][0])
+        ratios["chat0"].append(chat["gen_tps"] / ref[tg][0])
+        print(f"| {i} | chat --prompt ({n} tok, ctx {chat_ctx}) vs {tg_d} | {ref_d[tg][0]:.2f} ± {ref_d[tg][1]:.2f} | "
+              f"{chat['gen_tps']:.2f} | {ratios['chat'][-1]:.3f} |", flush=True)
+        print(f"| {i} | chat --prompt vs {tg} (empty cache) | {ref[tg][0]:.2f} | {chat['gen_tps']:.2f} | "
+              f"{ratios['chat0'][-1]:.3f} |", flush=True)
+    print("\n| comparison | mean ratio | target |")
+    print("|---|---:|---:|")
+    labels = {pp: f"quantkit bench {pp}", tg: f"quantkit bench {tg}", "chat": f"chat --prompt generation vs {tg_d}",
+              "chat0": f"chat --prompt generation vs {tg} (not like for like: no prompt in the cache)"}
+    for name, values in ratios.items():
+        mean = sum(values) / len(values)
+        mark = "" if name == "chat0" else (" ✓" if mean >= 0.95 else " ✗")
+        print(f"| {labels[name]} | {mean:.3f} | ≥ 0.95{mark} |")
+
+
+if __name__ == "__main__":
+    main()
