@@ -1,0 +1,266 @@
+"""From checkpoint tensors to GGUF tensors: names (gguf's TensorNameMap), the layout llama.cpp expects (Llama
+q/k rows permuted, `rope_freqs` for llama3 rope scaling), and the stored type of each tensor.
+
+Every tensor is produced in row blocks, so converting a large tensor never holds more than a block of it in
+float32 — the memory of a conversion stays flat in the size of the model.
+"""
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+import numpy as np
+from gguf import (GGML_QUANT_SIZES, MODEL_ARCH, MODEL_ARCH_NAMES, MODEL_TENSOR, TENSOR_NAMES, GGMLQuantizationType,
+                  LlamaFileType, get_tensor_name_map, quant_shape_to_byte_shape, quants)
+
+from ..errors import CheckpointError, UnsupportedModelError
+from .checkpoint import Checkpoint
+
+# HF architecture -> gguf architecture; whether q/k rows go from rotate-half to interleaved layout
+ARCHITECTURES: dict[str, tuple[MODEL_ARCH, bool]] = {
+    "LlamaForCausalLM": (MODEL_ARCH.LLAMA, True),
+    "Qwen2ForCausalLM": (MODEL_ARCH.QWEN2, False),
+}
+
+# --outtype -> llama.cpp file type and the type of the 2-D weights
+OUTTYPES: dict[str, LlamaFileType] = {
+    "F32": LlamaFileType.ALL_F32,
+    "F16": LlamaFileType.MOSTLY_F16,
+    "BF16": LlamaFileType.MOSTLY_BF16,
+    "Q8_0": LlamaFileType.MOSTLY_Q8_0,
+}
+_WEIGHT_TYPE = {
+    LlamaFileType.ALL_F32: GGMLQuantizationType.F32,
+    LlamaFileType.MOSTLY_F16: GGMLQuantizationType.F16,
+    LlamaFileType.MOSTLY_BF16: GGMLQuantizationType.BF16,
+    LlamaFileType.MOSTLY_Q8_0: GGMLQuantizationType.Q8_0,
+}
+_PERMUTED = ("q_proj.weight", "k_proj.weight")
+_SAME_BITS = {"BF16": GGMLQuantizationType.BF16, "F16": GGMLQuantizationType.F16, "F32": GGMLQuantizationType.F32}
+_SKIPPED = (".rotary_emb.inv_freq", ".attention.masked_bias", ".attention.bias")
+_BLOCK_BYTES = 64 << 20  # float32 bytes converted at a time
+Rows = Callable[[int, int], np.ndarray]  # (start, stop) -> float32 rows
+
+
+@dataclass(frozen=True)
+class Hparams:
+    n_layer: int
+    n_embd: int
+    n_head: int
+    n_head_kv: int
+    head_dim: int
+    n_ff: int
+    n_vocab: int
+
+    @classmethod
+    def of(cls, config: dict) -> "Hparams":
+        try:
+            n_embd, n_head = int(config["hidden_size"]), int(config["num_attention_heads"])
+            return cls(
+                n_layer=int(config["num_hidden_layers"]), n_embd=n_embd, n_head=n_head,
+                n_head_kv=int(config.get("num_key_value_heads") or n_head),
+                head_dim=int(config.get("head_dim") or n_embd // n_head),
+                n_ff=int(config["intermediate_size"]), n_vocab=int(config["vocab_size"]),
+            )
+        except (KeyError, TypeError, ValueError) as e:
+            raise CheckpointError(f"config.json lacks or garbles a shape field ({e})") from None
+
+
+@dataclass(frozen=True)
+class TensorPlan:
+    name: str  # in the GGUF
+    shape: tuple[int, ...]  # numpy order: rows first
+    qtype: GGMLQuantizationType
+    rows: Rows
+    stored_rows: Rows | None = None  # rows already in `qtype` (a bf16 weight kept bf16): no round trip
+
+    @property
+    def n_bytes(self) -> int:
+        shape = quant_shape_to_byte_shape(self.shape, self.qtype) if self.qtype not in _FLOAT_NP else self.shape
+        itemsize = np.dtype(_FLOAT_NP.get(self.qtype, np.uint8)).itemsize
+        return math.prod(shape) * itemsize
+
+    @property
+    def np_dtype(self):
+        return _FLOAT_NP.get(self.qtype, np.uint8)
+
+    def blocks(self) -> Iterator[np.ndarray]:
+        """The tensor's stored bytes, a block of rows at a time."""
+        n_rows = self.shape[0] if len(self.shape) > 1 else 1
+        row_bytes = 4 * math.prod(self.shape) // n_rows
+        step = max(1, _BLOCK_BYTES // max(row_bytes, 1))
+        for start in range(0, n_rows, step):
+            stop = min(n_rows, start + step)
+            yield self.stored_rows(start, stop) if self.stored_rows else quants.quantize(self.rows(start, stop), self.qtype)
+
+
+_FLOAT_NP = {GGMLQuantizationType.F32: np.float32, GGMLQuantizationType.F16: np.float16}
+
+
+def gguf_arch(checkpoint: Checkpoint) -> MODEL_ARCH:
+    arch = checkpoint.architecture
+    if arch not in ARCHITECTURES:
+        raise UnsupportedModelError(
+            f"architecture {arch or '(none in config.json)'!r} is not supported",
+            hint=f"quantkit converts {' and '.join(ARCHITECTURES)} checkpoints (the DeepSeek-R1-Distill family)",
+        )
+    return ARCHITECTURES[arch][0]
+
+
+def arch_name(arch: MODEL_ARCH) -> str:
+    return MODEL_ARCH_NAMES[arch]
+
+
+def plan_tensors(checkpoint: Checkpoint, ftype: LlamaFileType) -> list[TensorPlan]:
+    """What the GGUF will hold, in order; nothing is read yet."""
+    arch = gguf_arch(checkpoint)
+    hp = Hparams.of(checkpoint.config)
+    names = get_tensor_name_map(arch, hp.n_layer)
+    plans = [_rope_freqs_plan(checkpoint.config, hp)] if _llama3_rope(checkpoint.config) else []
+    for hf_name, info in checkpoint.tensors.items():
+        if hf_name.endswith(_SKIPPED):
+            continue
+        name = names.get_name(hf_name, try_suffixes=(".weight", ".bias"))
+        if name is None:
+            raise CheckpointError(f"tensor {hf_name} has no llama.cpp name for {arch_name(arch)}",
+                                  hint="the checkpoint does not look like a plain " + checkpoint.architecture)
+        _check_shape(hf_name, info.shape, hp)
+        permute = hf_name.endswith(_PERMUTED) and ARCHITECTURES[checkpoint.architecture][1]
+        rows = _reader(checkpoint, hf_name, hp if permute else None)
+        qtype = _stored_type(name, info.shape, ftype)
+        stored = _stored_reader(checkpoint, hf_name) if qtype == _SAME_BITS.get(info.dtype) and not permute else None
+        plans.append(TensorPlan(name, info.shape, qtype, rows, stored))
+    _check_complete(checkpoint, plans, hp)
+    return plans
+
+
+def _stored_type(name: str, shape: tuple[int, ...], ftype: LlamaFileType) -> GGMLQuantizationType:
+    # llama.cpp's rules: vectors and norms stay F32; a row that is not whole blocks falls back to F16
+    if len(shape) <= 1 or name.endswith("_norm.weight") or not name.endswith(".weight"):
+        return GGMLQuantizationType.F32
+    qtype = _WEIGHT_TYPE[ftype]
+    if qtype not in _FLOAT_NP and qtype != GGMLQuantizationType.BF16 and shape[-1] % GGML_QUANT_SIZES[qtype][0]:
+        return GGMLQuantizationType.F16
+    return qtype
+
+
+def _as_f32(block: np.ndarray) -> np.ndarray:
+    if block.dtype == np.uint16:  # bf16 bits
+        return (block.astype(np.uint32) << 16).view(np.float32)
+    return block.astype(np.float32)
+
+
+def _reader(checkpoint: Checkpoint, hf_name: str, permute_hp: Hparams | None) -> Rows:
+    n_heads = None
+    if permute_hp is not None and hf_name.endswith("q_proj.weight"):
+        n_heads = permute_hp.n_head
+    elif permute_hp is not None and hf_name.endswith("k_proj.weight"):
+        n_heads = permute_hp.n_head_kv
+    if n_heads is not None:
+        return _whole(lambda: _permute(_as_f32(checkpoint.read(hf_name)), n_heads))
+
+    def rows(start: int, stop: int) -> np.ndarray:
+        data = checkpoint.read(hf_name)
+        return _as_f32(data[start:stop] if data.ndim > 1 else data)
+
+    return rows
+
+
+def _stored_reader(checkpoint: Checkpoint, hf_name: str) -> Rows:
+    """Rows whose stored bits are already what the GGUF holds; bf16 NaNs get the quiet bit, as gguf's own
+    bf16 rounding gives them, so the bytes stay identical to a float32 round trip."""
+
+    def rows(start: int, stop: int) -> np.ndarray:
+        data = checkpoint.read(hf_name)
+        block = np.array(data[start:stop] if data.ndim > 1 else data)
+        if block.dtype == np.uint16:
+            nan = (block & 0x7FFF) > 0x7F80
+            if nan.any():
+                block[nan] |= 0x0040
+        return block
+
+    return rows
+
+
+def _whole(make: Callable[[], np.ndarray]) -> Rows:
+    def rows(start: int, stop: int) -> np.ndarray:
+        return make()[start:stop]
+
+    return rows
+
+
+def _permute(w: np.ndarray, n_heads: int) -> np.ndarray:
+    """HF's rotate-half q/k rows to llama.cpp's interleaved pairs (as convert_hf_to_gguf.py does)."""
+    return w.reshape(n_heads, 2, w.shape[0] // n_heads // 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
+
+
+def _llama3_rope(config: dict) -> dict | None:
+    rope = config.get("rope_scaling") or config.get("rope_parameters") or {}
+    return rope if str(rope.get("rope_type", rope.get("type", ""))).lower() == "llama3" else None
+
+
+def rope_theta(config: dict) -> float | None:
+    theta = config.get("rope_theta", (config.get("rope_parameters") or {}).get("rope_theta"))
+    return None if theta is None else float(theta)
+
+
+def _rope_freqs_plan(config: dict, hp: Hparams) -> TensorPlan:
+    rope = _llama3_rope(config) or {}
+    factors = llama3_rope_factors(rope_theta(config) or 10000.0, hp.head_dim, rope)
+    name = TENSOR_NAMES[MODEL_TENSOR.ROPE_FREQS] + ".weight"
+    return TensorPlan(name, factors.shape, GGMLQuantizationType.F32, lambda start, stop: factors)
+
+
+def llama3_rope_factors(base: float, dim: int, rope: dict) -> np.ndarray:
+    """Llama-3.1's per-frequency rope scaling (the `rope_freqs` tensor llama.cpp multiplies in).
+
+    Computed in float32 throughout, as the reference converter does, so the factors are bit-identical."""
+    f32 = np.float32
+    factor = f32(rope.get("factor", 8.0))
+    low, high = f32(rope.get("low_freq_factor", 1.0)), f32(rope.get("high_freq_factor", 4.0))
+    old_ctx = f32(rope.get("original_max_position_embeddings", 8192))
+    freqs = f32(1.0) / (f32(base) ** (np.arange(0, dim, 2, dtype=f32) / f32(dim)))
+    wavelen = f32(2 * math.pi) / freqs
+    smooth = (old_ctx / wavelen - low) / (high - low)
+    mid = f32(1.0) / ((f32(1.0) - smooth) / factor + smooth)
+    out = np.where(wavelen < old_ctx / high, f32(1.0), np.where(wavelen > old_ctx / low, factor, mid))
+    return out.astype(f32)
+
+
+_EXPECTED: tuple[tuple[str, Callable[[Hparams], tuple[int, ...]]], ...] = (
+    (r"embed_tokens\.weight$|lm_head\.weight$", lambda h: (h.n_vocab, h.n_embd)),
+    (r"q_proj\.weight$", lambda h: (h.n_head * h.head_dim, h.n_embd)),
+    (r"[kv]_proj\.weight$", lambda h: (h.n_head_kv * h.head_dim, h.n_embd)),
+    (r"o_proj\.weight$", lambda h: (h.n_embd, h.n_head * h.head_dim)),
+    (r"q_proj\.bias$", lambda h: (h.n_head * h.head_dim,)),
+    (r"[kv]_proj\.bias$", lambda h: (h.n_head_kv * h.head_dim,)),
+    (r"(gate|up)_proj\.weight$", lambda h: (h.n_ff, h.n_embd)),
+    (r"down_proj\.weight$", lambda h: (h.n_embd, h.n_ff)),
+    (r"norm\.weight$", lambda h: (h.n_embd,)),
+)
+
+
+def _check_shape(hf_name: str, shape: tuple[int, ...], hp: Hparams) -> None:
+    for pattern, expected in _EXPECTED:
+        if re.search(pattern, hf_name):
+            want = expected(hp)
+            if tuple(shape) != want:
+                raise CheckpointError(
+                    f"tensor {hf_name} has shape {list(shape)} but config.json implies {list(want)}",
+                    hint="config.json and the weights do not belong together: download the checkpoint again",
+                )
+            return
+
+
+def _check_complete(checkpoint: Checkpoint, plans: list[TensorPlan], hp: Hparams) -> None:
+    have = {p.name for p in plans}
+    token_embd = TENSOR_NAMES[MODEL_TENSOR.TOKEN_EMBD] + ".weight"
+    wanted = [token_embd] + [TENSOR_NAMES[t].format(bid=b) + ".weight" for b in range(hp.n_layer)
+                             for t in (MODEL_TENSOR.ATTN_Q, MODEL_TENSOR.ATTN_K, MODEL_TENSOR.ATTN_V,
+                                       MODEL_TENSOR.ATTN_OUT, MODEL_TENSOR.FFN_DOWN)]
+    missing = [n for n in wanted if n not in have]
+    if missing:
+        raise CheckpointError(f"{checkpoint.folder} lacks {len(missing)} tensor(s) the config implies, "
+                              f"e.g. {missing[0]}", hint="the download may be incomplete: fetch it again")

@@ -1,0 +1,59 @@
+"""Streams a GGUF to disk tensor by tensor with gguf's GGUFWriter: header, metadata and tensor infos first, then
+each tensor's bytes a block of rows at a time, into a temporary name that becomes the file only when complete."""
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+from gguf import GGUFWriter, quant_shape_to_byte_shape
+
+from ..errors import OutputError
+from ..files import atomic_file, check_free_space
+from .tensors import TensorPlan
+
+log = logging.getLogger(__name__)
+Progress = Callable[[int, int, str], None]
+_HEADER_ALLOWANCE = 64 << 20  # tokenizer arrays and the like, for the disk-space check
+
+
+def write_gguf(dest: Path, arch: str, plans: list[TensorPlan], add_keys: Callable[[GGUFWriter], None],
+               progress: Progress | None = None) -> int:
+    """Write the GGUF `dest`; `add_keys(writer)` adds the metadata once the tensors are announced."""
+    total = sum(p.n_bytes for p in plans)
+    check_free_space(dest.parent, total + _HEADER_ALLOWANCE)
+    with atomic_file(dest) as tmp:
+        writer = GGUFWriter(tmp, arch)
+        try:
+            for p in plans:
+                info_shape = quant_shape_to_byte_shape(p.shape, p.qtype) if p.np_dtype == np.uint8 else p.shape
+                writer.add_tensor_info(p.name, info_shape, np.dtype(p.np_dtype), p.n_bytes, raw_dtype=p.qtype)
+            add_keys(writer)
+            writer.write_header_to_file()
+            writer.write_kv_data_to_file()
+            writer.write_ti_data_to_file()
+            _write_data(writer, plans, total, dest.name, progress)
+        finally:
+            writer.close()
+    log.info("wrote %s (%.1f MB)", dest, dest.stat().st_size / 1e6)
+    return dest.stat().st_size
+
+
+def _write_data(writer: GGUFWriter, plans: list[TensorPlan], total: int, label: str,
+                progress: Progress | None) -> None:
+    fout = writer.fout[0]
+    done = 0
+    for p in plans:
+        writer.write_padding(fout, fout.tell())
+        written = 0
+        for block in p.blocks():
+            block = np.ascontiguousarray(block)
+            fout.write(memoryview(block).cast("B"))
+            written += block.nbytes
+            if progress:
+                progress(done + written, total, label)
+        if written != p.n_bytes:  # a bug, never a user error: refuse to leave a wrong file
+            raise OutputError(f"tensor {p.name}: wrote {written} bytes, expected {p.n_bytes}", hint="report it")
+        writer.write_padding(fout, written)
+        done += written

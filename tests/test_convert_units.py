@@ -1,0 +1,67 @@
+"""Pieces of the converter on their own: sharded checkpoints, the bf16 pass-through, the llama3 rope factors."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from gguf import GGMLQuantizationType, quants
+
+from quantkit.convert import convert_checkpoint
+from quantkit.convert.checkpoint import open_checkpoint, read_header
+from quantkit.convert.tensors import _stored_reader
+from tests._fixtures.gguf_tensors import tensor_table
+from tests._fixtures.tiny import tiny_checkpoint
+
+
+def _shard(src: Path, dst: Path) -> None:
+    """The same checkpoint as two safetensors shards with an index, like the big repos."""
+    from safetensors.torch import load_file, save_file
+
+    dst.mkdir()
+    for f in src.iterdir():
+        if f.suffix == ".json":
+            (dst / f.name).write_bytes(f.read_bytes())
+    tensors = load_file(src / "model.safetensors")
+    names = sorted(tensors)
+    halves = {"model-00001-of-00002.safetensors": names[::2], "model-00002-of-00002.safetensors": names[1::2]}
+    weight_map = {}
+    for file, part in halves.items():
+        save_file({n: tensors[n] for n in part}, dst / file, metadata={"format": "pt"})
+        weight_map |= {n: file for n in part}
+    (dst / "model.safetensors.index.json").write_text(json.dumps({"metadata": {}, "weight_map": weight_map}))
+
+
+@pytest.mark.slow
+def test_sharded_checkpoint_converts_like_the_single_file(tmp_path):
+    src = tiny_checkpoint("llama")
+    _shard(src, tmp_path / "sharded")
+    assert len(open_checkpoint(tmp_path / "sharded").tensors) == len(open_checkpoint(src).tensors)
+    convert_checkpoint(src, tmp_path / "single.gguf", "F16")
+    convert_checkpoint(tmp_path / "sharded", tmp_path / "sharded.gguf", "F16")
+    assert tensor_table(tmp_path / "single.gguf") == tensor_table(tmp_path / "sharded.gguf")
+
+
+def test_bf16_pass_through_matches_gguf_rounding(tmp_path):
+    bits = np.array([0x0000, 0x8000, 0x3F80, 0xBF80, 0x7F80, 0xFF80, 0x7FC0, 0x7F81, 0xFFA5, 0x0001, 0x7F7F],
+                    dtype=np.uint16).reshape(1, -1)
+    header = json.dumps({"t": {"dtype": "BF16", "shape": list(bits.shape), "data_offsets": [0, bits.nbytes]}}).encode()
+    path = tmp_path / "model.safetensors"
+    path.write_bytes(len(header).to_bytes(8, "little") + header + bits.tobytes())
+    (tmp_path / "config.json").write_text("{}")
+    checkpoint = open_checkpoint(tmp_path)
+    ours = _stored_reader(checkpoint, "t")(0, 1)
+    as_f32 = (bits.astype(np.uint32) << 16).view(np.float32)
+    reference = quants.quantize(as_f32, GGMLQuantizationType.BF16)
+    assert ours.tobytes() == reference.tobytes()
+
+
+def test_safetensors_header_checked_against_file_size(tmp_path):
+    header = json.dumps({"t": {"dtype": "F32", "shape": [4, 4], "data_offsets": [0, 64]}}).encode()
+    path = tmp_path / "model.safetensors"
+    path.write_bytes(len(header).to_bytes(8, "little") + header + b"\0" * 32)  # half the data
+    from quantkit.errors import CheckpointError
+
+    with pytest.raises(CheckpointError, match="does not fit"):
+        read_header(path)
