@@ -20,10 +20,6 @@ class QuantkitError(Exception):
         return self.message
 
 
-class NotBuiltError(QuantkitError):
-    """A command that exists in the CLI's shape but has no implementation yet."""
-
-
 class InputNotFoundError(QuantkitError):
     hint = "check the path"
 
@@ -107,3 +103,15 @@ class ModelNotFoundError(QuantkitError):
 
 class ContextFullError(QuantkitError):
     hint = "start over with /clear, or pass a larger --ctx"
+
+
+class RecipeError(QuantkitError):
+    hint = "fix the recipe file (see recipes/*.toml for the keys a recipe may hold)"
+
+
+class RecipeNotFoundError(QuantkitError):
+    hint = "run `quantkit recipes` to list them, or pass the path of a .toml file"
+
+
+class RunStateError(QuantkitError):
+    hint = "run the earlier steps first (drop --only/--skip), or pass --force to redo the job"

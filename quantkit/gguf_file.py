@@ -1,5 +1,5 @@
-"""The one place that opens GGUF files for reading: validates them and turns gguf-py's many failure modes
-(bad magic, truncated header, tensors past the end of the file) into typed errors."""
+"""The one place that opens GGUF files for reading: validates them (bad magic, truncated header, tensors past
+the end of the file become typed errors) and reads their metadata."""
 from __future__ import annotations
 
 import logging
@@ -7,52 +7,32 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from gguf import GGUF_MAGIC, GGUFReader, LlamaFileType
+from gguf import GGUFReader, LlamaFileType
 
-from .errors import CorruptGGUFError, InputNotFoundError, NotGGUFError
+from .errors import CorruptGGUFError
+from .gguf_header import GGUFHeader, read_local_header
 
 log = logging.getLogger(__name__)
 
-_MAGIC_BYTES = GGUF_MAGIC.to_bytes(4, "little")
-_HEADER_BYTES = 24  # magic, version, tensor count, kv count
+
+def read_header(path: str | Path) -> GGUFHeader:
+    """Validate `path` as a GGUF file and return its header (metadata and tensor infos), fast."""
+    return read_local_header(Path(path))
 
 
 def open_gguf(path: str | Path) -> GGUFReader:
-    """Open `path` as a GGUF file, checking it thoroughly enough that later reads cannot fail."""
-    path = Path(path)
-    if not path.exists():
-        raise InputNotFoundError(f"{path} does not exist")
-    if path.is_dir():
-        raise NotGGUFError(f"{path} is a folder, not a GGUF file")
-    size = path.stat().st_size
-    if size == 0:
-        raise NotGGUFError(f"{path} is empty")
-    with open(path, "rb") as f:
-        magic = f.read(4)
-    if magic != _MAGIC_BYTES:
-        raise NotGGUFError(f"{path} is not a GGUF file (it does not start with the GGUF magic)")
-    if size < _HEADER_BYTES:
-        raise CorruptGGUFError(f"{path} is truncated: {size} bytes, shorter than a GGUF header")
+    """Open `path` with gguf's reader, for access to tensor data and token strings; validated first by
+    `read_header` so that later reads cannot fail."""
+    read_header(path)
     try:
-        reader = GGUFReader(path)
+        return GGUFReader(path)
     except (ValueError, KeyError, IndexError, OverflowError, UnicodeDecodeError, MemoryError) as e:
         raise CorruptGGUFError(f"{path} has a corrupt or truncated GGUF header ({_short(e)})") from e
-    _check_tensor_extents(path, reader, size)
-    return reader
 
 
 def _short(e: Exception) -> str:
     text = str(e).splitlines()[0] if str(e) else type(e).__name__
     return text[:120]
-
-
-def _check_tensor_extents(path: Path, reader: GGUFReader, size: int) -> None:
-    for t in reader.tensors:
-        end = t.data_offset + t.n_bytes
-        if end > size:
-            raise CorruptGGUFError(
-                f"{path} is truncated: tensor {t.name} ends at byte {end:,} but the file has {size:,} bytes"
-            )
 
 
 def field(reader: GGUFReader, key: str, default: Any = None) -> Any:

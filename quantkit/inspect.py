@@ -5,7 +5,7 @@ from dataclasses import asdict, dataclass, field as dc_field
 from pathlib import Path
 
 from . import gguf_file
-from .gguf_file import arch_field, field
+from .gguf_header import tensor_bytes
 
 
 @dataclass
@@ -58,38 +58,37 @@ class GGUFInfo:
 def inspect_gguf(path: str | Path) -> GGUFInfo:
     """Read the header of a GGUF file (no tensor data is touched) and summarise it."""
     path = Path(path)
-    reader = gguf_file.open_gguf(path)
+    header = gguf_file.read_header(path)
     tensors = [
-        TensorEntry(t.name, t.tensor_type.name, [int(d) for d in t.shape], int(t.n_elements), int(t.n_bytes))
-        for t in reader.tensors
+        TensorEntry(t.name, t.type.name, list(t.shape), t.n_elements, tensor_bytes(t.type, t.shape))
+        for t in header.tensors
     ]
     n_params = sum(t.n_elements for t in tensors)
     n_bytes = sum(t.n_bytes for t in tensors)
-    n_head = arch_field(reader, "attention.head_count")
-    n_embd = arch_field(reader, "embedding_length")
-    head_dim = arch_field(reader, "attention.key_length") or (n_embd // n_head if n_embd and n_head else None)
-    tokens = reader.get_field("tokenizer.ggml.tokens")
+    n_head = header.arch("attention.head_count")
+    n_embd = header.arch("embedding_length")
+    head_dim = header.arch("attention.key_length") or (n_embd // n_head if n_embd and n_head else None)
     return GGUFInfo(
         path=str(path),
         file_size=path.stat().st_size,
-        gguf_version=int(field(reader, "GGUF.version", 0)),
-        architecture=field(reader, "general.architecture", "unknown"),
-        name=field(reader, "general.name"),
-        size_label=field(reader, "general.size_label"),
+        gguf_version=header.version,
+        architecture=header.get("general.architecture", "unknown"),
+        name=header.get("general.name"),
+        size_label=header.get("general.size_label"),
         n_params=n_params,
-        file_type=gguf_file.file_type_name(field(reader, "general.file_type")),
+        file_type=gguf_file.file_type_name(header.get("general.file_type")),
         bits_per_weight=round(8 * n_bytes / n_params, 4) if n_params else 0.0,
-        context_length=arch_field(reader, "context_length"),
-        n_layer=arch_field(reader, "block_count"),
+        context_length=header.arch("context_length"),
+        n_layer=header.arch("block_count"),
         n_embd=n_embd,
-        n_ff=arch_field(reader, "feed_forward_length"),
+        n_ff=header.arch("feed_forward_length"),
         n_head=n_head,
-        n_head_kv=arch_field(reader, "attention.head_count_kv", n_head),
+        n_head_kv=header.arch("attention.head_count_kv", n_head),
         head_dim=head_dim,
-        vocab_size=arch_field(reader, "vocab_size") or (len(tokens.data) if tokens else None),
-        tokenizer_model=field(reader, "tokenizer.ggml.model"),
-        tokenizer_pre=field(reader, "tokenizer.ggml.pre"),
-        has_chat_template=reader.get_field("tokenizer.chat_template") is not None,
+        vocab_size=header.arch("vocab_size") or header.arrays.get("tokenizer.ggml.tokens"),
+        tokenizer_model=header.get("tokenizer.ggml.model"),
+        tokenizer_pre=header.get("tokenizer.ggml.pre"),
+        has_chat_template="tokenizer.chat_template" in header.kv,
         n_tensors=len(tensors),
         tensor_types=_histogram(tensors),
         tensors=tensors,

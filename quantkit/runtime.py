@@ -17,7 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import InputNotFoundError, NotGGUFError, QuantkitError, RuntimeLoadError
+from . import gguf_file
+from .errors import QuantkitError, RuntimeLoadError
 
 log = logging.getLogger(__name__)
 llama_log = logging.getLogger("quantkit.llama_cpp")
@@ -150,15 +151,9 @@ def resolve_gpu_layers(spec: int | str, model_path: Path, n_ctx: int) -> int:
 
 
 def check_gguf_file(path: Path) -> None:
-    """The cheap checks (exists, is a file, GGUF magic) before libllama sees a path; a full parse of the header
-    (gguf_file.open_gguf) costs seconds on a 150k-token vocabulary."""
-    if not path.exists():
-        raise InputNotFoundError(f"{path} does not exist")
-    if path.is_dir():
-        raise NotGGUFError(f"{path} is a folder, not a GGUF file")
-    with open(path, "rb") as f:
-        if f.read(4) != b"GGUF":
-            raise NotGGUFError(f"{path} is not a GGUF file (it does not start with the GGUF magic)")
+    """Validate the file (exists, GGUF magic, complete header and tensor data) before libllama sees a path,
+    so that a bad file is a clear error rather than a libllama failure."""
+    gguf_file.read_header(path)
 
 
 # ---- model and context --------------------------------------------------------------------------------------

@@ -127,13 +127,13 @@ def _make(dest: Path, qtype: str, force: bool, build) -> OutputFile:
 def is_complete(path: Path, qtype: str) -> bool:
     """A finished, readable GGUF of file type `qtype` (renamed into place only when complete, so a file that
     reads cleanly and has the right type is one we made, or one made just as carefully)."""
-    from ..gguf_file import field, file_type_name, open_gguf
+    from ..gguf_file import file_type_name, read_header
 
     if not path.is_file():
         return False
     try:
-        reader = open_gguf(path)
+        header = read_header(path)
     except QuantkitError:
         return False
-    return file_type_name(field(reader, "general.file_type")) == qtype
+    return file_type_name(header.get("general.file_type")) == qtype
 

@@ -13,7 +13,7 @@ from pathlib import Path
 from gguf import GGUF_DEFAULT_ALIGNMENT
 
 from ..quantize import BASE_TYPES, LADDER
-from .header import TensorInfo, padded, tensor_bytes
+from ..gguf_header import TensorInfo, padded, tensor_bytes
 from .runtime import CTX_PAD, RuntimeMemory, placement, runtime_memory
 from .shapes import ModelSpec, resolve_target
 from .tensor_types import DEFAULT_TYPE, QuantModel, choose_types, model_type_is_70b

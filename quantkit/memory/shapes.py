@@ -14,7 +14,7 @@ from gguf import GGMLQuantizationType as T
 
 from ..errors import FetchError, InvalidArgumentError, ModelConfigError, UnsupportedModelError
 from ..models import R1, R1_DISTILLS, ModelShape, find_model
-from .header import GGUFHeader, TensorInfo, read_local_header, read_remote_header
+from ..gguf_header import GGUFHeader, TensorInfo, read_local_header, read_remote_header
 
 log = logging.getLogger(__name__)
 

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from gguf import GGML_QUANT_SIZES, GGMLQuantizationType as T
 
 from ..errors import InvalidArgumentError
-from .header import TensorInfo
+from ..gguf_header import TensorInfo
 
 # llama_ftype_get_default_type, keyed by quantkit's file type names
 DEFAULT_TYPE: dict[str, T] = {
