@@ -20,8 +20,15 @@ from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeR
 
 from ..errors import QuantkitError
 
-stdout = Console(soft_wrap=True)
-stderr = Console(stderr=True, soft_wrap=True)
+def _console(to_stderr: bool) -> Console:
+    console = Console(stderr=to_stderr, soft_wrap=True)
+    if not console.is_terminal and "COLUMNS" not in os.environ:
+        console.width = 160  # piped or captured: wide tables stay readable instead of folding at 80 columns
+    return console
+
+
+stdout = _console(False)
+stderr = _console(True)
 
 
 def debug_enabled() -> bool:
