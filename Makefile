@@ -21,7 +21,7 @@ setup: $(VENV)/.runtime
 setup-test: $(VENV)/.test
 
 demo: setup
-	$(QK) demo --out out/demo
+	$(QK) run smollm2
 
 test: setup-test
 	$(PY) -m pytest

@@ -1,0 +1,309 @@
+"""The steps of `quantkit run`, each calling the same library function as the command of the same job, and
+storing its result unchanged. A step whose stored record still matches its inputs is kept, not redone.
+
+    source      the checkpoint: the Hub download, a local folder, or the embedded model exported once
+    convert     the base GGUF (convert, as `quantkit convert SOURCE --outtype T`)
+    quantize    one GGUF per ladder rung (quantize, as `quantkit convert SOURCE -t TYPE`)
+    perplexity  PPL of every file, KL-divergence of every rung against the base (as `quantkit perplexity`)
+    bench       pp/tg tokens/s of every file (as `quantkit bench`)
+    memory      memory at the recipe's context, and the fit on each GPU size (as `quantkit estimate-memory`)
+    chat        one answer from the recommended rung (as `quantkit chat --prompt`)
+    report      report.md, .csv, .json and .png from the records above
+"""
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..errors import RunStateError
+from ..recipes import EMBEDDED_MODELS, Recipe
+from .progress import JobProgress
+from .state import StepStore, fingerprint
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Job:
+    recipe: Recipe
+    out_dir: Path
+    store: StepStore
+    progress: JobProgress
+    threads: int | None = None
+    n_gpu_layers: int | str = "auto"
+    force: bool = False
+
+    @property
+    def models_dir(self) -> Path:
+        return self.out_dir / "models"
+
+    def kept(self, key: str, inputs: dict):
+        """The stored result of `key` when it may be kept (same inputs, no --force)."""
+        return None if self.force else self.store.result(key, inputs)
+
+    def base(self) -> dict:
+        result = self.store.result("convert")
+        if result is None or not Path(result["base"]["path"]).is_file():
+            raise RunStateError("the base GGUF has not been made yet (the convert step)")
+        return result
+
+    def models(self) -> list[tuple[str, Path]]:
+        """(type, path) of the base and every rung, in ladder order."""
+        base = self.base()["base"]
+        out = [(base["type"], Path(base["path"]))]
+        for qtype in self.recipe.ladder:
+            result = self.store.result(f"quantize-{qtype}")
+            if result is None or not Path(result["path"]).is_file():
+                raise RunStateError(f"the {qtype} rung has not been made yet (the quantize step)")
+            out.append((qtype, Path(result["path"])))
+        return out
+
+
+Step = Callable[[Job], str]  # returns "done" or "kept"
+
+
+def _timed(job: Job, key: str, inputs: dict, run: Callable[[], object]) -> str:
+    t0 = time.perf_counter()
+    result = run()
+    seconds = time.perf_counter() - t0
+    job.store.save(key, inputs, result, seconds)
+    log.info("%s done in %.1f s", key, seconds)
+    return "done"
+
+
+# ---- source and conversion ----------------------------------------------------------------------------------
+
+def source(job: Job) -> str:
+    r = job.recipe
+    inputs = {"source": r.source, "revision": r.revision}
+    job.progress.start(f"source {r.source}")
+    kept = job.kept("source", inputs)
+    if kept is not None and Path(kept["folder"]).is_dir():
+        job.progress.finish()
+        return "kept"
+    status = _timed(job, "source", inputs, lambda: _fetch_source(r))
+    job.progress.finish()
+    return status
+
+
+def _fetch_source(recipe: Recipe) -> dict:
+    if recipe.embedded is not None:
+        from ..embedded import embedded_checkpoint
+
+        folder = embedded_checkpoint(EMBEDDED_MODELS[recipe.embedded])
+        return {"folder": folder, "convert_source": folder, "revision": None}
+    from ..convert.source import resolve_source
+
+    src = resolve_source(recipe.source, recipe.revision)
+    # a Hub checkpoint is converted by repo id, so that the files are named after the repo, not the snapshot
+    return {"folder": src.folder, "convert_source": recipe.source if src.repo_id else src.folder,
+            "revision": recipe.revision if src.repo_id else None}
+
+
+def convert(job: Job) -> str:
+    from ..convert import convert as convert_checkpoint, is_complete
+
+    src = job.store.result("source")
+    if src is None:
+        raise RunStateError("the checkpoint has not been fetched yet (the source step)")
+    inputs = {"source": src["convert_source"], "revision": src["revision"], "outtype": job.recipe.outtype}
+    job.progress.start("convert base GGUF")
+    kept = job.kept("convert", inputs)
+    if kept is not None and is_complete(Path(kept["base"]["path"]), kept["base"]["type"]):
+        job.progress.finish()
+        return "kept"
+
+    def run() -> dict:
+        result = convert_checkpoint(src["convert_source"], job.models_dir, outtype=job.recipe.outtype,
+                                    revision=src["revision"], force=job.force, threads=job.threads,
+                                    progress=lambda done, total, label="": job.progress.part(done / max(total, 1)))
+        return {"name": result.name, "base": result.base}
+
+    status = _timed(job, "convert", inputs, run)
+    job.progress.finish()
+    return status
+
+
+def quantize(job: Job) -> str:
+    from ..convert import is_complete, output_name
+    from ..quantize import quantize as quantize_file
+
+    convert_result = job.base()
+    base = Path(convert_result["base"]["path"])
+    imatrix = job.recipe.imatrix_path
+    statuses = []
+    for qtype in job.recipe.ladder:
+        key = f"quantize-{qtype}"
+        dest = job.models_dir / output_name(convert_result["name"], qtype)
+        inputs = {"base": fingerprint(base), "type": qtype, "imatrix": fingerprint(imatrix) if imatrix else None}
+        job.progress.start(f"quantize {qtype}")
+        complete = not job.force and is_complete(dest, qtype)
+        if complete and job.store.record(key) is None:
+            # finished just before a crash, before its record was written: keep it, as `convert` does
+            job.store.save(key, inputs, {"path": dest, "type": qtype, "n_bytes": dest.stat().st_size,
+                                         "seconds": 0.0}, 0.0)
+        if complete and job.kept(key, inputs) is not None:
+            statuses.append("kept")
+        else:
+            statuses.append(_timed(job, key, inputs, lambda t=qtype: quantize_file(
+                base, dest, t, imatrix=imatrix, threads=job.threads)))
+        job.progress.finish()
+    return _overall(statuses)
+
+
+def remove_stale_partials(folder: Path) -> None:
+    """Temporaries (`.NAME.partial-PID`, see files.py) of a process that was killed before it could remove them."""
+    for path in folder.glob(".*.partial-*"):
+        pid = path.name.rsplit("-", 1)[1]
+        if pid.isdigit() and not _alive(int(pid)):
+            log.info("removing %s, left by a run that was killed", path.name)
+            path.unlink(missing_ok=True)
+
+
+def _alive(pid: int) -> bool:
+    import os
+
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _overall(statuses: list[str]) -> str:
+    return "kept" if statuses and all(s == "kept" for s in statuses) else "done"
+
+
+# ---- measurements -------------------------------------------------------------------------------------------
+
+def perplexity(job: Job) -> str:
+    from ..datasets import read_text
+    from ..perplexity import Settings, perplexity as measure
+    from .texts import digest, text_path
+
+    models = job.models()
+    p = job.recipe.perplexity
+    text_file = text_path(p.dataset)
+    text = read_text(text_file)
+    settings = Settings(n_ctx=p.ctx, n_batch=p.batch, chunks=p.chunks, threads=job.threads,
+                        n_gpu_layers=job.n_gpu_layers)
+    inputs = {"files": [fingerprint(path) for _, path in models],
+              "text": {"dataset": p.dataset, "sha256": digest(text)},
+              "settings": {"n_ctx": p.ctx, "n_batch": p.batch, "chunks": p.chunks, "kl_top_k": settings.kl_top_k}}
+    if job.kept("perplexity", inputs) is not None:
+        job.progress.finish(len(models))
+        return "kept"
+    names = [path.name for _, path in models]
+    start = job.progress.done
+
+    def for_model(name: str):
+        index = names.index(name)
+        job.progress.done = start + index
+        job.progress.start(f"perplexity {models[index][0]}")
+        return lambda done, total, ppl: job.progress.part(done / total)
+
+    def run() -> dict:
+        results = measure([path for _, path in models], text, settings, progress=for_model)
+        return {"text_file": text_file, "dataset": p.dataset, "results": results}
+
+    status = _timed(job, "perplexity", inputs, run)
+    job.progress.done = start
+    job.progress.finish(len(models))
+    return status
+
+
+def bench(job: Job) -> str:
+    from ..bench import bench as measure
+
+    b = job.recipe.bench
+    statuses = []
+    for qtype, path in job.models():
+        key = f"bench-{qtype}"
+        inputs = {"file": fingerprint(path), "n_prompt": b.n_prompt, "n_gen": b.n_gen,
+                  "repetitions": b.repetitions, "threads": job.threads, "n_gpu_layers": job.n_gpu_layers}
+        job.progress.start(f"bench {qtype}")
+        if job.kept(key, inputs) is not None:
+            statuses.append("kept")
+        else:
+            statuses.append(_timed(job, key, inputs, lambda p=path: measure(
+                [p], n_prompt=b.n_prompt, n_gen=b.n_gen, repetitions=b.repetitions, threads=job.threads,
+                n_gpu_layers=job.n_gpu_layers)))
+        job.progress.finish()
+    return _overall(statuses)
+
+
+def memory(job: Job) -> str:
+    from ..memory import estimate_memory
+    from ..report import GPU_SIZES_GIB
+
+    m = job.recipe.memory
+    statuses = []
+    for qtype, path in job.models():
+        key = f"memory-{qtype}"
+        inputs = {"file": fingerprint(path), "ctx": m.ctx, "kv_type": m.kv_type, "gpus_gib": list(GPU_SIZES_GIB)}
+        job.progress.start(f"memory {qtype}")
+        if job.kept(key, inputs) is not None:
+            statuses.append("kept")
+        else:
+            def run(p=path, t=qtype) -> dict:
+                estimate = estimate_memory(str(p), [t], n_ctx=m.ctx, kv_type=m.kv_type)
+                fits = {str(g): estimate_memory(str(p), [t], n_ctx=m.ctx, kv_type=m.kv_type,
+                                                vram_gib=[g]).types[0].fit for g in GPU_SIZES_GIB}
+                return {"estimate": estimate, "fits": fits}
+
+            statuses.append(_timed(job, key, inputs, run))
+        job.progress.finish()
+    return _overall(statuses)
+
+
+# ---- the answer and the report ------------------------------------------------------------------------------
+
+def chat(job: Job) -> str:
+    from ..chat import ChatSession, Sampling
+    from ..report import chat_rung, collect
+
+    c = job.recipe.chat
+    job.progress.start("chat")
+    qtype = chat_rung(collect(job))
+    path = dict(job.models())[qtype]
+    inputs = {"file": fingerprint(path), "prompt": c.prompt, "max_tokens": c.max_tokens,
+              "temperature": c.temperature, "top_p": c.top_p, "ctx": c.ctx, "seed": c.seed}
+    if job.kept("chat", inputs) is not None:
+        job.progress.finish()
+        return "kept"
+
+    def run() -> dict:
+        sampling = Sampling(temperature=c.temperature, top_p=c.top_p, seed=c.seed)
+        with ChatSession.open(path, n_ctx=c.ctx, n_gpu_layers=job.n_gpu_layers, threads=job.threads,
+                              sampling=sampling) as session:
+            for n, _ in enumerate(session.send(c.prompt, c.max_tokens), start=1):
+                job.progress.part(n / c.max_tokens)
+            return {"type": qtype, "file": path.name, "prompt": c.prompt, **session.turns[-1].result.summary()}
+
+    status = _timed(job, "chat", inputs, run)
+    job.progress.finish()
+    return status
+
+
+def report(job: Job) -> str:
+    from ..report import collect, write_report
+
+    job.progress.start("report")
+    write_report(collect(job), job.out_dir)
+    job.progress.finish()
+    return "done"
+
+
+STEPS: dict[str, Step] = {"source": source, "convert": convert, "quantize": quantize, "perplexity": perplexity,
+                          "bench": bench, "memory": memory, "chat": chat, "report": report}
+
+
+def units(step: str, recipe: Recipe) -> int:
+    """How many progress units a step counts for."""
+    n = len(recipe.ladder)
+    return {"quantize": n, "perplexity": n + 1, "bench": n + 1, "memory": n + 1}.get(step, 1)

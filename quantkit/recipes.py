@@ -1,0 +1,260 @@
+"""Recipes: one small TOML file per model saying what `quantkit run` makes and measures. Data only.
+
+    description = "DeepSeek-R1-Distill-Qwen-7B"
+    source = "deepseek-ai/DeepSeek-R1-Distill-Qwen-7B"   # a Hub repo id, a checkpoint folder, or "embedded:smollm2"
+    revision = "main"
+    outtype = "BF16"                                     # the base file every rung is quantized from
+    ladder = ["Q4_K_M", "Q8_0"]                          # names as `quantkit convert -t` takes them ("all": the ladder)
+    [perplexity]  dataset, ctx, chunks, batch
+    [bench]       n_prompt, n_gen, repetitions
+    [memory]      ctx, kv_type                           # the context the VRAM column and the GPU advice are for
+    [chat]        prompt, max_tokens, temperature, top_p, ctx, seed
+
+Every key is checked on load: an unknown key, a value of the wrong kind or an unknown quant type is a
+`RecipeError` naming the file and the key. The recipes shipped with quantkit live in the repository's
+`recipes/` folder; a wheel carries them as the package data `quantkit/recipes_data/` when the build maps them
+there (see `recipe_dirs`).
+"""
+from __future__ import annotations
+
+import dataclasses
+import sys
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .convert import OUTTYPES
+from .embedded import SMOLLM2, EmbeddedModel
+from .errors import QuantkitError, RecipeError, RecipeNotFoundError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - Python 3.10
+    import tomli as tomllib
+
+EMBEDDED_PREFIX = "embedded:"
+EMBEDDED_MODELS: dict[str, EmbeddedModel] = {"smollm2": SMOLLM2}
+TEXT_DATASETS = ("wikitext-2", "python-docs")  # see job/texts.py
+
+
+@dataclass(frozen=True)
+class PerplexitySettings:
+    dataset: str = "wikitext-2"
+    ctx: int = 512
+    chunks: typing.Optional[int] = None  # None: the whole text
+    batch: int = 2048
+
+
+@dataclass(frozen=True)
+class BenchSettings:
+    n_prompt: int = 512
+    n_gen: int = 128
+    repetitions: int = 3
+
+
+@dataclass(frozen=True)
+class MemorySettings:
+    ctx: int = 8192
+    kv_type: str = "f16"
+
+
+@dataclass(frozen=True)
+class ChatDefaults:
+    prompt: str = "How many r's are in the word strawberry?"
+    max_tokens: int = 1024
+    temperature: float = 0.6
+    top_p: float = 0.95
+    ctx: int = 4096
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class Recipe:
+    name: str
+    path: Path
+    source: str
+    description: str = ""
+    revision: typing.Optional[str] = None
+    outtype: str = "auto"
+    ladder: tuple = ()
+    imatrix: typing.Optional[str] = None
+    perplexity: PerplexitySettings = field(default_factory=PerplexitySettings)
+    bench: BenchSettings = field(default_factory=BenchSettings)
+    memory: MemorySettings = field(default_factory=MemorySettings)
+    chat: ChatDefaults = field(default_factory=ChatDefaults)
+
+    @property
+    def embedded(self) -> str | None:
+        """The embedded model's name for `source = "embedded:NAME"`, else None."""
+        return self.source[len(EMBEDDED_PREFIX):] if self.source.startswith(EMBEDDED_PREFIX) else None
+
+    @property
+    def imatrix_path(self) -> Path | None:
+        """A relative imatrix path is relative to the recipe file."""
+        return None if self.imatrix is None else (self.path.parent / self.imatrix).expanduser()
+
+
+_TABLES = {"perplexity": PerplexitySettings, "bench": BenchSettings, "memory": MemorySettings, "chat": ChatDefaults}
+_TOP_KEYS = ("description", "source", "revision", "outtype", "ladder", "imatrix")
+
+
+# ---- where recipes are --------------------------------------------------------------------------------------
+
+def recipe_dirs() -> list[Path]:
+    """The folders searched for a recipe name: the repository's `recipes/` (a checkout or an editable install),
+    then the package data a wheel carries."""
+    package = Path(__file__).resolve().parent
+    return [d for d in (package.parent / "recipes", package / "recipes_data") if d.is_dir()]
+
+
+def available_recipes() -> list[Path]:
+    """Every shipped recipe file, by name (the first folder wins when a name is in both)."""
+    found: dict[str, Path] = {}
+    for folder in recipe_dirs():
+        for path in sorted(folder.glob("*.toml")):
+            found.setdefault(path.stem, path)
+    return [found[name] for name in sorted(found)]
+
+
+def find_recipe(name_or_path: str | Path) -> Path:
+    """A recipe by name (`smollm2`, `r1-qwen-7b`), R1-Distill size label (`7B`), or path of a .toml file."""
+    text = str(name_or_path)
+    path = Path(text).expanduser()
+    if path.is_file():
+        return path
+    if path.suffix == ".toml" or "/" in text:
+        raise RecipeNotFoundError(f"{path} does not exist")
+    shipped = available_recipes()
+    for candidate in shipped:
+        if candidate.stem.lower() == text.lower():
+            return candidate
+    by_label = _by_size_label(text, shipped)
+    if by_label is not None:
+        return by_label
+    names = ", ".join(p.stem for p in shipped) or "none found"
+    raise RecipeNotFoundError(f"no recipe named {text!r} (shipped: {names})")
+
+
+def _by_size_label(text: str, shipped: list[Path]) -> Path | None:
+    from .models import find_model
+
+    model = find_model(text)
+    if model is None:
+        return None
+    for path in shipped:
+        try:
+            if load_recipe(path).source.lower() == model.repo_id.lower():
+                return path
+        except QuantkitError:
+            continue
+    return None
+
+
+# ---- loading and checking -----------------------------------------------------------------------------------
+
+def load_recipe(name_or_path: str | Path) -> Recipe:
+    """Read and check a recipe; every problem is a RecipeError naming the file and the key."""
+    path = find_recipe(name_or_path)
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as e:
+        raise RecipeError(f"{path.name} is not valid TOML: {e}") from None
+    except UnicodeDecodeError:
+        raise RecipeError(f"{path.name} is not UTF-8 text") from None
+    return _build(path, data)
+
+
+def _build(path: Path, data: dict) -> Recipe:
+    where = path.name
+    for key in data:
+        if key not in _TOP_KEYS and key not in _TABLES:
+            raise RecipeError(f"{where}: unknown key {key!r}",
+                              hint=f"a recipe holds {', '.join(_TOP_KEYS)} and the tables [{'], ['.join(_TABLES)}]")
+    if "source" not in data:
+        raise RecipeError(f"{where}: no source", hint='add source = "owner/repo", a checkpoint folder, or '
+                                                      '"embedded:smollm2"')
+    top = {k: data[k] for k in _TOP_KEYS if k in data}
+    _check_values(where, "", top, {"description": str, "source": str, "revision": str, "outtype": str,
+                                   "ladder": list, "imatrix": str})
+    tables = {name: _table(where, name, data.get(name, {}), cls) for name, cls in _TABLES.items()}
+    recipe = Recipe(name=path.stem, path=path.resolve(), source=top["source"],
+                    description=top.get("description", ""), revision=top.get("revision"),
+                    outtype=_outtype(where, top.get("outtype", "auto")),
+                    ladder=_ladder(where, top.get("ladder", []), top.get("imatrix")),
+                    imatrix=top.get("imatrix"), **tables)
+    _check_source(where, recipe)
+    _check_dataset(where, recipe.perplexity.dataset)
+    return recipe
+
+
+def _table(where: str, name: str, values, cls) -> object:
+    if not isinstance(values, dict):
+        raise RecipeError(f"{where}: {name} must be a table ([{name}])")
+    hints = typing.get_type_hints(cls)
+    known = {f.name for f in dataclasses.fields(cls)}
+    for key in values:
+        if key not in known:
+            raise RecipeError(f"{where}: unknown key {key!r} in [{name}]", hint=f"[{name}] holds {', '.join(known)}")
+    _check_values(where, name, values, {k: _base_type(hints[k]) for k in known})
+    return cls(**values)
+
+
+def _base_type(hint) -> type:
+    args = [a for a in typing.get_args(hint) if a is not type(None)]
+    return args[0] if args else hint
+
+
+def _check_values(where: str, table: str, values: dict, kinds: dict[str, type]) -> None:
+    for key, value in values.items():
+        kind = kinds[key]
+        ok = isinstance(value, kind) and not (kind is int and isinstance(value, bool))
+        if kind is float and isinstance(value, int) and not isinstance(value, bool):
+            ok = True
+        name = f"[{table}] {key}" if table else key
+        if not ok:
+            raise RecipeError(f"{where}: {name} must be {_KIND_NAMES[kind]}, not {value!r}")
+        if kind is int and value < 1 and key != "seed":
+            raise RecipeError(f"{where}: {name} must be at least 1, not {value}")
+
+
+_KIND_NAMES = {str: "a string", int: "an integer", float: "a number", list: "a list of strings", bool: "true or false"}
+
+
+def _outtype(where: str, value: str) -> str:
+    key = value.strip().upper()
+    if key != "AUTO" and key not in OUTTYPES:
+        raise RecipeError(f"{where}: unknown outtype {value!r}", hint=f"use auto, {', '.join(OUTTYPES)}")
+    return key
+
+
+def _ladder(where: str, values: list, imatrix: str | None) -> tuple[str, ...]:
+    from .quantize import BASE_TYPES, needs_imatrix, parse_types
+
+    if not values:
+        raise RecipeError(f"{where}: the ladder is empty", hint='list the quant types to make, e.g. ladder = ["Q4_K_M"]')
+    if not all(isinstance(v, str) for v in values):
+        raise RecipeError(f"{where}: ladder must be a list of strings")
+    try:
+        types = parse_types(values)
+    except QuantkitError as e:
+        raise RecipeError(f"{where}: ladder: {e.message}", hint=e.hint) from None
+    base = [t for t in types if t in BASE_TYPES]
+    if base:
+        raise RecipeError(f"{where}: ladder holds {', '.join(base)}", hint="the base file's type is `outtype`; "
+                                                                           "the ladder lists the quant types made from it")
+    if imatrix is None and (need := [t for t in types if needs_imatrix(t)]):
+        raise RecipeError(f"{where}: {', '.join(need)} need(s) an importance matrix",
+                          hint='add imatrix = "FILE.gguf" (made by llama-imatrix) or drop those types')
+    return tuple(types)
+
+
+def _check_source(where: str, recipe: Recipe) -> None:
+    name = recipe.embedded
+    if name is not None and name not in EMBEDDED_MODELS:
+        raise RecipeError(f"{where}: unknown embedded model {name!r}",
+                          hint=f"use {', '.join(EMBEDDED_PREFIX + n for n in EMBEDDED_MODELS)}")
+
+
+def _check_dataset(where: str, dataset: str) -> None:
+    if dataset not in TEXT_DATASETS:
+        raise RecipeError(f"{where}: unknown [perplexity] dataset {dataset!r}", hint=f"use {', '.join(TEXT_DATASETS)}")

@@ -1,0 +1,341 @@
+"""The report of a `quantkit run`: one row per file of the ladder, copied from the steps' stored results —
+nothing here measures or estimates anything. PPL, ΔPPL, KLD and same-top come from `perplexity.ladder_table`
+(the table `quantkit perplexity` prints), speeds from `bench`, memory and GPU fit from `estimate_memory`.
+
+Files: report.md (for people), report.csv and report.json (for programs), report.png (quality against size,
+the Pareto front marked; needs the optional extra `quantkit[plot]`).
+"""
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from .files import atomic_file
+from .job.state import to_json
+
+if TYPE_CHECKING:
+    from .job.steps import Job
+
+log = logging.getLogger(__name__)
+
+GPU_SIZES_GIB = (8, 12, 16, 24, 48, 80)  # the usual cards: 8/12/16/24 GB consumer, 48 GB workstation, 80 GB A100/H100
+REPORT_FILES = {"md": "report.md", "csv": "report.csv", "json": "report.json", "png": "report.png"}
+PLOT_HINT = "pip install 'quantkit[plot]'"
+RULE = ("for each GPU, the rung of the ladder with the lowest mean KLD against the base among those whose every "
+        "layer fits on the GPU at the recipe's context (weights, KV cache, compute buffers and the runtime's "
+        "overhead, as `quantkit estimate-memory --vram` counts them); the base file itself is the reference and "
+        "not a candidate. Without KLD figures: the largest rung that fits.")
+
+
+@dataclass
+class ReportFacts:
+    recipe: dict
+    rows: list[dict] = field(default_factory=list)
+    perplexity: dict | None = None  # settings and text of the perplexity step
+    bench: dict | None = None
+    memory: dict | None = None
+    recommended: dict[int, str | None] = field(default_factory=dict)
+    chat: dict | None = None
+    steps: dict[str, float] = field(default_factory=dict)  # step record → seconds it took
+
+
+# ---- gathering the stored results ---------------------------------------------------------------------------
+
+def collect(job: "Job") -> ReportFacts:
+    r = job.recipe
+    facts = ReportFacts(recipe={"name": r.name, "path": str(r.path), "description": r.description,
+                                "source": r.source, "revision": r.revision, "outtype": r.outtype,
+                                "ladder": list(r.ladder)})
+    store = job.store
+    convert = store.result("convert")
+    if convert is None:
+        return facts
+    files = [(convert["base"]["type"], convert["base"])]
+    files += [(t, q) for t in r.ladder if (q := store.result(f"quantize-{t}")) is not None]
+    facts.rows = [{"type": t, "file": Path(f["path"]).name, "path": str(f["path"]), "size_bytes": f["n_bytes"],
+                   "is_base": i == 0} for i, (t, f) in enumerate(files)]
+    _add_perplexity(facts, store.result("perplexity"))
+    _add_bench(facts, {row["type"]: store.result(f"bench-{row['type']}") for row in facts.rows}, r)
+    _add_memory(facts, {row["type"]: store.result(f"memory-{row['type']}") for row in facts.rows}, r)
+    _mark_pareto(facts.rows)
+    facts.recommended = {g: recommend(facts.rows, g) for g in GPU_SIZES_GIB}
+    for row in facts.rows:
+        row["recommended_for_gib"] = [g for g, t in facts.recommended.items() if t == row["type"]]
+    facts.chat = store.result("chat")
+    for path in sorted(store.folder.glob("*.json")):
+        rec = store.record(path.stem)
+        if rec is not None:
+            facts.steps[path.stem] = rec.get("seconds", 0.0)
+    return facts
+
+
+def _add_perplexity(facts: ReportFacts, stored: dict | None) -> None:
+    from .kld import KLStats
+    from .perplexity import PerplexityResult, ladder_table
+
+    if stored is None:
+        return
+    results = [PerplexityResult(**{**d, "kl": KLStats(**d["kl"]) if d.get("kl") else None})
+               for d in stored["results"]]
+    table = ladder_table(results).to_dict("records")
+    by_file = {row["file"]: row for row in table}
+    for row in facts.rows:
+        p = by_file.get(row["file"])
+        if p is not None:
+            row.update({k: p[k] for k in ("bpw", "ppl", "ppl_err", "delta_ppl_pct", "mean_kld", "same_top_pct")})
+    first = results[0]
+    facts.perplexity = {"dataset": stored["dataset"], "text_file": stored["text_file"], "n_ctx": first.n_ctx,
+                        "n_chunks": first.n_chunks, "n_scored": first.n_scored,
+                        "kl_top_k": next((x.kl.top_k for x in results if x.kl), None)}
+
+
+def _add_bench(facts: ReportFacts, stored: dict[str, list | None], recipe) -> None:
+    for row in facts.rows:
+        for test in stored.get(row["type"]) or []:
+            kind = "pp" if test["test"].startswith("pp") else "tg"
+            row[f"{kind}_tps"], row[f"{kind}_std"] = test["mean_tps"], test["std_tps"]
+            facts.bench = {"pp": f"pp{recipe.bench.n_prompt}", "tg": f"tg{recipe.bench.n_gen}",
+                           "repetitions": recipe.bench.repetitions, "threads": test["threads"],
+                           "n_gpu_layers": test["n_gpu_layers"]}
+
+
+def _add_memory(facts: ReportFacts, stored: dict[str, dict | None], recipe) -> None:
+    for row in facts.rows:
+        m = stored.get(row["type"])
+        if m is None:
+            continue
+        est = m["estimate"]["types"][0]
+        row["vram_bytes"] = est["total_bytes"]
+        row["fits_gib"] = {int(g): fit["fits"] for g, fit in m["fits"].items()}
+        row["gpu_layers_gib"] = {int(g): fit["n_gpu_layers"] for g, fit in m["fits"].items()}
+        facts.memory = {"n_ctx": m["estimate"]["n_ctx"], "kv_type": m["estimate"]["kv_type"],
+                        "flash_attn": m["estimate"]["flash_attn"], "n_layer": m["estimate"]["n_layer"]}
+
+
+def _mark_pareto(rows: list[dict]) -> None:
+    """A row is on the front when no other row is as small and as faithful (lower KLD), and better in one."""
+    scored = [r for r in rows if r.get("mean_kld") is not None]
+    for r in rows:
+        r["pareto"] = r in scored and not any(
+            o is not r and o["size_bytes"] <= r["size_bytes"] and o["mean_kld"] <= r["mean_kld"]
+            and (o["size_bytes"] < r["size_bytes"] or o["mean_kld"] < r["mean_kld"]) for o in scored)
+
+
+def recommend(rows: list[dict], gpu_gib: int) -> str | None:
+    """The rung for a GPU of `gpu_gib` (see RULE); None when no rung fits it whole."""
+    fitting = [r for r in rows if not r["is_base"] and r.get("fits_gib", {}).get(gpu_gib)]
+    if not fitting:
+        return None
+    if all(r.get("mean_kld") is not None for r in fitting):
+        return min(fitting, key=lambda r: (r["mean_kld"], r["size_bytes"]))["type"]
+    return max(fitting, key=lambda r: r["size_bytes"])["type"]
+
+
+def chat_rung(facts: ReportFacts) -> str:
+    """The rung the job talks to: the one recommended for the smallest GPU that has a recommendation, else the
+    smallest rung (it runs on the CPU)."""
+    for g in GPU_SIZES_GIB:
+        if facts.recommended.get(g):
+            return facts.recommended[g]
+    rungs = [r for r in facts.rows if not r["is_base"]] or facts.rows
+    return min(rungs, key=lambda r: r["size_bytes"])["type"]
+
+
+# ---- writing ------------------------------------------------------------------------------------------------
+
+def write_report(facts: ReportFacts, out_dir: Path) -> dict[str, Path]:
+    """Write report.json, .csv, .md, and .png when matplotlib is there; returns what was written."""
+    out_dir = Path(out_dir)
+    written = {"json": _write_json(facts, out_dir / REPORT_FILES["json"]),
+               "csv": _write_csv(facts, out_dir / REPORT_FILES["csv"])}
+    png = out_dir / REPORT_FILES["png"]
+    if plot(facts, png):
+        written["png"] = png
+        note = None
+    else:
+        png.unlink(missing_ok=True)  # an old picture would not show these numbers
+        note = (f"No picture: matplotlib is not installed. `{PLOT_HINT}` and run again "
+                f"(`quantkit run {facts.recipe['name']} --only report`) to get `{REPORT_FILES['png']}`."
+                if not _have_matplotlib() else "No picture yet: there are no perplexity figures to plot.")
+    written["md"] = _write_text(out_dir / REPORT_FILES["md"], markdown(facts, note))
+    return written
+
+
+def _have_matplotlib() -> bool:
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def _write_text(path: Path, text: str) -> Path:
+    with atomic_file(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+    return path
+
+
+def as_dict(facts: ReportFacts) -> dict:
+    return to_json({"recipe": facts.recipe, "made": time.strftime("%Y-%m-%d %H:%M:%S %z"), "device": _device(),
+                    "perplexity": facts.perplexity, "bench": facts.bench, "memory": facts.memory,
+                    "rows": facts.rows, "gpu_sizes_gib": list(GPU_SIZES_GIB),
+                    "recommended": {str(g): t for g, t in facts.recommended.items()}, "rule": RULE,
+                    "chat": facts.chat, "steps_seconds": facts.steps})
+
+
+def _device() -> str:
+    from .runtime import describe_device
+
+    return describe_device()
+
+
+def _write_json(facts: ReportFacts, path: Path) -> Path:
+    return _write_text(path, json.dumps(as_dict(facts), indent=2, ensure_ascii=False) + "\n")
+
+
+CSV_COLUMNS = ("type", "file", "size_bytes", "bpw", "ppl", "ppl_err", "delta_ppl_pct", "mean_kld", "same_top_pct",
+               "pp_tps", "pp_std", "tg_tps", "tg_std", "vram_bytes", "pareto")
+
+
+def _write_csv(facts: ReportFacts, path: Path) -> Path:
+    import pandas as pd
+
+    records = []
+    for row in facts.rows:
+        rec = {c: row.get(c) for c in CSV_COLUMNS}
+        rec.update({f"fits_{g}gib": row.get("fits_gib", {}).get(g) for g in GPU_SIZES_GIB})
+        records.append(rec)
+    with atomic_file(path) as tmp:
+        pd.DataFrame(records).to_csv(tmp, index=False)
+    return path
+
+
+def _fmt(value, spec: str, missing: str = "–") -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return missing
+    return format(value, spec)
+
+
+def markdown(facts: ReportFacts, plot_note: str | None) -> str:
+    """The report for people; `plot_note` says why there is no picture (None: there is one)."""
+    r = facts.recipe
+    lines = [f"# {r['description'] or r['name']}: what each quantization costs", "",
+             f"Recipe `{r['name']}` ({r['source']}{' @ ' + r['revision'] if r['revision'] else ''}), "
+             f"made {time.strftime('%Y-%m-%d %H:%M')} on {_device()}.", ""]
+    lines += _settings_lines(facts)
+    lines += _table_lines(facts)
+    lines += _gpu_lines(facts)
+    lines += ["## Quality against size", ""]
+    lines += [plot_note if plot_note else f"![quality against size]({REPORT_FILES['png']})", ""]
+    if facts.chat:
+        c = facts.chat
+        lines += [f"## One answer from {c['type']}", "", f"> {c['prompt']}", "",
+                  (c["answer"].strip() or "*(no answer)*"), "",
+                  f"*{c['answer_tokens']} answer tokens, {c['reasoning_tokens']} thought tokens, "
+                  f"{c['gen_tps']:.1f} tokens/s, stopped: {c['finish_reason']}*", ""]
+    return "\n".join(lines)
+
+
+def _settings_lines(facts: ReportFacts) -> list[str]:
+    out = []
+    if facts.perplexity:
+        p = facts.perplexity
+        out.append(f"- **Perplexity**: `{p['dataset']}` ({Path(p['text_file']).name}), ctx {p['n_ctx']}, "
+                   f"{p['n_chunks']} chunks, {p['n_scored']} scored tokens per file; KLD against the base "
+                   f"(top-{p['kl_top_k']} tokens kept per position). ± is the standard error.")
+    if facts.bench:
+        b = facts.bench
+        out.append(f"- **Speed**: {b['pp']} and {b['tg']} tokens/s, mean of {b['repetitions']} runs, "
+                   f"{b['threads']} threads, {b['n_gpu_layers']} layers on the GPU.")
+    if facts.memory:
+        m = facts.memory
+        out.append(f"- **VRAM**: weights + KV cache ({m['kv_type']}) + compute and output buffers at ctx "
+                   f"{m['n_ctx']}, flash attention {'on' if m['flash_attn'] else 'off'} "
+                   f"(`quantkit estimate-memory`).")
+    return out + [""] if out else out
+
+
+def _table_lines(facts: ReportFacts) -> list[str]:
+    pp = facts.bench["pp"] if facts.bench else "pp"
+    tg = facts.bench["tg"] if facts.bench else "tg"
+    ctx = f" @ {facts.memory['n_ctx']}" if facts.memory else ""
+    head = ["type", "size GiB", "bpw", "PPL", "ΔPPL %", "KLD", "same top %", f"{pp} t/s", f"{tg} t/s",
+            f"VRAM GiB{ctx}", "Pareto"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * 2 + "---:|" * 8 + ":---:|"]
+    for row in facts.rows:
+        ppl = row.get("ppl")
+        cells = [row["type"] + (" (base)" if row["is_base"] else ""), _fmt(row["size_bytes"] / 2**30, ".3f"),
+                 _fmt(row.get("bpw"), ".2f"),
+                 f"{ppl:.4f} ± {row['ppl_err']:.4f}" if ppl is not None else "–",
+                 _fmt(row.get("delta_ppl_pct"), "+.2f"), _fmt(row.get("mean_kld"), ".5f"),
+                 _fmt(row.get("same_top_pct"), ".2f"), _fmt(row.get("pp_tps"), ".1f"), _fmt(row.get("tg_tps"), ".1f"),
+                 _fmt(row["vram_bytes"] / 2**30 if "vram_bytes" in row else None, ".2f"),
+                 "★" if row.get("pareto") else ""]
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines + ["", "★: on the Pareto front of size against KLD (no other file is both smaller and closer "
+                        "to the base).", ""]
+
+
+def _gpu_lines(facts: ReportFacts) -> list[str]:
+    lines = ["## Which rung for your GPU", "", f"Rule: {RULE}", "", "| GPU | rung | VRAM GiB | KLD |",
+             "|---|---|---:|---:|"]
+    by_type = {row["type"]: row for row in facts.rows}
+    for g in GPU_SIZES_GIB:
+        t = facts.recommended.get(g)
+        if t is None:
+            lines.append(f"| {g} GB | none fits whole{_partial(facts.rows, g)} | – | – |")
+            continue
+        row = by_type[t]
+        lines.append(f"| {g} GB | **{t}** | {_fmt(row.get('vram_bytes', 0) / 2**30, '.2f')} | "
+                     f"{_fmt(row.get('mean_kld'), '.5f')} |")
+    return lines + [""]
+
+
+def _partial(rows: list[dict], gpu: int) -> str:
+    layers = [(r["gpu_layers_gib"][gpu], r["type"]) for r in rows if not r["is_base"] and "gpu_layers_gib" in r]
+    if not layers:
+        return ""
+    n, t = max(layers)
+    return f" (most layers: {t}, {n} offloaded)"
+
+
+# ---- the picture --------------------------------------------------------------------------------------------
+
+def plot(facts: ReportFacts, path: Path) -> bool:
+    """PPL and KLD against file size, one point per file, the Pareto front drawn; False without matplotlib."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        log.info("matplotlib is not installed: no %s (%s)", path.name, PLOT_HINT)
+        return False
+    rows = [r for r in facts.rows if r.get("ppl") is not None]
+    if not rows:
+        return False
+    fig, (ax_ppl, ax_kld) = plt.subplots(1, 2, figsize=(11, 4.2))
+    for ax, key, label in ((ax_ppl, "ppl", "perplexity"), (ax_kld, "mean_kld", "mean KLD against the base")):
+        pts = [(r["size_bytes"] / 2**30, r[key], r) for r in rows if r.get(key) is not None]
+        ax.scatter([p[0] for p in pts], [p[1] for p in pts], color="tab:blue", zorder=3)
+        for x, y, r in pts:
+            ax.annotate(r["type"], (x, y), textcoords="offset points", xytext=(4, 4), fontsize=8)
+        front = sorted((p for p in pts if p[2]["pareto"]), key=lambda p: p[0])
+        ax.plot([p[0] for p in front], [p[1] for p in front], color="tab:red", lw=1.2, zorder=2,
+                label="Pareto front (size vs KLD)")
+        ax.set_xlabel("file size (GiB)")
+        ax.set_ylabel(label)
+        ax.grid(alpha=0.3)
+    ax_kld.set_yscale("symlog", linthresh=1e-3)
+    ax_ppl.legend(loc="upper right", fontsize=8)
+    fig.suptitle(f"{facts.recipe['description'] or facts.recipe['name']}: quality against size")
+    fig.tight_layout()
+    with atomic_file(path) as tmp:
+        fig.savefig(tmp, dpi=110, format="png")
+    plt.close(fig)
+    return True
