@@ -1,4 +1,9 @@
-"""Texts to score: wikitext-2's `wiki.test.raw` (fetched once from the Hub, kept byte for byte) or a user's file.
+"""Texts to score: wikitext-2's `wiki.test.raw` (fetched once from the Hub, kept byte for byte), `python-docs`
+(offline), or a user's file.
+
+`python-docs` is English documentation prose that ships with every CPython: the topics of `pydoc_data.topics`
+(the text `help()` shows for keywords and statements, ≈465 KB), joined in sorted order. It lets the embedded
+demo score a real text offline. It changes with the Python version, so its file name carries that version.
 
 wiki.test.raw is the member `wikitext-2-raw/wiki.test.raw` of `wikitext-2-raw-v1.zip` in the dataset repo
 `ggml-org/ci`, the file llama.cpp's own perplexity numbers are computed on. Rebuilding it from other copies of
@@ -10,6 +15,7 @@ import contextlib
 import logging
 import os
 import shutil
+import sys
 import tempfile
 import zipfile
 from dataclasses import dataclass
@@ -39,10 +45,16 @@ DATASETS = {
 }
 
 
+PYTHON_DOCS = "python-docs"
+DATASET_NAMES = (*DATASETS, PYTHON_DOCS)
+
+
 def dataset_path(name: str) -> Path:
-    """The local copy of dataset `name`, fetched and extracted the first time."""
+    """The local copy of dataset `name`, fetched and extracted (or written) the first time."""
+    if name == PYTHON_DOCS:
+        return python_docs_path()
     if name not in DATASETS:
-        raise InvalidArgumentError(f"unknown dataset {name!r}", hint=f"choose one of: {', '.join(DATASETS)}")
+        raise InvalidArgumentError(f"unknown dataset {name!r}", hint=f"choose one of: {', '.join(DATASET_NAMES)}")
     ds = DATASETS[name]
     dest = ds.cached_path
     if dest.exists():
@@ -52,6 +64,20 @@ def dataset_path(name: str) -> Path:
         with atomic_file(dest) as out:
             _extract(ds, zip_path, out)
     log.info("%s ready at %s", ds.name, dest)
+    return dest
+
+
+def python_docs_path() -> Path:
+    """The python-docs text in quantkit's cache, written the first time."""
+    import pydoc_data.topics
+
+    version = f"{sys.version_info.major}.{sys.version_info.minor}"
+    dest = cache_dir("datasets", PYTHON_DOCS) / f"python-{version}-topics.txt"
+    if not dest.exists():
+        topics = pydoc_data.topics.topics
+        text = "\n\n".join(topics[name] for name in sorted(topics))
+        with atomic_file(dest) as tmp:
+            tmp.write_text(text + "\n", encoding="utf-8")
     return dest
 
 

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .convert import OUTTYPES
+from .datasets import DATASET_NAMES
 from .embedded import SMOLLM2, EmbeddedModel
 from .errors import QuantkitError, RecipeError, RecipeNotFoundError
 
@@ -34,7 +35,6 @@ else:  # pragma: no cover - Python 3.10
 
 EMBEDDED_PREFIX = "embedded:"
 EMBEDDED_MODELS: dict[str, EmbeddedModel] = {"smollm2": SMOLLM2}
-TEXT_DATASETS = ("wikitext-2", "python-docs")  # see job/texts.py
 
 
 @dataclass(frozen=True)
@@ -256,5 +256,5 @@ def _check_source(where: str, recipe: Recipe) -> None:
 
 
 def _check_dataset(where: str, dataset: str) -> None:
-    if dataset not in TEXT_DATASETS:
-        raise RecipeError(f"{where}: unknown [perplexity] dataset {dataset!r}", hint=f"use {', '.join(TEXT_DATASETS)}")
+    if dataset not in DATASET_NAMES:
+        raise RecipeError(f"{where}: unknown [perplexity] dataset {dataset!r}", hint=f"use {', '.join(DATASET_NAMES)}")

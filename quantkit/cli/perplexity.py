@@ -8,7 +8,7 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from ..datasets import DATASETS, dataset_path, read_text
+from ..datasets import DATASET_NAMES, dataset_path, read_text
 from ..files import atomic_file
 from ..kld import TOP_K
 from ..perplexity import DEFAULT_BATCH, DEFAULT_CTX, Settings, ladder_table, perplexity
@@ -25,7 +25,7 @@ def register(app: typer.Typer) -> None:
 def run(
     models: Annotated[List[Path], typer.Argument(help="GGUF files; with several, the first is the KL base.",
                                                  show_default=False)],
-    dataset: Annotated[str, typer.Option("--dataset", help=f"Text to score: {', '.join(DATASETS)}.")] = "wikitext-2",
+    dataset: Annotated[str, typer.Option("--dataset", help=f"Text to score: {', '.join(DATASET_NAMES)}.")] = "wikitext-2",
     text_file: Annotated[Optional[Path], typer.Option("--text-file", help="Score this text file instead.")] = None,
     ctx: Annotated[int, typer.Option("--ctx", "-c", min=4, help="Tokens per chunk.")] = DEFAULT_CTX,
     batch: Annotated[int, typer.Option("--batch", "-b", min=1, help="Tokens per decode (n_batch / ctx chunks "

@@ -12,6 +12,7 @@ storing its result unchanged. A step whose stored record still matches its input
 """
 from __future__ import annotations
 
+import hashlib
 import logging
 import time
 from collections.abc import Callable
@@ -182,18 +183,17 @@ def _overall(statuses: list[str]) -> str:
 # ---- measurements -------------------------------------------------------------------------------------------
 
 def perplexity(job: Job) -> str:
-    from ..datasets import read_text
+    from ..datasets import dataset_path, read_text
     from ..perplexity import Settings, perplexity as measure
-    from .texts import digest, text_path
 
     models = job.models()
     p = job.recipe.perplexity
-    text_file = text_path(p.dataset)
+    text_file = dataset_path(p.dataset)
     text = read_text(text_file)
     settings = Settings(n_ctx=p.ctx, n_batch=p.batch, chunks=p.chunks, threads=job.threads,
                         n_gpu_layers=job.n_gpu_layers)
     inputs = {"files": [fingerprint(path) for _, path in models],
-              "text": {"dataset": p.dataset, "sha256": digest(text)},
+              "text": {"dataset": p.dataset, "sha256": hashlib.sha256(text).hexdigest()},
               "settings": {"n_ctx": p.ctx, "n_batch": p.batch, "chunks": p.chunks, "kl_top_k": settings.kl_top_k}}
     if job.kept("perplexity", inputs) is not None:
         job.progress.finish(len(models))
