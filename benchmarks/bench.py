@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -20,30 +19,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-BENCH_CACHE = Path.home() / ".cache" / "quantkit-bench"
-BUILD = BENCH_CACHE / "build-bench"  # its own folder: benchmarks/perplexity.py builds in another one
-
-
-def llama_cpp_source() -> Path:
-    from tests._fixtures.sdist import llama_cpp_source as source
-
-    return source()
-
-
-def build_llama_bench(jobs: int = os.cpu_count() or 2) -> Path:
-    """The llama-bench binary, built on first use."""
-    binary = BUILD / "bin" / "llama-bench"
-    if binary.exists():
-        return binary
-    src = llama_cpp_source()
-    configure = [
-        "cmake", "-S", str(src), "-B", str(BUILD), "-G", "Ninja", "-DCMAKE_BUILD_TYPE=Release",
-        "-DGGML_NATIVE=ON", "-DBUILD_SHARED_LIBS=OFF", "-DLLAMA_BUILD_TESTS=OFF", "-DLLAMA_BUILD_EXAMPLES=OFF",
-        "-DLLAMA_BUILD_SERVER=OFF", "-DLLAMA_OPENSSL=OFF", "-DLLAMA_CURL=OFF",
-    ]
-    subprocess.run(configure, check=True)
-    subprocess.run(["cmake", "--build", str(BUILD), "--target", "llama-bench", "-j", str(jobs)], check=True)
-    return binary
+from benchmarks.llama_tools import BENCH_CACHE, build_tool  # noqa: E402
 
 
 # ---- measuring ----------------------------------------------------------------------------------------------
@@ -97,7 +73,7 @@ def main() -> None:
     parser.add_argument("-ngl", "--n-gpu-layers", type=int, default=None, help="default: 0 on a CPU build, else 99")
     parser.add_argument("--build-only", action="store_true")
     args = parser.parse_args()
-    binary = build_llama_bench()
+    binary = build_tool("llama-bench")
     if args.build_only:
         return
 

@@ -22,32 +22,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-BENCH_CACHE = Path.home() / ".cache" / "quantkit-bench"
+from benchmarks.llama_tools import BENCH_CACHE, build_tool  # noqa: E402
 
 
 # ---- building llama-perplexity ------------------------------------------------------------------------------
-
-def llama_cpp_source() -> Path:
-    from tests._fixtures.sdist import llama_cpp_source as source
-
-    return source()
-
-
-def build_llama_perplexity(jobs: int = os.cpu_count() or 2) -> Path:
-    """The llama-perplexity binary, built on first use."""
-    build = BENCH_CACHE / "llama.cpp-0.3.36-build"
-    binary = build / "bin" / "llama-perplexity"
-    if binary.exists():
-        return binary
-    src = llama_cpp_source()
-    configure = [
-        "cmake", "-S", str(src), "-B", str(build), "-G", "Ninja", "-DCMAKE_BUILD_TYPE=Release",
-        "-DGGML_NATIVE=ON", "-DBUILD_SHARED_LIBS=OFF", "-DLLAMA_BUILD_TESTS=OFF", "-DLLAMA_BUILD_EXAMPLES=OFF",
-        "-DLLAMA_BUILD_SERVER=OFF", "-DLLAMA_OPENSSL=OFF",
-    ]
-    subprocess.run(configure, check=True)
-    subprocess.run(["cmake", "--build", str(build), "--target", "llama-perplexity", "-j", str(jobs)], check=True)
-    return binary
 
 
 # ---- running both -------------------------------------------------------------------------------------------
@@ -90,24 +68,12 @@ def run_quantkit(models: list[Path], text: Path, args):
 
 def requantize(src: Path, ftype_name: str) -> Path:
     """A second quantization of `src` for the KL comparison (libllama, allow_requantize)."""
-    import llama_cpp
-    from gguf import LlamaFileType
+    from quantkit.quantize import quantize
 
     dest = BENCH_CACHE / f"{src.stem}-requant-{ftype_name}.gguf"
     if not dest.exists():
-        params = llama_cpp.llama_model_quantize_default_params()
-        params.ftype = int(LlamaFileType[f"MOSTLY_{ftype_name}"])
-        params.allow_requantize = True
-        params.nthread = 2
-        if llama_cpp.llama_model_quantize(os.fsencode(src), os.fsencode(dest), ctypes_ref(params)) != 0:
-            sys.exit(f"quantizing {src} to {ftype_name} failed")
+        quantize(src, dest, ftype_name, threads=2, allow_requantize=True)
     return dest
-
-
-def ctypes_ref(params):
-    import ctypes
-
-    return ctypes.byref(params)
 
 
 def main() -> None:
@@ -121,7 +87,7 @@ def main() -> None:
     ap.add_argument("--kl-quant", help="a GGUF, or a type name (e.g. Q4_0) to requantize MODEL to")
     ap.add_argument("--build-only", action="store_true")
     args = ap.parse_args()
-    binary = build_llama_perplexity()
+    binary = build_tool("llama-perplexity")
     if args.build_only:
         print(binary)
         return
