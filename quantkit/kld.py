@@ -9,62 +9,83 @@ keeps, per position, only what the statistics need:
 - the log of the base's probability mass outside the top K (float64), so that the rest of the vocabulary enters
   the KL sum as one bucket: r_p · ln(r_p / r_q). By the log-sum inequality that bucket is a lower bound of the
   true tail sum, so quantkit's KLD is ≤ the full-vocabulary KLD, and equal to it as r_p → 0.
-That is 8·K + 16 bytes a position (8 KB for K = 1024: ~1.2 GB for all of wikitext-2 at ctx 512, held in RAM). llama-perplexity's own KLD is not
+That is 8·K + 16 bytes a position (8 KB for K = 1024: ~1.2 GB for all of wikitext-2 at ctx 512, in a file
+that is read back through a memory map, so RAM stays flat). llama-perplexity's own KLD is not
 exact either: it quantizes log-probs to 16 bits over a range of 16 nats and drops tokens with p_base < e⁻¹⁶.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
+
+from .cache import cache_dir
 
 TOP_K = 1024  # measured on SmolLM2 Q4_1 → Q4_0: mean KLD −13.5 % at 64, −3.7 % at 512, −2.0 % at 1024, −1.0 % at 2048, −0.4 % at 4096
 PERCENTILES = (("max", 1.0), ("99.9%", 0.999), ("99%", 0.99), ("95%", 0.95), ("90%", 0.90), ("median", 0.5),
                ("10%", 0.10), ("5%", 0.05), ("1%", 0.01), ("0.1%", 0.001), ("min", 0.0))
 
 
-@dataclass
-class BaseLogProbs:
-    """The base run's scored positions, in evaluation order."""
+_COLUMNS = (("nll", np.float64, False), ("top_ids", np.int32, True), ("top_logp", np.float32, True),
+            ("tail_logp", np.float64, False))  # name, dtype, one value per kept token (else one per position)
 
-    n_vocab: int
-    k: int
-    nll: list[np.ndarray] = field(default_factory=list)  # (n,) float64
-    top_ids: list[np.ndarray] = field(default_factory=list)  # (n, k) int32, most probable first
-    top_logp: list[np.ndarray] = field(default_factory=list)  # (n, k) float32
-    tail_logp: list[np.ndarray] = field(default_factory=list)  # (n,) float64: ln(1 − Σ top-k p)
+
+class BaseLogProbs:
+    """The base run's scored positions, in evaluation order, written to files in quantkit's cache and read back
+    through memory maps, so that memory stays flat however long the text is."""
+
+    def __init__(self, n_vocab: int, k: int, folder: Path | None = None):
+        self.n_vocab = n_vocab
+        self.k = min(k, n_vocab)
+        self.n_positions = 0
+        self._dir = tempfile.TemporaryDirectory(prefix="kl-base-", dir=folder or cache_dir("tmp"))
+        self._files = {name: open(Path(self._dir.name) / name, "wb") for name, _, _ in _COLUMNS}
+        self._maps: dict[str, np.ndarray] | None = None
 
     def add(self, logits: np.ndarray, log_z: np.ndarray, nll: np.ndarray) -> None:
         """Record a block of rows: raw logits (float32), their log-partition and the true tokens' NLL."""
-        k = min(self.k, logits.shape[1])
-        ids = np.argpartition(logits, -k, axis=1)[:, -k:]
+        if self._maps is not None:
+            raise RuntimeError("the base data is complete: it is being read")
+        ids = np.argpartition(logits, -self.k, axis=1)[:, -self.k:]
         vals = np.take_along_axis(logits, ids, axis=1)
         order = np.argsort(-vals, axis=1, kind="stable")
         ids = np.take_along_axis(ids, order, axis=1)
         logp = np.take_along_axis(vals, order, axis=1).astype(np.float64) - log_z[:, None]
-        self.nll.append(nll.astype(np.float64))
-        self.top_ids.append(ids.astype(np.int32))
-        self.top_logp.append(logp.astype(np.float32))
-        self.tail_logp.append(_log_tail(logits, log_z, ids))
+        block = {"nll": nll, "top_ids": ids, "top_logp": logp, "tail_logp": _log_tail(logits, log_z, ids)}
+        for name, dtype, _ in _COLUMNS:
+            self._files[name].write(np.ascontiguousarray(block[name], dtype=dtype).tobytes())
+        self.n_positions += len(nll)
 
     def rows(self, start: int, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """nll, top ids, top log-probs and tail log-mass of positions start … start+n−1."""
-        self._consolidate()
+        maps = self._read()
         sl = slice(start, start + n)
-        return self.nll[0][sl], self.top_ids[0][sl], self.top_logp[0][sl], self.tail_logp[0][sl]
-
-    @property
-    def n_positions(self) -> int:
-        return sum(len(a) for a in self.nll)
+        return maps["nll"][sl], maps["top_ids"][sl], maps["top_logp"][sl], maps["tail_logp"][sl]
 
     @property
     def nbytes(self) -> int:
-        return sum(a.nbytes for part in (self.nll, self.top_ids, self.top_logp, self.tail_logp) for a in part)
+        per_position = sum(np.dtype(dtype).itemsize * (self.k if wide else 1) for _, dtype, wide in _COLUMNS)
+        return per_position * self.n_positions
 
-    def _consolidate(self) -> None:
-        if len(self.nll) > 1:
-            for name in ("nll", "top_ids", "top_logp", "tail_logp"):
-                setattr(self, name, [np.concatenate(getattr(self, name))])
+    def close(self) -> None:
+        for f in self._files.values():
+            f.close()
+        self._maps = None
+        self._dir.cleanup()
+
+    def _read(self) -> dict[str, np.ndarray]:
+        if self._maps is None:
+            maps = {}
+            for name, dtype, wide in _COLUMNS:
+                self._files[name].close()
+                shape = (self.n_positions, self.k) if wide else (self.n_positions,)
+                path = Path(self._dir.name) / name
+                maps[name] = np.memmap(path, dtype=dtype, mode="r", shape=shape) if self.n_positions else \
+                    np.zeros(shape, dtype=dtype)
+            self._maps = maps
+        return self._maps
 
 
 def _log_tail(logits: np.ndarray, log_z: np.ndarray, ids: np.ndarray) -> np.ndarray:

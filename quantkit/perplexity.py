@@ -262,20 +262,26 @@ def perplexity(paths: list[str | Path], text: bytes, settings: Settings = Settin
     results: list[PerplexityResult] = []
     base_data: kl.BaseLogProbs | None = None
     tokens = plan = None
-    for i, info in enumerate(infos):
-        with load_model(info.path, settings.n_gpu_layers, settings.n_ctx) as model:
-            if tokens is None:
-                tokens = model.tokenize(text, add_special=True)
-                plan = make_plan(len(tokens), settings.n_ctx, settings.n_batch, settings.chunks)
-                log.info("%d tokens; %d chunks of %d, %d per decode", len(tokens), plan.n_chunks, plan.n_ctx,
-                         plan.n_seq)
-            record = kl.BaseLogProbs(model.n_vocab, settings.kl_top_k) if with_kl and i == 0 else None
-            cb = progress(Path(info.path).name) if progress else None
-            result, _ = evaluate(model, info, tokens, plan, settings, record=record, base=base_data, progress=cb)
-            if record is not None:
-                base_data = record
-                log.info("base data kept for KL: %.1f MiB", record.nbytes / 2**20)
-        results.append(result)
+    try:
+        for i, info in enumerate(infos):
+            with load_model(info.path, settings.n_gpu_layers, settings.n_ctx) as model:
+                if tokens is None:
+                    tokens = model.tokenize(text, add_special=True)
+                    plan = make_plan(len(tokens), settings.n_ctx, settings.n_batch, settings.chunks)
+                    log.info("%d tokens; %d chunks of %d, %d per decode", len(tokens), plan.n_chunks, plan.n_ctx,
+                             plan.n_seq)
+                if with_kl and i == 0:
+                    base_data = kl.BaseLogProbs(model.n_vocab, settings.kl_top_k)
+                cb = progress(Path(info.path).name) if progress else None
+                record = base_data if i == 0 else None
+                base = base_data if i > 0 else None
+                result, _ = evaluate(model, info, tokens, plan, settings, record=record, base=base, progress=cb)
+                if record is not None:
+                    log.info("base data kept for KL: %.1f MiB", record.nbytes / 2**20)
+            results.append(result)
+    finally:
+        if base_data is not None:
+            base_data.close()
     return results
 
 
