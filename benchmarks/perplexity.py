@@ -60,7 +60,8 @@ def run_quantkit(models: list[Path], text: Path, args):
     from quantkit.datasets import read_text
     from quantkit.perplexity import Settings, perplexity
 
-    settings = Settings(n_ctx=args.ctx, n_batch=args.batch, chunks=args.chunks, threads=args.threads, n_gpu_layers=0)
+    settings = Settings(n_ctx=args.ctx, n_batch=args.batch, chunks=args.chunks, threads=args.threads, n_gpu_layers=0,
+                        kl_top_k=args.kl_top_k)
     t0 = time.perf_counter()
     results = perplexity(models, read_text(text), settings)
     return results, time.perf_counter() - t0
@@ -85,6 +86,7 @@ def main() -> None:
     ap.add_argument("--chunks", type=int)
     ap.add_argument("--threads", type=int, default=os.cpu_count() or 2)
     ap.add_argument("--kl-quant", help="a GGUF, or a type name (e.g. Q4_0) to requantize MODEL to")
+    ap.add_argument("--kl-top-k", type=int, default=1024, help="base tokens quantkit keeps per position for KL")
     ap.add_argument("--build-only", action="store_true")
     args = ap.parse_args()
     binary = build_tool("llama-perplexity")
