@@ -96,7 +96,7 @@ def run_script(name: str, args: list[str]) -> tuple[str, float]:
 
 def comparisons(args) -> dict[str, tuple[list[str], callable]]:
     from quantkit.embedded import embedded_gguf
-    from quantkit.job.texts import python_docs_path
+    from quantkit.datasets import python_docs_path
 
     threads = str(args.threads)
     return {
