@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from .files import atomic_file
-from .job.state import to_json
+from .jsonable import to_json
 
 if TYPE_CHECKING:
     from .job.steps import Job

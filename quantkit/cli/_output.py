@@ -6,7 +6,6 @@
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import errno
 import json
 import os
@@ -19,6 +18,7 @@ from rich.console import Console
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn, TransferSpeedColumn
 
 from ..errors import QuantkitError
+from ..jsonable import to_json
 
 def _console(to_stderr: bool) -> Console:
     console = Console(stderr=to_stderr, soft_wrap=True)
@@ -37,22 +37,8 @@ def debug_enabled() -> bool:
 
 def emit_json(data: Any) -> None:
     """Print exactly one JSON document on stdout."""
-    sys.stdout.write(json.dumps(_plain(data), indent=2, ensure_ascii=False) + "\n")
+    sys.stdout.write(json.dumps(to_json(data), indent=2, ensure_ascii=False) + "\n")
     sys.stdout.flush()
-
-
-def _plain(data: Any) -> Any:
-    if dataclasses.is_dataclass(data) and not isinstance(data, type):
-        return _plain(dataclasses.asdict(data))
-    if isinstance(data, dict):
-        return {str(k): _plain(v) for k, v in data.items()}
-    if isinstance(data, (list, tuple)):
-        return [_plain(v) for v in data]
-    if hasattr(data, "item") and callable(data.item):  # numpy scalars
-        return data.item()
-    if isinstance(data, os.PathLike):
-        return os.fspath(data)
-    return data
 
 
 def fail(message: str, hint: str = "", code: int = 1) -> typer.Exit:

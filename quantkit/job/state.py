@@ -3,29 +3,13 @@ written atomically, holding the step's inputs and its result. A record counts on
 same (files by name, size and modification time; settings by value), so a re-run redoes exactly what changed."""
 from __future__ import annotations
 
-import dataclasses
 import json
-import os
 import time
 from pathlib import Path
 from typing import Any
 
 from ..files import atomic_file, prepare_dir
-
-
-def to_json(data: Any) -> Any:
-    """Dataclasses, paths, tuples and numpy scalars as plain JSON values."""
-    if dataclasses.is_dataclass(data) and not isinstance(data, type):
-        return to_json(dataclasses.asdict(data))
-    if isinstance(data, dict):
-        return {str(k): to_json(v) for k, v in data.items()}
-    if isinstance(data, (list, tuple)):
-        return [to_json(v) for v in data]
-    if isinstance(data, os.PathLike):
-        return os.fspath(data)
-    if hasattr(data, "item") and callable(data.item):
-        return data.item()
-    return data
+from ..jsonable import to_json
 
 
 def fingerprint(path: str | Path) -> dict:
