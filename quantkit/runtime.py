@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from . import gguf_file
-from .errors import QuantkitError, RuntimeLoadError
+from .errors import InvalidArgumentError, QuantkitError, RuntimeLoadError
 
 log = logging.getLogger(__name__)
 llama_log = logging.getLogger("quantkit.llama_cpp")
@@ -133,20 +133,17 @@ def resolve_gpu_layers(spec: int | str, model_path: Path, n_ctx: int) -> int:
     if isinstance(spec, int) or str(spec).lstrip("-").isdigit():
         n = int(spec)
         if n < 0:
-            raise RuntimeLoadError(f"--n-gpu-layers must be a number ≥ 0, 'all' or 'auto', not {n}")
+            raise InvalidArgumentError(f"--n-gpu-layers must be a number ≥ 0, 'all' or 'auto', not {n}")
         return n  # libllama clamps it to the model's layers
     spec = str(spec).lower()
     if spec == "all":
         return ALL_LAYERS
     if spec != "auto":
-        raise RuntimeLoadError(f"--n-gpu-layers must be a number, 'all' or 'auto', not {spec!r}")
+        raise InvalidArgumentError(f"--n-gpu-layers must be a number, 'all' or 'auto', not {spec!r}")
     if not _llama_cpp().llama_supports_gpu_offload():
         return 0
-    try:
-        from .memory import auto_gpu_layers
-    except ImportError:
-        log.warning("quantkit.memory.auto_gpu_layers is not available: offloading all layers")
-        return ALL_LAYERS
+    from .memory import auto_gpu_layers
+
     return int(auto_gpu_layers(model_path, n_ctx))
 
 

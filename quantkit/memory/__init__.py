@@ -173,19 +173,12 @@ def estimate_memory(target: str | ModelSpec, types: list[str] | None = None, *, 
 
 
 def _free_gpu_memory() -> int | None:
-    """Free memory of the first GPU, through nvidia-smi when present; None when it cannot be told."""
-    import shutil
-    import subprocess
+    """Free memory of the first GPU as llama.cpp's own backend reports it (any GPU backend, not only CUDA);
+    None when it cannot be told."""
+    from ..runtime import gpu_devices
 
-    smi = shutil.which("nvidia-smi")
-    if not smi:
-        return None
-    try:
-        out = subprocess.run([smi, "--query-gpu=memory.free", "--format=csv,noheader,nounits"],
-                             capture_output=True, text=True, timeout=10).stdout
-        return int(out.split()[0]) << 20
-    except (OSError, ValueError, IndexError, subprocess.SubprocessError):
-        return None
+    free = [d.memory_free for d in gpu_devices() if d.memory_free]
+    return free[0] if free else None
 
 
 def auto_gpu_layers(model_path: str | Path, n_ctx: int, vram_bytes: int | None = None, *, kv_type: str = "f16",
