@@ -53,7 +53,7 @@ def bench(paths: list[str | Path], n_prompt: int = 512, n_gen: int = 128, repeti
     results = []
     for path in paths:
         with runtime.load_model(path, n_gpu_layers=n_gpu_layers, n_ctx=n_prompt + n_gen) as model:
-            ftype = gguf_file.file_type_name(model_meta_int(model, "general.file_type"))
+            ftype = gguf_file.file_type_name(model.meta_int("general.file_type"))
             for name, n_p, n_g in ((f"pp{n_prompt}", n_prompt, 0), (f"tg{n_gen}", 0, n_gen)):
                 if n_p + n_g == 0:
                     continue
@@ -62,7 +62,7 @@ def bench(paths: list[str | Path], n_prompt: int = 512, n_gen: int = 128, repeti
                 samples = _run_test(model, n_p, n_g, repetitions, threads, n_batch, n_ubatch, seed)
                 results.append(BenchResult(
                     model=path.name, file_type=ftype, size_bytes=path.stat().st_size, test=name,
-                    n_tokens=n_p + n_g, threads=threads, n_gpu_layers=layers_on_gpu(model),
+                    n_tokens=n_p + n_g, threads=threads, n_gpu_layers=model.layers_on_gpu,
                     mean_tps=statistics.fmean(samples),
                     std_tps=statistics.stdev(samples) if len(samples) > 1 else 0.0, samples_tps=samples,
                 ))
@@ -70,26 +70,6 @@ def bench(paths: list[str | Path], n_prompt: int = 512, n_gen: int = 128, repeti
 
 
 # ---- libllama helpers (they belong in runtime.py; kept here until it has them) ----------------------------------
-
-def layers_on_gpu(model: runtime.Model) -> int:
-    """The layers libllama actually offloads (it clamps n_gpu_layers; -1 means all, the output layer counted)."""
-    if model.n_gpu_layers == 0 or not runtime._llama_cpp().llama_supports_gpu_offload():
-        return 0
-    everything = model.n_layer + 1
-    return everything if model.n_gpu_layers < 0 else min(model.n_gpu_layers, everything)
-
-
-def model_meta_int(model: runtime.Model, key: str) -> int | None:
-    """An integer metadata value of a loaded model, read through libllama (no second parse of the file)."""
-    import ctypes
-
-    buf = ctypes.create_string_buffer(64)
-    n = runtime._llama_cpp().llama_model_meta_val_str(model.ptr, key.encode(), buf, len(buf))
-    try:
-        return int(buf.value.decode()) if n >= 0 else None
-    except ValueError:
-        return None
-
 
 def _run_test(model: runtime.Model, n_prompt: int, n_gen: int, repetitions: int, threads: int, n_batch: int,
               n_ubatch: int, seed: int) -> list[float]:

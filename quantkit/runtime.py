@@ -182,6 +182,23 @@ class Model:
             n = llama_cpp.llama_tokenize(self.vocab, text, len(text), out, n_max, add_special, parse_special)
         return np.frombuffer(out, dtype=np.int32, count=n).copy()
 
+    @property
+    def layers_on_gpu(self) -> int:
+        """The layers libllama actually offloads (it clamps n_gpu_layers; -1 means all, the output layer counted)."""
+        if self.n_gpu_layers == 0 or not _llama_cpp().llama_supports_gpu_offload():
+            return 0
+        everything = self.n_layer + 1
+        return everything if self.n_gpu_layers < 0 else min(self.n_gpu_layers, everything)
+
+    def meta_int(self, key: str) -> int | None:
+        """An integer metadata value, read through libllama (no second parse of the file)."""
+        buf = ctypes.create_string_buffer(64)
+        n = _llama_cpp().llama_model_meta_val_str(self.ptr, key.encode(), buf, len(buf))
+        try:
+            return int(buf.value.decode()) if n >= 0 else None
+        except ValueError:
+            return None
+
     def token_texts(self) -> list[bytes]:
         """Every token's text, in id order."""
         llama_cpp = _llama_cpp()

@@ -169,11 +169,9 @@ def test_bad_sampling_values(smollm2_gguf):
 def test_layers_land_on_the_gpu(smollm2_gguf, caplog):
     import logging
 
-    from quantkit.bench import layers_on_gpu
-
     caplog.set_level(logging.DEBUG, logger="quantkit.llama_cpp")
     with ChatSession.open(smollm2_gguf, n_ctx=512, n_gpu_layers="all") as s:
-        assert layers_on_gpu(s.model) == s.model.n_layer + 1
+        assert s.model.layers_on_gpu == s.model.n_layer + 1
         _run(s.send("Hi", max_tokens=4))
         assert s.turns[-1].result.gen_tokens >= 1
     log = caplog.text

@@ -18,7 +18,6 @@ from rich.live import Live
 from rich.markdown import Markdown
 from rich.text import Text
 
-from ..bench import layers_on_gpu
 from ..chat import ChatSession, Sampling, TurnResult, find_model_file, transcript
 from ..errors import ContextFullError, InvalidArgumentError, QuantkitError
 from ..runtime import describe_device
@@ -84,7 +83,7 @@ def run(
 def _banner(session: ChatSession) -> None:
     m = session.model
     stderr.print(f"{m.path.name} · {describe_device(session.context.threads)} · "
-                 f"{layers_on_gpu(m)}/{m.n_layer + 1} layers on GPU · ctx {session.n_ctx}", style="dim", highlight=False)
+                 f"{m.layers_on_gpu}/{m.n_layer + 1} layers on GPU · ctx {session.n_ctx}", style="dim", highlight=False)
 
 
 def _stats(r: TurnResult) -> str:
