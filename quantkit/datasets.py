@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 import shutil
 import sys
 import tempfile
@@ -24,6 +23,7 @@ from pathlib import Path
 from .cache import cache_dir
 from .errors import DatasetUnavailableError, InputNotFoundError, InvalidArgumentError
 from .files import atomic_file
+from .hub import hub_settings
 
 log = logging.getLogger(__name__)
 
@@ -84,13 +84,11 @@ def python_docs_path() -> Path:
 def _download(ds: HubZipText, folder: Path) -> Path:
     from huggingface_hub import hf_hub_download
 
-    # HF_ENDPOINT is read here, at call time, so that a mirror (or a test server) set later still applies
-    endpoint = os.environ.get("HF_ENDPOINT") or None
     log.info("fetching %s from the Hub dataset %s", ds.filename, ds.repo_id)
     try:
         with _quiet("huggingface_hub"):
             return Path(hf_hub_download(ds.repo_id, ds.filename, repo_type="dataset", local_dir=folder,
-                                        endpoint=endpoint))
+                                        **hub_settings()))
     except Exception as e:  # offline, DNS, HTTP errors, a missing file: all mean "not available here"
         log.debug("download failed: %s", e, exc_info=True)
         raise DatasetUnavailableError(

@@ -4,12 +4,12 @@ when a download was interrupted, and are reused offline (HF_HUB_OFFLINE=1) from 
 from __future__ import annotations
 
 import logging
-import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import FetchError, InputNotFoundError
+from ..hub import hub_settings
 from ..models import find_model
 
 log = logging.getLogger(__name__)
@@ -57,7 +57,7 @@ def download(repo_id: str, revision: str | None = None) -> Source:
 
     log.info("fetching %s%s", repo_id, f"@{revision}" if revision else "")
     try:
-        folder = snapshot_download(repo_id, revision=revision, allow_patterns=list(NEEDED_FILES), **_hub_settings())
+        folder = snapshot_download(repo_id, revision=revision, allow_patterns=list(NEEDED_FILES), **hub_settings())
     except RepositoryNotFoundError:
         raise FetchError(f"{repo_id} is not a model repo on the Hub (or it is private)",
                          hint="check the repo id, or log in with `hf auth login`") from None
@@ -71,15 +71,3 @@ def download(repo_id: str, revision: str | None = None) -> Source:
                          hint="run again: the download resumes where it stopped") from None
     return Source(Path(folder), repo_id.split("/")[-1], repo_id)
 
-
-def _hub_settings() -> dict:
-    """huggingface_hub reads its environment once, at import; read it at each call so that HF_ENDPOINT,
-    HF_HUB_CACHE and HF_HUB_OFFLINE set later (by a user's shell wrapper, or a test) still count."""
-    settings: dict = {}
-    if endpoint := os.environ.get("HF_ENDPOINT"):
-        settings["endpoint"] = endpoint.rstrip("/")
-    if cache := os.environ.get("HF_HUB_CACHE"):
-        settings["cache_dir"] = cache
-    if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on"):
-        settings["local_files_only"] = True
-    return settings

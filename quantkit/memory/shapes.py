@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -13,6 +12,7 @@ from typing import Any
 from gguf import GGMLQuantizationType as T
 
 from ..errors import FetchError, InvalidArgumentError, ModelConfigError, UnsupportedModelError
+from ..hub import endpoint, hub_settings
 from ..models import R1, R1_DISTILLS, ModelShape, find_model
 from ..gguf_header import GGUFHeader, TensorInfo, read_local_header, read_remote_header
 
@@ -227,12 +227,9 @@ def resolve_target(target: str) -> ModelSpec:
             return from_config(_load_json(path), str(path), "config", path.parent.name)
         return from_header(read_local_header(path), str(path), "gguf")
     if target.lower().endswith(".gguf") and _REMOTE.match(target):
-        from huggingface_hub import constants
-
         repo, _, file = target.partition("/")[2].partition("/")
         repo_id = target.split("/")[0] + "/" + repo
-        # HF_ENDPOINT is read at call time, so that a mirror (or a test server) set later still applies
-        url = f"{os.environ.get('HF_ENDPOINT') or constants.ENDPOINT}/{repo_id}/resolve/main/{file}"
+        url = f"{endpoint()}/{repo_id}/resolve/main/{file}"
         return from_header(read_remote_header(url, _hub_headers()), target, "remote-gguf")
     known = find_model(target)
     if known is not None:
@@ -259,7 +256,7 @@ def _fetch_config(repo_id: str) -> dict:
     from huggingface_hub.errors import HfHubHTTPError, RepositoryNotFoundError
 
     try:
-        path = hf_hub_download(repo_id, "config.json", endpoint=os.environ.get("HF_ENDPOINT") or None)
+        path = hf_hub_download(repo_id, "config.json", **hub_settings())
     except RepositoryNotFoundError:
         raise InvalidArgumentError(f"no model {repo_id!r} on the Hub", hint="check the repo id") from None
     except (HfHubHTTPError, OSError, ValueError) as e:
