@@ -2,10 +2,12 @@
 each end in one clean line, exit code 1 and nothing half-written."""
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import os
 import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -182,8 +184,8 @@ def test_disk_fills_up_mid_write(tmp_path, monkeypatch):
 
     real = writer._write_data
 
-    def write_then_fail(w, plans, total, label, progress):
-        real(w, plans[:3], total, label, progress)
+    def write_then_fail(fd, pos, alignment, plans, *rest):
+        real(fd, pos, alignment, plans[:3], *rest)
         raise OSError(errno.ENOSPC, "No space left on device")
 
     monkeypatch.setattr(writer, "_write_data", write_then_fail)
@@ -194,13 +196,28 @@ def test_disk_fills_up_mid_write(tmp_path, monkeypatch):
 def test_read_only_output(tmp_path):
     out = tmp_path / "ro"
     out.mkdir()
-    out.chmod(0o555)
-    try:
-        if os.access(out, os.W_OK):
-            pytest.skip("running as a user that can write anywhere (root)")
+    with read_only(out):
         assert_clean_failure([str(tiny_checkpoint("qwen2")), "-o", str(out)], "cannot write", out)
+
+
+@contextlib.contextmanager
+def read_only(folder: Path):
+    """A folder nobody may write into: mode 555, and, for root (who ignores modes, as CI runs), the
+    immutable attribute where the file system has it."""
+    folder.chmod(0o555)
+    immutable = False
+    try:
+        if os.access(folder, os.W_OK):
+            chattr = shutil.which("chattr")
+            immutable = chattr is not None and subprocess.run([chattr, "+i", str(folder)],
+                                                               capture_output=True).returncode == 0
+            if not immutable:
+                pytest.skip("running as root on a file system without the immutable attribute")
+        yield
     finally:
-        out.chmod(0o755)
+        if immutable:
+            subprocess.run([shutil.which("chattr"), "-i", str(folder)], check=True)
+        folder.chmod(0o755)
 
 
 def test_output_under_a_file(tmp_path):

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -9,7 +10,8 @@ import pytest
 from gguf import GGMLQuantizationType, quants
 
 from quantkit.convert import convert_checkpoint
-from quantkit.convert.checkpoint import open_checkpoint, read_header
+from quantkit.convert.checkpoint import TensorInfo, open_checkpoint, read_header
+from quantkit.convert.passthrough import needs_quieting
 from quantkit.convert.tensors import _stored_reader
 from tests._fixtures.gguf_tensors import tensor_table
 from tests._fixtures.tiny import tiny_checkpoint
@@ -55,6 +57,49 @@ def test_bf16_pass_through_matches_gguf_rounding(tmp_path):
     as_f32 = (bits.astype(np.uint32) << 16).view(np.float32)
     reference = quants.quantize(as_f32, GGMLQuantizationType.BF16)
     assert ours.tobytes() == reference.tobytes()
+
+
+def _bf16_file(tmp_path: Path, bits: np.ndarray) -> TensorInfo:
+    path = tmp_path / f"bits-{bits.size}.bin"
+    path.write_bytes(b"pad" + bits.tobytes())
+    return TensorInfo("t", "BF16", (bits.size,), path, 3)
+
+
+def _changed_by_gguf_rounding(bits: np.ndarray) -> bool:
+    as_f32 = (bits.astype(np.uint32) << 16).view(np.float32)
+    return bool((quants.quantize(as_f32, GGMLQuantizationType.BF16).view(np.uint16) != bits).any())
+
+
+@pytest.mark.parametrize("n", [1, 3, 4, 5, 1001, (4 << 20) // 2 + 7])  # the last spans two scan chunks
+def test_nan_scan_agrees_with_gguf_rounding(tmp_path, n):
+    rng = np.random.default_rng(n)
+    clean = rng.integers(0, 0x10000, n, dtype=np.uint16)
+    clean[(clean & 0x7F80) == 0x7F80] = 0x3F80  # no Inf/NaN to begin with
+    assert not needs_quieting(_bf16_file(tmp_path, clean))
+    for position in sorted({0, n // 2, n - 1}):
+        for value in (0x7F80, 0xFF80, 0x7FC0, 0xFFC1, 0x7F81, 0xFFBF):  # ±Inf, quiet NaNs, signalling NaNs
+            bits = clean.copy()
+            bits[position] = value
+            expected = _changed_by_gguf_rounding(bits)
+            assert expected == (value in (0x7F81, 0xFFBF))
+            assert needs_quieting(_bf16_file(tmp_path, bits)) == expected, (position, hex(value))
+
+
+@pytest.mark.slow
+def test_signalling_nan_in_a_copied_tensor_is_quieted(tmp_path):
+    src, folder = tiny_checkpoint("qwen2"), tmp_path / "nan"
+    shutil.copytree(src, folder)
+    info = open_checkpoint(folder).tensors["model.layers.0.mlp.up_proj.weight"]
+    with open(info.file, "r+b") as f:
+        f.seek(info.offset + 2 * 1000)
+        f.write(np.array([0x7F81, 0xFFA5], dtype=np.uint16).tobytes())
+    convert_checkpoint(folder, tmp_path / "nan.gguf", "BF16")
+    convert_checkpoint(src, tmp_path / "clean.gguf", "BF16")
+    nan, clean = tensor_table(tmp_path / "nan.gguf"), tensor_table(tmp_path / "clean.gguf")
+    assert {k for k in nan if nan[k] != clean[k]} == {"blk.0.ffn_up.weight"}
+    source = open_checkpoint(folder).read(info.name)
+    reference = quants.quantize((source.astype(np.uint32) << 16).view(np.float32), GGMLQuantizationType.BF16)
+    assert nan["blk.0.ffn_up.weight"][2] == reference.tobytes()
 
 
 def test_safetensors_header_checked_against_file_size(tmp_path):

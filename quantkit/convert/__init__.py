@@ -81,12 +81,11 @@ def convert_checkpoint(checkpoint: Checkpoint | Path, dest: Path, outtype: str =
     ftype = OUTTYPES[outtype]
     arch = arch_name(gguf_arch(checkpoint))
     plans = plan_tensors(checkpoint, ftype)
-    vocab = read_vocab(checkpoint.folder, Hparams.of(checkpoint.config).n_vocab)
 
     def add_keys(writer) -> None:
         write_metadata(writer, checkpoint.folder, name, ftype)
         write_hparams(writer, checkpoint.config, arch)
-        vocab.add_to(writer)
+        read_vocab(checkpoint.folder, Hparams.of(checkpoint.config).n_vocab).add_to(writer)
 
     return write_gguf(Path(dest), arch, plans, add_keys, progress)
 

@@ -16,7 +16,7 @@ from gguf import (GGML_QUANT_SIZES, MODEL_ARCH, MODEL_ARCH_NAMES, MODEL_TENSOR, 
                   LlamaFileType, get_tensor_name_map, quant_shape_to_byte_shape, quants)
 
 from ..errors import CheckpointError, UnsupportedModelError
-from .checkpoint import Checkpoint
+from .checkpoint import Checkpoint, TensorInfo
 
 # HF architecture -> gguf architecture; whether q/k rows go from rotate-half to interleaved layout
 ARCHITECTURES: dict[str, tuple[MODEL_ARCH, bool]] = {
@@ -75,6 +75,7 @@ class TensorPlan:
     qtype: GGMLQuantizationType
     rows: Rows
     stored_rows: Rows | None = None  # rows already in `qtype` (a bf16 weight kept bf16): no round trip
+    source: TensorInfo | None = None  # ... and whole in the checkpoint in the same order: a plain byte copy
 
     @property
     def n_bytes(self) -> int:
@@ -130,8 +131,9 @@ def plan_tensors(checkpoint: Checkpoint, ftype: LlamaFileType) -> list[TensorPla
         permute = hf_name.endswith(_PERMUTED) and ARCHITECTURES[checkpoint.architecture][1]
         rows = _reader(checkpoint, hf_name, hp if permute else None)
         qtype = _stored_type(name, info.shape, ftype)
-        stored = _stored_reader(checkpoint, hf_name) if qtype == _SAME_BITS.get(info.dtype) and not permute else None
-        plans.append(TensorPlan(name, info.shape, qtype, rows, stored))
+        same = qtype == _SAME_BITS.get(info.dtype) and not permute
+        stored = _stored_reader(checkpoint, hf_name) if same else None
+        plans.append(TensorPlan(name, info.shape, qtype, rows, stored, info if same else None))
     _check_complete(checkpoint, plans, hp)
     return plans
 

@@ -18,6 +18,7 @@ log = logging.getLogger(__name__)
 # Pre-tokenizers that share their regexes with another are told apart by the BOS token their tokenizer adds:
 # the R1-Distill-Qwen tokenizer is Qwen2's plus DeepSeek's special tokens and a BOS.
 _BOS_MARKS = {"deepseek-r1-qwen": "<｜begin▁of▁sentence｜>"}
+_SPACE = chr(ord(" ") + 256)  # how gguf's SpecialVocab writes a space inside a merge part
 
 
 @dataclass
@@ -43,7 +44,22 @@ def read_vocab(folder: Path, n_vocab: int) -> Vocab:
         raise CheckpointError(f"{folder / 'tokenizer.json'} is not a byte-level BPE tokenizer",
                               hint="quantkit converts BPE tokenizers (the R1-Distill Qwen and Llama families)")
     tokens, types = _tokens(model["vocab"], tokenizer.get("added_tokens") or [], n_vocab, folder)
-    return Vocab(tokens, types, detect_pre(tokenizer, config), SpecialVocab(folder, load_merges=True, n_vocab=n_vocab))
+    special = SpecialVocab(folder, load_merges=False, n_vocab=n_vocab)
+    special.merges = _merges(model.get("merges"), folder)
+    return Vocab(tokens, types, detect_pre(tokenizer, config), special)
+
+
+def _merges(merges, folder: Path) -> list[str]:
+    """The merges as "a b" strings, as gguf's SpecialVocab gives them (a space inside a part becomes U+0120),
+    in one pass with str.replace instead of its loop over every character."""
+    if not isinstance(merges, list) or not merges:
+        raise CheckpointError(f"{folder / 'tokenizer.json'} has no BPE merges", hint="the tokenizer files look damaged")
+    if all(isinstance(m, str) for m in merges):
+        return list(merges)
+    if all(isinstance(m, list) and len(m) == 2 and all(isinstance(p, str) for p in m) for m in merges):
+        return [f"{a.replace(' ', _SPACE)} {b.replace(' ', _SPACE)}" for a, b in merges]
+    raise CheckpointError(f"{folder / 'tokenizer.json'} has merges in a form quantkit does not know",
+                          hint="expected a list of \"a b\" strings or of [a, b] pairs")
 
 
 def _load_json(path: Path, required: bool = True) -> dict:

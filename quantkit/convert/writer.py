@@ -1,9 +1,10 @@
 """Streams a GGUF to disk tensor by tensor with gguf's GGUFWriter: header, metadata and tensor infos first, then
-each tensor's bytes a block of rows at a time, into a temporary name that becomes the file only when complete."""
+each tensor's bytes (copied by the kernel, or converted a block of rows at a time), into a temporary name that
+becomes the file only when complete."""
 from __future__ import annotations
 
-import itertools
 import logging
+import os
 import struct
 from collections.abc import Callable
 from pathlib import Path
@@ -13,6 +14,7 @@ from gguf import GGUFEndian, GGUFValueType, GGUFWriter, quant_shape_to_byte_shap
 
 from ..errors import OutputError
 from ..files import atomic_file, check_free_space
+from .passthrough import NaNScan, copy_range
 from .tensors import TensorPlan
 
 log = logging.getLogger(__name__)
@@ -42,21 +44,26 @@ class _Writer(GGUFWriter):
             return None
         head = struct.pack("<IQ", ltype, len(val))
         if ltype == GGUFValueType.STRING:
-            encoded = [v.encode("utf-8") for v in val]
-            lengths = np.fromiter(map(len, encoded), dtype="<u8", count=len(encoded)).tobytes()
-            prefixes = (lengths[i:i + 8] for i in range(0, len(lengths), 8))
-            return head + b"".join(itertools.chain.from_iterable(zip(prefixes, encoded)))
+            return head + _pack_strings(val)
         if ltype in self._NUMPY:
             return head + np.asarray(val, dtype=self._NUMPY[ltype]).tobytes()
         return None
 
 
+def _pack_strings(strings: list[str]) -> bytes:
+    """GGUF strings back to back: each its u64 length, then its UTF-8 bytes."""
+    pack = struct.Struct("<Q").pack
+    return b"".join([pack(len(e)) + e for e in (v.encode("utf-8") for v in strings)])
+
+
 def write_gguf(dest: Path, arch: str, plans: list[TensorPlan], add_keys: Callable[[GGUFWriter], None],
                progress: Progress | None = None) -> int:
-    """Write the GGUF `dest`; `add_keys(writer)` adds the metadata once the tensors are announced."""
+    """Write the GGUF `dest`; `add_keys(writer)` adds the metadata once the tensors are announced (while a second
+    thread already scans the bf16 tensors that will be copied as they are)."""
     total = sum(p.n_bytes for p in plans)
     check_free_space(dest.parent, total + _HEADER_ALLOWANCE)
-    with atomic_file(dest) as tmp:
+    bf16_sources = [p.source for p in plans if p.source is not None and p.source.dtype == "BF16"]
+    with atomic_file(dest) as tmp, NaNScan(bf16_sources) as scan:
         writer = _Writer(tmp, arch)
         try:
             for p in plans:
@@ -66,27 +73,56 @@ def write_gguf(dest: Path, arch: str, plans: list[TensorPlan], add_keys: Callabl
             writer.write_header_to_file()
             writer.write_kv_data_to_file()
             writer.write_ti_data_to_file()
-            _write_data(writer, plans, total, dest.name, progress)
+            writer.flush()
+            _write_data(writer.fout[0].fileno(), writer.fout[0].tell(), writer.data_alignment, plans, scan,
+                        dest.name, progress)
         finally:
             writer.close()
     log.info("wrote %s (%.1f MB)", dest, dest.stat().st_size / 1e6)
     return dest.stat().st_size
 
 
-def _write_data(writer: GGUFWriter, plans: list[TensorPlan], total: int, label: str,
+def _write_data(fd: int, pos: int, alignment: int, plans: list[TensorPlan], scan: NaNScan, label: str,
                 progress: Progress | None) -> None:
-    fout = writer.fout[0]
+    """Each tensor at its aligned offset after the header: copied by the kernel when its bytes are the
+    checkpoint's, else converted a block of rows at a time."""
+    total = sum(p.n_bytes for p in plans)
     done = 0
+    offsets = []
     for p in plans:
-        writer.write_padding(fout, fout.tell())
-        written = 0
-        for block in p.blocks():
-            block = np.ascontiguousarray(block)
-            fout.write(memoryview(block).cast("B"))
-            written += block.nbytes
-            if progress:
-                progress(done + written, total, label)
+        pos = _pad(fd, pos, alignment)
+        offsets.append(pos)
+        if p.source is not None and copy_range(p.source, fd, pos):
+            written = p.n_bytes
+        else:
+            written = _write_blocks(fd, pos, p, lambda n: progress and progress(done + n, total, label))
         if written != p.n_bytes:  # a bug, never a user error: refuse to leave a wrong file
             raise OutputError(f"tensor {p.name}: wrote {written} bytes, expected {p.n_bytes}", hint="report it")
-        writer.write_padding(fout, written)
+        pos += written
         done += written
+        if progress:
+            progress(done, total, label)
+    _pad(fd, pos, alignment)
+    for p, offset in zip(plans, offsets):  # the rare tensor with a signalling NaN, quieted as llama.cpp's is
+        if p.source is not None and p.source.dtype == "BF16" and scan.needs_quieting(p.source):
+            log.info("%s holds signalling NaNs: written again with the quiet bit set", p.name)
+            _write_blocks(fd, offset, p, lambda n: None)
+
+
+def _write_blocks(fd: int, pos: int, plan: TensorPlan, progress: Callable[[int], object]) -> int:
+    written = 0
+    for block in plan.blocks():
+        view = memoryview(np.ascontiguousarray(block)).cast("B")
+        while view:
+            n = os.pwrite(fd, view, pos + written)
+            view = view[n:]
+            written += n
+        progress(written)
+    return written
+
+
+def _pad(fd: int, pos: int, alignment: int) -> int:
+    end = GGUFWriter.ggml_pad(pos, alignment)
+    if end > pos:
+        os.pwrite(fd, bytes(end - pos), pos)
+    return end
