@@ -3,9 +3,10 @@
 Makes a bf16 checkpoint with DeepSeek-R1-Distill-Qwen-1.5B's shapes (random weights, ~3.5 GB at 28 layers) and
 the tiny-qwen2 test fixture's real R1 tokenizer, then times each tool in its own process, printing wall time,
 peak RSS and the ratios the issue sets targets for (quantkit ≤ 0.5× the reference, ≤ 1.3× cp; RSS < 1 GiB and
-flat in model size: run with two --layers values to see that).
+flat in model size: run with two --layers values to see that). The tools run interleaved, several rounds, each
+after `sync`; the medians are compared, because this machine's write speed swings from run to run.
 
-    python benchmarks/convert.py --layers 28 --layers 8 [--work DIR] [--outtype BF16]
+    python benchmarks/convert.py --layers 28 --layers 8 [--rounds 3] [--work DIR] [--outtype BF16]
 """
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import argparse
 import json
 import os
 import shutil
+import statistics
 import struct
 import subprocess
 import sys
@@ -96,30 +98,47 @@ def measure(cmd: list[str], env: dict | None = None) -> tuple[float, int]:
     return float(seconds), int(rss)
 
 
-def run(n_layer: int, work: Path, outtype: str, reference: Path | None) -> dict:
+def run(n_layer: int, work: Path, outtype: str, reference: Path | None, rounds: int) -> dict:
+    """Each tool `rounds` times, interleaved; every run starts after the previous output is deleted and the
+    page cache is flushed (`sync`), so no tool pays for another's writeback."""
     ckpt = make_checkpoint(work / f"ckpt-{n_layer}", n_layer)
     size = (ckpt / "model.safetensors").stat().st_size
-    results = {"layers": n_layer, "bytes": size}
-    results["cp"] = measure(["cp", str(ckpt / "model.safetensors"), str(work / "copy.bin")])
-    results["quantkit"] = measure([sys.executable, "-m", "quantkit", "convert", str(ckpt), "-o", str(work / "qk"),
-                                   "--outtype", outtype, "--force"])
+    commands = {
+        "cp": (["cp", str(ckpt / "model.safetensors"), str(work / "copy.bin")], None),
+        "quantkit": ([sys.executable, "-m", "quantkit", "convert", str(ckpt), "-o", str(work / "qk"),
+                      "--outtype", outtype, "--force"], None),
+    }
     if reference is not None:
         env = {**os.environ, "PYTHONPATH": str(reference / "gguf-py")}
-        results["reference"] = measure([sys.executable, str(reference / "convert_hf_to_gguf.py"), str(ckpt),
-                                        "--outtype", outtype.lower(), "--outfile", str(work / "ref.gguf")], env)
+        commands["reference"] = ([sys.executable, str(reference / "convert_hf_to_gguf.py"), str(ckpt),
+                                  "--outtype", outtype.lower(), "--outfile", str(work / "ref.gguf")], env)
+    samples: dict[str, list[tuple[float, int]]] = {tool: [] for tool in commands}
+    for _ in range(rounds):
+        for tool, (cmd, env) in commands.items():
+            _clean(work)
+            samples[tool].append(measure(cmd, env))
+    _clean(work)
+    shutil.rmtree(ckpt, ignore_errors=True)
+    return {"layers": n_layer, "bytes": size, "samples": samples,
+            **{tool: (statistics.median(s for s, _ in runs), max(r for _, r in runs)) for tool, runs in samples.items()}}
+
+
+def _clean(work: Path) -> None:
     for p in (work / "copy.bin", work / "ref.gguf"):
         p.unlink(missing_ok=True)
     shutil.rmtree(work / "qk", ignore_errors=True)
-    shutil.rmtree(ckpt, ignore_errors=True)
-    return results
+    subprocess.run(["sync"], check=True)
 
 
 def report(r: dict) -> None:
-    print(f"\n{r['layers']} layers, {r['bytes'] / 1e9:.2f} GB of bf16 weights")
+    n = len(r["samples"]["cp"])
+    print(f"\n{r['layers']} layers, {r['bytes'] / 1e9:.2f} GB of bf16 weights; median of {n} interleaved run(s)")
     for tool in ("quantkit", "reference", "cp"):
         if tool in r:
             s, rss = r[tool]
-            print(f"  {tool:<10} {s:8.1f} s  {r['bytes'] / s / 1e9:6.2f} GB/s  peak RSS {rss / 2**20:8.0f} MiB")
+            runs = " ".join(f"{t:.2f}" for t, _ in r["samples"][tool])
+            print(f"  {tool:<10} {s:8.2f} s  {r['bytes'] / s / 1e9:6.2f} GB/s  peak RSS {rss / 2**20:8.0f} MiB"
+                  f"   runs: {runs}")
     qk = r["quantkit"][0]
     if "reference" in r:
         print(f"  quantkit / reference wall time: {qk / r['reference'][0]:.2f}  (target ≤ 0.5)")
@@ -132,6 +151,7 @@ def main() -> None:
     parser.add_argument("--outtype", default="BF16")
     parser.add_argument("--work", type=Path, default=None, help="scratch folder (needs ~4× the checkpoint size)")
     parser.add_argument("--no-reference", action="store_true", help="skip convert_hf_to_gguf.py")
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved runs of each tool (median reported)")
     args = parser.parse_args()
     reference = None
     if not args.no_reference:
@@ -140,7 +160,7 @@ def main() -> None:
         reference = llama_cpp_source()
     with tempfile.TemporaryDirectory(dir=args.work) as tmp:
         for n_layer in args.layers or [28, 8]:
-            report(run(n_layer, Path(tmp), args.outtype, reference))
+            report(run(n_layer, Path(tmp), args.outtype, reference, args.rounds))
 
 
 if __name__ == "__main__":
