@@ -5,20 +5,31 @@ The library under the CLI. Each command has its function:
     from quantkit.quantize import quantize        # one quant type through libllama
     from quantkit.perplexity import perplexity    # llama-perplexity's numbers, KL-divergence
     from quantkit.bench import bench              # pp/tg tokens/s like llama-bench
-and the names below, importable from `quantkit` itself.
+and the names below, importable from `quantkit` itself. They are imported on first use, so that a command
+that needs neither llama.cpp nor pandas (convert, estimate-memory) does not pay for loading them.
 """
-from .chat import ChatSession
-from .errors import QuantkitError
-from .export import export_gguf
-from .inspect import GGUFInfo, inspect_gguf
-from .job import run_recipe
-from .memory import auto_gpu_layers, estimate_memory
-from .reasoning import ReasoningSplitter, split_reasoning
-from .recipes import load_recipe
+from __future__ import annotations
+
+import importlib
 
 __version__ = "0.1.0"
 
-__all__ = [
-    "ChatSession", "GGUFInfo", "QuantkitError", "ReasoningSplitter", "__version__", "auto_gpu_layers",
-    "estimate_memory", "export_gguf", "inspect_gguf", "load_recipe", "run_recipe", "split_reasoning",
-]
+_EXPORTS = {
+    "ChatSession": "chat", "QuantkitError": "errors", "export_gguf": "export", "GGUFInfo": "inspect",
+    "inspect_gguf": "inspect", "run_recipe": "job", "auto_gpu_layers": "memory", "estimate_memory": "memory",
+    "ReasoningSplitter": "reasoning", "split_reasoning": "reasoning", "load_recipe": "recipes",
+}
+
+__all__ = sorted([*_EXPORTS, "__version__"])
+
+
+def __getattr__(name: str):
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'quantkit' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_EXPORTS])

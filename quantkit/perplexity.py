@@ -17,14 +17,17 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import pandas as pd
 
 from . import kld as kl
 from .errors import ContextTooLargeError, InvalidArgumentError, TextTooShortError, VocabularyMismatchError
 from .inspect import GGUFInfo, inspect_gguf
 from .runtime import Batch, Context, Model, create_context, load_model, load_vocabulary
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 log = logging.getLogger(__name__)
 
@@ -287,6 +290,8 @@ def perplexity(paths: list[str | Path], text: bytes, settings: Settings = Settin
 
 def ladder_table(results: list[PerplexityResult]) -> pd.DataFrame:
     """One row per model: type, size, bpw, PPL ± err, ΔPPL % against the first, mean KLD, same-top %, tokens/s."""
+    import pandas as pd  # here, not at the top: the CLI imports this module at start-up for every command
+
     base = results[0].ppl
     rows = []
     for r in results:

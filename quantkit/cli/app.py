@@ -25,6 +25,8 @@ for module in (convert, estimate_memory, perplexity, chat, bench, inspect, expor
 def _root(verbose: bool = typer.Option(False, "--verbose", "-v", help="Show the library's log on stderr.")) -> None:
     level = logging.DEBUG if debug_enabled() else logging.INFO if verbose else logging.WARNING
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+    if level > logging.INFO:  # gguf's notes on tokenizer files (llama.cpp's converter prints them too) are noise here
+        logging.getLogger("gguf").setLevel(logging.ERROR)
 
 
 def main() -> None:

@@ -6,7 +6,6 @@ import sys
 from pathlib import Path
 from typing import Annotated, List
 
-import pandas as pd
 import typer
 from rich.table import Table
 
@@ -42,6 +41,8 @@ def run(
     if json:
         emit_json(results)
         return
+    import pandas as pd  # here, not at the top: every command's start-up would pay for it
+
     frame = pd.DataFrame([dataclasses.asdict(r) for r in results]).drop(columns=["samples_tps"])
     if csv:
         frame.to_csv(sys.stdout, index=False, float_format="%.2f")
