@@ -75,9 +75,8 @@ def parse_bench(out: str) -> list[Ratio]:
     rows = []
     summary = out.split("| comparison | mean ratio | target |", 1)[-1]
     for m in re.finditer(r"^\| ([^|]+?) \| ([\d.]+) \| ([^|]+?) \|$", summary, re.MULTILINE):
-        target = m.group(3).replace("✓", "").replace("✗", "").strip()
-        rows.append(Ratio("bench.py", m.group(1).strip(), float(m.group(2)), target if "not like for like" not in
-                          m.group(1) else ""))
+        target = m.group(3).replace("✓", "").replace("✗", "").replace("—", "").strip()
+        rows.append(Ratio("bench.py", m.group(1).strip(), float(m.group(2)), target))
     return rows
 
 

@@ -33,11 +33,14 @@ FINISH_REASONS = ("stop", "length", "context", "interrupted")
 
 @dataclass(frozen=True)
 class Sampling:
-    """DeepSeek's R1 settings by default. `top_k=0` keeps every token (llama.cpp's CLI uses 40)."""
+    """DeepSeek's R1 settings (temperature 0.6, top-p 0.95) by default, after llama.cpp's and Ollama's top-k of 40:
+    at temperature 0.6 the 0.95 nucleus is nearly always smaller (over 40 tokens in 3 of 1,221 steps of SmolLM2,
+    at most 54), and sorting 40 candidates instead of the whole vocabulary saves ~0.4 ms a token. `top_k=0`
+    keeps every token."""
 
     temperature: float = 0.6
     top_p: float = 0.95
-    top_k: int = 0
+    top_k: int = 40
     seed: int | None = None
 
     def __post_init__(self) -> None:
