@@ -7,7 +7,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .errors import InvalidArgumentError
+from .errors import InvalidArgumentError, ModelConfigError
+
+# HF architecture (config.json's architectures[0]) -> llama.cpp's architecture name
+GGUF_ARCHS = {"Qwen2ForCausalLM": "qwen2", "LlamaForCausalLM": "llama", "DeepseekV3ForCausalLM": "deepseek2"}
 
 
 @dataclass(frozen=True)
@@ -31,7 +34,7 @@ class ModelShape:
 
     @property
     def gguf_arch(self) -> str:
-        return {"Qwen2ForCausalLM": "qwen2", "LlamaForCausalLM": "llama"}.get(self.architecture, "deepseek2")
+        return GGUF_ARCHS[self.architecture]
 
 
 R1_DISTILLS: tuple[ModelShape, ...] = (
@@ -63,3 +66,40 @@ def resolve_model(key: str) -> ModelShape:
         labels = ", ".join(m.label for m in (*R1_DISTILLS, R1))
         raise InvalidArgumentError(f"unknown model {key!r}", hint=f"use a size label ({labels}) or a repo id")
     return model
+
+
+@dataclass(frozen=True)
+class ConfigShape:
+    """The shape fields of a Llama or Qwen2 config.json, with the fallbacks llama.cpp's converter uses (no
+    num_key_value_heads: one per head; no head_dim: n_embd / n_head). Read by convert and by estimate-memory."""
+
+    n_layer: int
+    n_embd: int
+    n_head: int
+    n_head_kv: int
+    head_dim: int
+    n_ff: int
+    n_vocab: int
+
+    @classmethod
+    def of(cls, config: dict, source: str = "the checkpoint") -> "ConfigShape":
+        try:
+            n_embd, n_head = int(config["hidden_size"]), int(config["num_attention_heads"])
+            shape = cls(n_layer=int(config["num_hidden_layers"]), n_embd=n_embd, n_head=n_head,
+                        n_head_kv=int(config.get("num_key_value_heads") or n_head),
+                        head_dim=int(config.get("head_dim") or n_embd // n_head),
+                        n_ff=int(config["intermediate_size"]), n_vocab=int(config["vocab_size"]))
+        except (KeyError, TypeError, ValueError, ZeroDivisionError) as e:
+            raise ModelConfigError(f"{source}: config.json lacks or has a bad value for {e}") from None
+        if min(vars(shape).values()) <= 0:
+            raise ModelConfigError(f"{source}: config.json has a non-positive size")
+        return shape
+
+
+def llama3_rope(config: dict) -> dict | None:
+    """config.json's rope scaling when it is Llama 3.1's (`rope_scaling`, or `rope_parameters` in newer
+    transformers), which llama.cpp applies through a `rope_freqs` tensor; None otherwise."""
+    rope = config.get("rope_scaling") or config.get("rope_parameters")
+    if not isinstance(rope, dict):
+        return None
+    return rope if str(rope.get("rope_type", rope.get("type", ""))).lower() == "llama3" else None

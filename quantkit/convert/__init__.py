@@ -13,7 +13,8 @@ from ..files import prepare_dir
 from .checkpoint import Checkpoint, open_checkpoint
 from .metadata import write_hparams, write_metadata
 from .source import Source, resolve_source
-from .tensors import OUTTYPES, Hparams, arch_name, gguf_arch, plan_tensors
+from ..models import ConfigShape
+from .tensors import OUTTYPES, arch_name, gguf_arch, plan_tensors
 from .vocab import read_vocab
 from .writer import Progress, write_gguf
 
@@ -85,7 +86,7 @@ def convert_checkpoint(checkpoint: Checkpoint | Path, dest: Path, outtype: str =
     def add_keys(writer) -> None:
         write_metadata(writer, checkpoint.folder, name, ftype)
         write_hparams(writer, checkpoint.config, arch)
-        read_vocab(checkpoint.folder, Hparams.of(checkpoint.config).n_vocab).add_to(writer)
+        read_vocab(checkpoint.folder, ConfigShape.of(checkpoint.config).n_vocab).add_to(writer)
 
     return write_gguf(Path(dest), arch, plans, add_keys, progress)
 

@@ -24,9 +24,10 @@ def write_metadata(writer: GGUFWriter, folder: Path, name: str | None, ftype: Ll
 
 def write_hparams(writer: GGUFWriter, config: dict, arch: str) -> None:
     """The architecture keys llama.cpp reads (`<arch>.block_count`, … `<arch>.rope.freq_base`)."""
-    from .tensors import Hparams, rope_theta
+    from ..models import ConfigShape
+    from .tensors import rope_theta
 
-    hp = Hparams.of(config)
+    hp = ConfigShape.of(config)
     writer.add_block_count(hp.n_layer)
     if (n_ctx := config.get("max_position_embeddings")) is not None:
         writer.add_context_length(int(n_ctx))

@@ -16,6 +16,7 @@ from gguf import (GGML_QUANT_SIZES, MODEL_ARCH, MODEL_ARCH_NAMES, MODEL_TENSOR, 
                   LlamaFileType, get_tensor_name_map, quant_shape_to_byte_shape, quants)
 
 from ..errors import CheckpointError, UnsupportedModelError
+from ..models import ConfigShape, llama3_rope
 from .checkpoint import Checkpoint, TensorInfo
 
 # HF architecture -> gguf architecture; whether q/k rows go from rotate-half to interleaved layout
@@ -42,30 +43,6 @@ _SAME_BITS = {"BF16": GGMLQuantizationType.BF16, "F16": GGMLQuantizationType.F16
 _SKIPPED = (".rotary_emb.inv_freq", ".attention.masked_bias", ".attention.bias")
 _BLOCK_BYTES = 64 << 20  # float32 bytes converted at a time
 Rows = Callable[[int, int], np.ndarray]  # (start, stop) -> float32 rows
-
-
-@dataclass(frozen=True)
-class Hparams:
-    n_layer: int
-    n_embd: int
-    n_head: int
-    n_head_kv: int
-    head_dim: int
-    n_ff: int
-    n_vocab: int
-
-    @classmethod
-    def of(cls, config: dict) -> "Hparams":
-        try:
-            n_embd, n_head = int(config["hidden_size"]), int(config["num_attention_heads"])
-            return cls(
-                n_layer=int(config["num_hidden_layers"]), n_embd=n_embd, n_head=n_head,
-                n_head_kv=int(config.get("num_key_value_heads") or n_head),
-                head_dim=int(config.get("head_dim") or n_embd // n_head),
-                n_ff=int(config["intermediate_size"]), n_vocab=int(config["vocab_size"]),
-            )
-        except (KeyError, TypeError, ValueError) as e:
-            raise CheckpointError(f"config.json lacks or garbles a shape field ({e})") from None
 
 
 @dataclass(frozen=True)
@@ -117,9 +94,9 @@ def arch_name(arch: MODEL_ARCH) -> str:
 def plan_tensors(checkpoint: Checkpoint, ftype: LlamaFileType) -> list[TensorPlan]:
     """What the GGUF will hold, in order; nothing is read yet."""
     arch = gguf_arch(checkpoint)
-    hp = Hparams.of(checkpoint.config)
+    hp = ConfigShape.of(checkpoint.config, str(checkpoint.folder))
     names = get_tensor_name_map(arch, hp.n_layer)
-    plans = [_rope_freqs_plan(checkpoint.config, hp)] if _llama3_rope(checkpoint.config) else []
+    plans = [_rope_freqs_plan(checkpoint.config, hp)] if llama3_rope(checkpoint.config) else []
     for hf_name, info in checkpoint.tensors.items():
         if hf_name.endswith(_SKIPPED):
             continue
@@ -154,7 +131,7 @@ def _as_f32(block: np.ndarray) -> np.ndarray:
     return block.astype(np.float32)
 
 
-def _reader(checkpoint: Checkpoint, hf_name: str, permute_hp: Hparams | None) -> Rows:
+def _reader(checkpoint: Checkpoint, hf_name: str, permute_hp: ConfigShape | None) -> Rows:
     n_heads = None
     if permute_hp is not None and hf_name.endswith("q_proj.weight"):
         n_heads = permute_hp.n_head
@@ -198,18 +175,13 @@ def _permute(w: np.ndarray, n_heads: int) -> np.ndarray:
     return w.reshape(n_heads, 2, w.shape[0] // n_heads // 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
 
 
-def _llama3_rope(config: dict) -> dict | None:
-    rope = config.get("rope_scaling") or config.get("rope_parameters") or {}
-    return rope if str(rope.get("rope_type", rope.get("type", ""))).lower() == "llama3" else None
-
-
 def rope_theta(config: dict) -> float | None:
     theta = config.get("rope_theta", (config.get("rope_parameters") or {}).get("rope_theta"))
     return None if theta is None else float(theta)
 
 
-def _rope_freqs_plan(config: dict, hp: Hparams) -> TensorPlan:
-    rope = _llama3_rope(config) or {}
+def _rope_freqs_plan(config: dict, hp: ConfigShape) -> TensorPlan:
+    rope = llama3_rope(config) or {}
     factors = llama3_rope_factors(rope_theta(config) or 10000.0, hp.head_dim, rope)
     name = TENSOR_NAMES[MODEL_TENSOR.ROPE_FREQS] + ".weight"
     return TensorPlan(name, factors.shape, GGMLQuantizationType.F32, lambda start, stop: factors)
@@ -231,7 +203,7 @@ def llama3_rope_factors(base: float, dim: int, rope: dict) -> np.ndarray:
     return out.astype(f32)
 
 
-_EXPECTED: tuple[tuple[str, Callable[[Hparams], tuple[int, ...]]], ...] = (
+_EXPECTED: tuple[tuple[str, Callable[[ConfigShape], tuple[int, ...]]], ...] = (
     (r"embed_tokens\.weight$|lm_head\.weight$", lambda h: (h.n_vocab, h.n_embd)),
     (r"q_proj\.weight$", lambda h: (h.n_head * h.head_dim, h.n_embd)),
     (r"[kv]_proj\.weight$", lambda h: (h.n_head_kv * h.head_dim, h.n_embd)),
@@ -244,7 +216,7 @@ _EXPECTED: tuple[tuple[str, Callable[[Hparams], tuple[int, ...]]], ...] = (
 )
 
 
-def _check_shape(hf_name: str, shape: tuple[int, ...], hp: Hparams) -> None:
+def _check_shape(hf_name: str, shape: tuple[int, ...], hp: ConfigShape) -> None:
     for pattern, expected in _EXPECTED:
         if re.search(pattern, hf_name):
             want = expected(hp)
@@ -256,7 +228,7 @@ def _check_shape(hf_name: str, shape: tuple[int, ...], hp: Hparams) -> None:
             return
 
 
-def _check_complete(checkpoint: Checkpoint, plans: list[TensorPlan], hp: Hparams) -> None:
+def _check_complete(checkpoint: Checkpoint, plans: list[TensorPlan], hp: ConfigShape) -> None:
     have = {p.name for p in plans}
     token_embd = TENSOR_NAMES[MODEL_TENSOR.TOKEN_EMBD] + ".weight"
     wanted = [token_embd] + [TENSOR_NAMES[t].format(bid=b) + ".weight" for b in range(hp.n_layer)

@@ -13,12 +13,10 @@ from gguf import GGMLQuantizationType as T
 
 from ..errors import FetchError, InvalidArgumentError, ModelConfigError, UnsupportedModelError
 from ..hub import endpoint, hub_settings
-from ..models import R1, R1_DISTILLS, ModelShape, find_model
+from ..models import GGUF_ARCHS, R1, R1_DISTILLS, ConfigShape, ModelShape, find_model, llama3_rope
 from ..gguf_header import GGUFHeader, TensorInfo, read_local_header, read_remote_header
 
 log = logging.getLogger(__name__)
-
-_ARCHS = {"Qwen2ForCausalLM": "qwen2", "LlamaForCausalLM": "llama", "DeepseekV3ForCausalLM": "deepseek2"}
 
 # A header estimate for targets known only by their config: llama.cpp's own vocab-only GGUFs
 # (models/ggml-vocab-qwen2.gguf, ggml-vocab-llama-bpe.gguf) hold 151,387 / 128,256 tokens with their merges and
@@ -142,33 +140,35 @@ def _shape_config(m: ModelShape) -> dict:
 
 
 def from_config(cfg: dict, source: str, kind: str, name: str) -> ModelSpec:
+    archs = cfg.get("architectures") or []
+    arch = GGUF_ARCHS.get(archs[0] if archs and isinstance(archs[0], str) else "")
+    if arch is None:
+        raise UnsupportedModelError(f"{source}: architecture {archs[0] if archs else '(none)'} is not supported")
+    if arch == "deepseek2":
+        return _deepseek_spec(cfg, source, kind, name)
+    shape = ConfigShape.of(cfg, source)
+    tensors = _dense_tensors(arch, shape.n_layer, shape.n_embd, shape.n_head, shape.n_head_kv, shape.head_dim,
+                             shape.n_ff, shape.n_vocab, bool(cfg.get("tie_word_embeddings", False)),
+                             arch == "llama" and llama3_rope(cfg) is not None)
+    return ModelSpec(source, kind, name, arch, shape.n_layer, shape.n_embd, shape.n_head, shape.n_head_kv,
+                     shape.head_dim, shape.n_ff, shape.n_vocab, int(cfg.get("max_position_embeddings") or 4096), tensors,
+                     _header_estimate(shape.n_vocab))
+
+
+def _header_estimate(n_vocab: int) -> int:
+    return _HEADER_FIXED + _HEADER_BYTES_PER_TOKEN * n_vocab
+
+
+def _deepseek_spec(cfg: dict, source: str, kind: str, name: str) -> ModelSpec:
     try:
-        archs = cfg.get("architectures") or []
-        arch = _ARCHS.get(archs[0] if archs else "")
-        if arch is None:
-            raise UnsupportedModelError(f"{source}: architecture {archs[0] if archs else '(none)'} is not supported")
         n_vocab = int(cfg["vocab_size"])
-        header = _HEADER_FIXED + _HEADER_BYTES_PER_TOKEN * n_vocab
-        if arch == "deepseek2":
-            return ModelSpec(source, kind, name, arch, int(cfg["num_hidden_layers"]), int(cfg["hidden_size"]),
-                             int(cfg["num_attention_heads"]), 1, int(cfg["qk_nope_head_dim"]) + int(cfg["qk_rope_head_dim"]),
-                             int(cfg["intermediate_size"]), n_vocab, int(cfg.get("max_position_embeddings", 4096)),
-                             _deepseek_tensors(cfg), header, n_expert=int(cfg["n_routed_experts"]),
-                             kv_lora_rank=int(cfg["kv_lora_rank"]), rope_dim=int(cfg["qk_rope_head_dim"]))
-        n_embd, n_layer, n_head = int(cfg["hidden_size"]), int(cfg["num_hidden_layers"]), int(cfg["num_attention_heads"])
-        n_head_kv = int(cfg.get("num_key_value_heads") or n_head)
-        head_dim = int(cfg.get("head_dim") or n_embd // n_head)
-        n_ff = int(cfg["intermediate_size"])
-        tied = bool(cfg.get("tie_word_embeddings", False))
-        rope = cfg.get("rope_scaling") or {}
-        rope_freqs = arch == "llama" and (rope.get("rope_type") or rope.get("type")) == "llama3"
-    except (KeyError, TypeError, ValueError, IndexError, AttributeError) as e:
+        return ModelSpec(source, kind, name, "deepseek2", int(cfg["num_hidden_layers"]), int(cfg["hidden_size"]),
+                         int(cfg["num_attention_heads"]), 1, int(cfg["qk_nope_head_dim"]) + int(cfg["qk_rope_head_dim"]),
+                         int(cfg["intermediate_size"]), n_vocab, int(cfg.get("max_position_embeddings", 4096)),
+                         _deepseek_tensors(cfg), _header_estimate(n_vocab), n_expert=int(cfg["n_routed_experts"]),
+                         kv_lora_rank=int(cfg["kv_lora_rank"]), rope_dim=int(cfg["qk_rope_head_dim"]))
+    except (KeyError, TypeError, ValueError) as e:
         raise ModelConfigError(f"{source}: config.json lacks or has a bad value for {e}") from None
-    if min(n_embd, n_layer, n_head, n_head_kv, n_ff, n_vocab, head_dim) <= 0:
-        raise ModelConfigError(f"{source}: config.json has a non-positive size")
-    tensors = _dense_tensors(arch, n_layer, n_embd, n_head, n_head_kv, head_dim, n_ff, n_vocab, tied, rope_freqs)
-    return ModelSpec(source, kind, name, arch, n_layer, n_embd, n_head, n_head_kv, head_dim, n_ff, n_vocab,
-                     int(cfg.get("max_position_embeddings") or 4096), tensors, header)
 
 
 def from_header(h: GGUFHeader, source: str, kind: str) -> ModelSpec:
