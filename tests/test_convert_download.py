@@ -10,6 +10,7 @@ import pytest
 from quantkit.convert import convert
 from quantkit.errors import FetchError
 from quantkit.gguf_file import open_gguf
+from quantkit.hub import hub_settings, reachable
 from tests._fixtures.hub_server import FakeHub
 from tests._fixtures.tiny import tiny_checkpoint
 
@@ -65,8 +66,15 @@ def test_repo_id_download_resumes_and_is_reused_offline(hub, tmp_path, monkeypat
     assert again.source == result.source
     assert again.base.path.read_bytes() == result.base.path.read_bytes()
 
+    # and without HF_HUB_OFFLINE: the silence is found out in one try (not huggingface_hub's ~23 s of retries)
+    monkeypatch.delenv("HF_HUB_OFFLINE")
+    assert not reachable() and hub_settings()["local_files_only"]
+    third = convert(REPO, tmp_path / "out3", outtype="F16")
+    assert third.base.path.read_bytes() == result.base.path.read_bytes()
+
 
 def test_revision_is_honoured(hub, tmp_path):
+    assert reachable() and "local_files_only" not in hub_settings()
     commit = hub.commit(REPO)
     result = convert(REPO, tmp_path / "out", outtype="BF16", revision=commit)
     assert result.source.name == commit
