@@ -26,19 +26,15 @@ _HEADER_BYTES_PER_TOKEN = 56
 _HEADER_FIXED = 64 << 10
 
 
-@dataclass
-class ModelSpec:
+@dataclass(frozen=True, kw_only=True)
+class ModelSpec(ConfigShape):
+    """A model's shape (ConfigShape's fields) and what estimate-memory needs besides: its tensors, header size
+    and, for DeepSeek-V3's MoE with latent attention, the expert and cache dimensions."""
+
     source: str  # what the user named
     kind: str  # "label" | "config" | "gguf" | "remote-gguf"
     name: str
     arch: str
-    n_layer: int
-    n_embd: int
-    n_head: int
-    n_head_kv: int
-    head_dim: int
-    n_ff: int
-    n_vocab: int
     max_context: int
     tensors: list[TensorInfo]
     header_bytes_estimate: int
@@ -150,9 +146,9 @@ def from_config(cfg: dict, source: str, kind: str, name: str) -> ModelSpec:
     tensors = _dense_tensors(arch, shape.n_layer, shape.n_embd, shape.n_head, shape.n_head_kv, shape.head_dim,
                              shape.n_ff, shape.n_vocab, bool(cfg.get("tie_word_embeddings", False)),
                              arch == "llama" and llama3_rope(cfg) is not None)
-    return ModelSpec(source, kind, name, arch, shape.n_layer, shape.n_embd, shape.n_head, shape.n_head_kv,
-                     shape.head_dim, shape.n_ff, shape.n_vocab, int(cfg.get("max_position_embeddings") or 4096), tensors,
-                     _header_estimate(shape.n_vocab))
+    return ModelSpec(**vars(shape), source=source, kind=kind, name=name, arch=arch,
+                     max_context=int(cfg.get("max_position_embeddings") or 4096), tensors=tensors,
+                     header_bytes_estimate=_header_estimate(shape.n_vocab))
 
 
 def _header_estimate(n_vocab: int) -> int:
@@ -162,11 +158,14 @@ def _header_estimate(n_vocab: int) -> int:
 def _deepseek_spec(cfg: dict, source: str, kind: str, name: str) -> ModelSpec:
     try:
         n_vocab = int(cfg["vocab_size"])
-        return ModelSpec(source, kind, name, "deepseek2", int(cfg["num_hidden_layers"]), int(cfg["hidden_size"]),
-                         int(cfg["num_attention_heads"]), 1, int(cfg["qk_nope_head_dim"]) + int(cfg["qk_rope_head_dim"]),
-                         int(cfg["intermediate_size"]), n_vocab, int(cfg.get("max_position_embeddings", 4096)),
-                         _deepseek_tensors(cfg), _header_estimate(n_vocab), n_expert=int(cfg["n_routed_experts"]),
-                         kv_lora_rank=int(cfg["kv_lora_rank"]), rope_dim=int(cfg["qk_rope_head_dim"]))
+        return ModelSpec(n_layer=int(cfg["num_hidden_layers"]), n_embd=int(cfg["hidden_size"]),
+                         n_head=int(cfg["num_attention_heads"]), n_head_kv=1,
+                         head_dim=int(cfg["qk_nope_head_dim"]) + int(cfg["qk_rope_head_dim"]),
+                         n_ff=int(cfg["intermediate_size"]), n_vocab=n_vocab, source=source, kind=kind, name=name,
+                         arch="deepseek2", max_context=int(cfg.get("max_position_embeddings", 4096)),
+                         tensors=_deepseek_tensors(cfg), header_bytes_estimate=_header_estimate(n_vocab),
+                         n_expert=int(cfg["n_routed_experts"]), kv_lora_rank=int(cfg["kv_lora_rank"]),
+                         rope_dim=int(cfg["qk_rope_head_dim"]))
     except (KeyError, TypeError, ValueError) as e:
         raise ModelConfigError(f"{source}: config.json lacks or has a bad value for {e}") from None
 
@@ -191,9 +190,11 @@ def from_header(h: GGUFHeader, source: str, kind: str) -> ModelSpec:
         embd = next((t for t in h.tensors if t.name == "token_embd.weight"), None)
         n_vocab = embd.shape[1] if embd else 0
     name = h.get("general.name") or Path(source).stem
-    return ModelSpec(source, kind, name, arch, n_layer, n_embd, n_head, n_head_kv, head_dim,
-                     int(h.arch("feed_forward_length", 0) or 0), n_vocab, int(h.arch("context_length", 4096) or 4096),
-                     list(h.tensors), h.header_bytes, n_expert=int(h.arch("expert_count", 0) or 0),
+    return ModelSpec(n_layer=n_layer, n_embd=n_embd, n_head=n_head, n_head_kv=n_head_kv, head_dim=head_dim,
+                     n_ff=int(h.arch("feed_forward_length", 0) or 0), n_vocab=n_vocab, source=source, kind=kind,
+                     name=name, arch=arch, max_context=int(h.arch("context_length", 4096) or 4096),
+                     tensors=list(h.tensors), header_bytes_estimate=h.header_bytes,
+                     n_expert=int(h.arch("expert_count", 0) or 0),
                      kv_lora_rank=int(h.arch("attention.kv_lora_rank", 0) or 0),
                      rope_dim=int(h.arch("rope.dimension_count", 0) or 0), header=h,
                      file_type=file_type_name(h.get("general.file_type")))
