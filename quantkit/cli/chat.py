@@ -14,8 +14,6 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
-from rich.live import Live
-from rich.markdown import Markdown
 from rich.text import Text
 
 from ..chat import ChatSession, Sampling, TurnResult, find_model_file, transcript
@@ -252,6 +250,9 @@ class Interactive:
 
     def _stream(self, pieces, t0: float) -> None:
         """Thought dimmed as it comes (or a spinner, then one line), then the answer as Markdown."""
+        from rich.live import Live
+        from rich.markdown import Markdown  # here: it loads pygments, which no other command needs
+
         answer = thought = ""
         live: Live | None = None
         status = None if self.think is Think.show else stdout.status("thinking…", spinner="dots")
