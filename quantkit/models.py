@@ -89,9 +89,11 @@ class ConfigShape:
                         n_head_kv=int(config.get("num_key_value_heads") or n_head),
                         head_dim=int(config.get("head_dim") or n_embd // n_head),
                         n_ff=int(config["intermediate_size"]), n_vocab=int(config["vocab_size"]))
-        except (KeyError, TypeError, ValueError, ZeroDivisionError) as e:
+        except (KeyError, TypeError, ValueError) as e:
             raise ModelConfigError(f"{source}: config.json lacks or has a bad value for {e}") from None
-        if min(vars(shape).values()) <= 0:
+        except ZeroDivisionError:  # num_attention_heads of 0
+            shape = None
+        if shape is None or min(vars(shape).values()) <= 0:
             raise ModelConfigError(f"{source}: config.json has a non-positive size")
         return shape
 

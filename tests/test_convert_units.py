@@ -110,3 +110,29 @@ def test_safetensors_header_checked_against_file_size(tmp_path):
 
     with pytest.raises(CheckpointError, match="does not fit"):
         read_header(path)
+
+
+_CONFIG = {"architectures": ["Qwen2ForCausalLM"], "hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4,
+           "intermediate_size": 128, "vocab_size": 1000}
+
+
+@pytest.mark.parametrize("bad, message", [
+    ({"hidden_size": [1]}, "bad value"), ({"vocab_size": None}, "bad value"), ({"num_attention_heads": 0}, "non-positive"),
+    ({"intermediate_size": -5}, "non-positive"), ({"max_position_embeddings": "abc"}, "max_position_embeddings"),
+    ({"architectures": {"a": 1}}, "not supported"), ({"architectures": "Qwen2ForCausalLM"}, "not supported"),
+])
+def test_garbled_config_is_a_clear_error(bad, message):
+    from quantkit.errors import QuantkitError
+    from quantkit.memory.shapes import from_config
+
+    with pytest.raises(QuantkitError, match=message):
+        from_config(_CONFIG | bad, "x", "config", "x")
+
+
+def test_config_shape_fallbacks():
+    from quantkit.models import ConfigShape, llama3_rope
+
+    shape = ConfigShape.of(_CONFIG)
+    assert (shape.n_head_kv, shape.head_dim) == (4, 16)  # one KV head per head; n_embd / n_head
+    assert llama3_rope(_CONFIG | {"rope_scaling": "x"}) is None
+    assert llama3_rope(_CONFIG | {"rope_parameters": {"rope_type": "llama3", "factor": 8.0}})["factor"] == 8.0

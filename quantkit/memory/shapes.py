@@ -136,19 +136,23 @@ def _shape_config(m: ModelShape) -> dict:
 
 
 def from_config(cfg: dict, source: str, kind: str, name: str) -> ModelSpec:
-    archs = cfg.get("architectures") or []
-    arch = GGUF_ARCHS.get(archs[0] if archs and isinstance(archs[0], str) else "")
+    archs = cfg.get("architectures")
+    first = archs[0] if isinstance(archs, list) and archs else None
+    arch = GGUF_ARCHS.get(first) if isinstance(first, str) else None
     if arch is None:
-        raise UnsupportedModelError(f"{source}: architecture {archs[0] if archs else '(none)'} is not supported")
+        raise UnsupportedModelError(f"{source}: architecture {first or '(none)'} is not supported")
     if arch == "deepseek2":
         return _deepseek_spec(cfg, source, kind, name)
     shape = ConfigShape.of(cfg, source)
     tensors = _dense_tensors(arch, shape.n_layer, shape.n_embd, shape.n_head, shape.n_head_kv, shape.head_dim,
                              shape.n_ff, shape.n_vocab, bool(cfg.get("tie_word_embeddings", False)),
                              arch == "llama" and llama3_rope(cfg) is not None)
-    return ModelSpec(**vars(shape), source=source, kind=kind, name=name, arch=arch,
-                     max_context=int(cfg.get("max_position_embeddings") or 4096), tensors=tensors,
-                     header_bytes_estimate=_header_estimate(shape.n_vocab))
+    try:
+        max_context = int(cfg.get("max_position_embeddings") or 4096)
+    except (TypeError, ValueError):
+        raise ModelConfigError(f"{source}: config.json has a bad max_position_embeddings") from None
+    return ModelSpec(**vars(shape), source=source, kind=kind, name=name, arch=arch, max_context=max_context,
+                     tensors=tensors, header_bytes_estimate=_header_estimate(shape.n_vocab))
 
 
 def _header_estimate(n_vocab: int) -> int:
