@@ -1,7 +1,9 @@
 """Pieces of the converter on their own: sharded checkpoints, the bf16 pass-through, the llama3 rope factors."""
 from __future__ import annotations
 
+import errno
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -136,3 +138,19 @@ def test_config_shape_fallbacks():
     assert (shape.n_head_kv, shape.head_dim) == (4, 16)  # one KV head per head; n_embd / n_head
     assert llama3_rope(_CONFIG | {"rope_scaling": "x"}) is None
     assert llama3_rope(_CONFIG | {"rope_parameters": {"rope_type": "llama3", "factor": 8.0}})["factor"] == 8.0
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("error", [errno.EXDEV, errno.ENOSYS])
+def test_without_copy_file_range_the_bytes_are_the_same(tmp_path, monkeypatch, error):
+    """Where the kernel cannot copy between the two files (an old kernel across file systems, another OS),
+    the tensors go through Python instead, to the same bytes."""
+    src = tiny_checkpoint("qwen2")
+    convert_checkpoint(src, tmp_path / "kernel.gguf", "BF16")
+
+    def refuse(*args):
+        raise OSError(error, os.strerror(error))
+
+    monkeypatch.setattr(os, "copy_file_range", refuse)
+    convert_checkpoint(src, tmp_path / "python.gguf", "BF16")
+    assert (tmp_path / "python.gguf").read_bytes() == (tmp_path / "kernel.gguf").read_bytes()
