@@ -38,7 +38,8 @@ def main() -> None:
     ap.add_argument("-t", "--types", default=DEFAULT_TYPES)
     ap.add_argument("--threads", type=int, default=2)
     args = ap.parse_args()
-    from quantkit.quantize import parse_types, quantize
+    from quantkit.quant_types import parse_types
+    from quantkit.quantize import quantize
 
     binary = build_tool("llama-quantize")
     BENCH_CACHE.mkdir(parents=True, exist_ok=True)

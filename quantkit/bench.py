@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from . import gguf_file, runtime
+from .offload import load_model
 from .errors import InvalidArgumentError
 
 
@@ -52,7 +53,7 @@ def bench(paths: list[str | Path], n_prompt: int = 512, n_gen: int = 128, repeti
     threads = threads or runtime.physical_cores()
     results = []
     for path in paths:
-        with runtime.load_model(path, n_gpu_layers=n_gpu_layers, n_ctx=n_prompt + n_gen) as model:
+        with load_model(path, n_gpu_layers=n_gpu_layers, n_ctx=n_prompt + n_gen) as model:
             ftype = gguf_file.file_type_name(model.meta_int("general.file_type"))
             for name, n_p, n_g in ((f"pp{n_prompt}", n_prompt, 0), (f"tg{n_gen}", 0, n_gen)):
                 if n_p + n_g == 0:
@@ -69,7 +70,7 @@ def bench(paths: list[str | Path], n_prompt: int = 512, n_gen: int = 128, repeti
     return results
 
 
-# ---- libllama helpers (they belong in runtime.py; kept here until it has them) ----------------------------------
+# ---- one test ---------------------------------------------------------------------------------------------------
 
 def _run_test(model: runtime.Model, n_prompt: int, n_gen: int, repetitions: int, threads: int, n_batch: int,
               n_ubatch: int, seed: int) -> list[float]:
@@ -98,7 +99,6 @@ def _run_test(model: runtime.Model, n_prompt: int, n_gen: int, repetitions: int,
 
 
 def _prompt(ctx: runtime.Context, batch: runtime.Batch, model: runtime.Model, n_prompt: int, rng) -> None:
-    llama_cpp = runtime._llama_cpp()
     done = 0
     while done < n_prompt:
         n = min(n_prompt - done, ctx.n_batch)
@@ -110,21 +110,14 @@ def _prompt(ctx: runtime.Context, batch: runtime.Batch, model: runtime.Model, n_
         batch.set(tokens, np.arange(done, done + n, dtype=np.int32), np.zeros(n, dtype=np.int32), outputs)
         ctx.decode(batch)
         done += n
-    llama_cpp.llama_synchronize(ctx.ptr)
+    ctx.synchronize()
 
 
 def _generate(ctx: runtime.Context, batch: runtime.Batch, model: runtime.Model, n_gen: int, start: int, rng) -> None:
-    llama_cpp = runtime._llama_cpp()
-    raw = batch.raw  # filled by hand: one decode per token, as little Python around it as possible
     token = model.bos if model.add_bos else int(rng.integers(model.n_vocab))
-    raw.n_seq_id[0] = 1
-    raw.seq_id[0][0] = 0
-    raw.logits[0] = 1
-    raw.n_tokens = 1
-    batch.n_tokens = 1
     for i in range(n_gen):
-        raw.token[0] = token
-        raw.pos[0] = start + i
+        batch.clear()
+        batch.add(token, start + i, 0, True)
         ctx.decode(batch)
-        llama_cpp.llama_synchronize(ctx.ptr)
+        ctx.synchronize()
         token = int(rng.integers(model.n_vocab))

@@ -1,6 +1,6 @@
 """Streaming chat with a GGUF model, its `<think>` reasoning kept apart from the answer, the way DeepSeek advises
 for R1 models: temperature 0.6, top-p 0.95, no system prompt, the model's own template, the answer forced to
-begin with `<think>\\n`, and earlier thoughts dropped from the history.
+begin with `<think>\\n`, and earlier thoughts dropped from the history. It generates on the engine (one sequence).
 
     with ChatSession.open("model.gguf", n_ctx=8192) as chat:
         for piece in chat.send("What is 2+2?"):      # Piece(kind="thought"|"answer", text)
@@ -11,45 +11,23 @@ The library returns data and never prints: the CLI decides how to show it.
 """
 from __future__ import annotations
 
-import codecs
-import ctypes
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
+from .engine import Engine, GenerationRequest, GenerationResult
+from .errors import ContextFullError, InvalidArgumentError, ModelNotFoundError
+from .reasoning import CLOSE, Piece
+from .runtime import Sampling
+from .templates import ChatTemplate, model_template
 
-from . import runtime
-from .errors import ChatTemplateError, ContextFullError, InvalidArgumentError, ModelNotFoundError
-from .reasoning import CLOSE, Piece, ReasoningSplitter
-from .templates import ChatTemplate
+__all__ = ["ChatSession", "Conversation", "MATH_INSTRUCTION", "Sampling", "Turn", "TurnResult", "find_model_file", "transcript"]
 
 MATH_INSTRUCTION = "Please reason step by step, and put your final answer within \\boxed{}."
 
 # Why a turn ended: the model's end-of-generation token, the --n-predict budget, a full context, or Ctrl-C.
 FINISH_REASONS = ("stop", "length", "context", "interrupted")
-
-
-@dataclass(frozen=True)
-class Sampling:
-    """DeepSeek's R1 settings (temperature 0.6, top-p 0.95) by default, after llama.cpp's and Ollama's top-k of 40:
-    at temperature 0.6 the 0.95 nucleus is nearly always smaller (over 40 tokens in 3 of 1,221 steps of SmolLM2,
-    at most 54), and sorting 40 candidates instead of the whole vocabulary saves ~0.4 ms a token. `top_k=0`
-    keeps every token."""
-
-    temperature: float = 0.6
-    top_p: float = 0.95
-    top_k: int = 40
-    seed: int | None = None
-
-    def __post_init__(self) -> None:
-        if self.temperature < 0:
-            raise InvalidArgumentError(f"--temperature must be ≥ 0, not {self.temperature}")
-        if not 0 < self.top_p <= 1:
-            raise InvalidArgumentError(f"--top-p must be in (0, 1], not {self.top_p}")
-        if self.top_k < 0:
-            raise InvalidArgumentError(f"--top-k must be ≥ 0, not {self.top_k}")
+_FINISH = {"cancelled": "interrupted"}  # the engine's word → chat's
 
 
 @dataclass
@@ -84,6 +62,14 @@ class TurnResult:
             return self.text.split(CLOSE)[-1]
         return "" if self.thought_unfinished else self.text
 
+    @classmethod
+    def of(cls, g: GenerationResult) -> "TurnResult":
+        return cls(reasoning=g.reasoning, answer=g.answer, text=g.text, prompt_tokens=g.prompt_tokens,
+                   reasoning_tokens=g.reasoning_tokens, answer_tokens=g.answer_tokens, prompt_tps=g.prompt_tps,
+                   gen_tps=g.gen_tps, finish_reason=_FINISH.get(g.finish_reason, g.finish_reason),
+                   thought_unfinished=g.thought_unfinished, prompt_eval_tokens=g.prompt_eval_tokens,
+                   prompt_seconds=g.prompt_seconds, gen_seconds=g.gen_seconds)
+
     def summary(self) -> dict:
         """The documented JSON of a turn."""
         keys = ("reasoning", "answer", "prompt_tokens", "reasoning_tokens", "answer_tokens", "prompt_tps",
@@ -100,99 +86,31 @@ class Turn:
 def find_model_file(model: str, quant_type: str | None = None, folder: Path = Path(".")) -> Path:
     """MODEL as given to `chat`: a GGUF path, or a family label / repo id plus a quant type naming a file
     `<Name>-<TYPE>.gguf` that `quantkit convert` wrote into `folder` earlier."""
+    from .convert import output_name
     from .models import find_model
 
     path = Path(model)
     if path.exists() or path.suffix == ".gguf" or (member := find_model(model)) is None:
         return path  # load_model reports a missing or non-GGUF file
     quant = (quant_type or "Q4_K_M").upper()
-    made = folder / f"{member.name}-{quant}.gguf"
+    made = folder / output_name(member.name, quant)
     if made.exists():
         return made
     raise ModelNotFoundError(f"no {quant} GGUF of {member.repo_id} found ({made} does not exist)",
                              hint=f"make it with `quantkit convert {member.label} -t {quant}`, then pass its path")
 
 
-# ---- small libllama helpers (they belong in runtime.py; kept here until it has them) -------------------------
-
-def token_text(model: runtime.Model, token: int, special: bool = False) -> bytes:
-    """The bytes of one token (special tokens rendered only when `special`)."""
-    llama_cpp = runtime._llama_cpp()
-    buf = ctypes.create_string_buffer(64)
-    n = llama_cpp.llama_token_to_piece(model.vocab, token, buf, len(buf), 0, special)
-    if n < 0:
-        buf = ctypes.create_string_buffer(-n)
-        n = llama_cpp.llama_token_to_piece(model.vocab, token, buf, len(buf), 0, special)
-    return buf.raw[:n]
-
-
-def model_template(model: runtime.Model) -> ChatTemplate:
-    """The chat template stored in the GGUF, with the model's BOS and EOS texts."""
-    llama_cpp = runtime._llama_cpp()
-    source = llama_cpp.llama_model_chat_template(model.ptr, None)
-    if not source:
-        raise ChatTemplateError(f"{model.path.name} has no chat template (tokenizer.chat_template)")
-    eos = int(llama_cpp.llama_vocab_eos(model.vocab))
-    return ChatTemplate(
-        source.decode("utf-8", errors="replace"),
-        bos_token=token_text(model, model.bos, special=True).decode("utf-8", "replace") if model.bos >= 0 else "",
-        eos_token=token_text(model, eos, special=True).decode("utf-8", "replace") if eos >= 0 else "",
-    )
-
-
-def prompt_tokens(model: runtime.Model, text: str) -> np.ndarray:
-    """The tokens of a rendered prompt: special tokens parsed, and BOS exactly once where the vocabulary wants
-    it (templates that write `bos_token` themselves must not get a second one)."""
-    tokens = model.tokenize(text.encode("utf-8"), add_special=False, parse_special=True)
-    if model.add_bos and model.bos >= 0 and (len(tokens) == 0 or tokens[0] != model.bos):
-        tokens = np.concatenate([np.array([model.bos], dtype=np.int32), tokens])
-    return tokens
-
-
 # ---- the session --------------------------------------------------------------------------------------------
 
-class ChatSession:
-    """A conversation with one loaded model: its history, its KV cache and its sampler."""
+class Conversation:
+    """The history of a chat and how it becomes a prompt: the model's template, an optional system prompt, the
+    math instruction, and each earlier turn with its thought removed. Rendering needs no loaded weights."""
 
-    def __init__(self, model: runtime.Model, context: runtime.Context, sampling: Sampling = Sampling(),
-                 system: str | None = None, math: bool = False, template: ChatTemplate | None = None):
-        self.model = model
-        self.context = context
-        self.sampling = sampling
+    def __init__(self, template: ChatTemplate, system: str | None = None, math: bool = False):
+        self.template = template
         self.system = system
         self.math = math
-        self.template = template or model_template(model)
         self.turns: list[Turn] = []
-        self._cached: list[int] = []  # the tokens whose keys and values sit in the KV cache, in order
-        self._sampler = self._make_sampler()
-        self._eog = runtime._llama_cpp().llama_vocab_is_eog
-        self._owns: tuple = ()
-
-    @classmethod
-    def open(cls, path: str | Path, n_ctx: int = 8192, n_gpu_layers: int | str = "auto", threads: int | None = None,
-             n_batch: int = 2048, **kwargs) -> "ChatSession":
-        """Load `path` and make a context of `n_ctx` tokens, capped by the model's training context."""
-        model = runtime.load_model(path, n_gpu_layers=n_gpu_layers, n_ctx=n_ctx)
-        try:
-            n_ctx = min(n_ctx, model.n_ctx_train) if model.n_ctx_train > 0 else n_ctx
-            context = runtime.create_context(model, n_ctx=n_ctx, n_batch=n_batch, threads=threads)
-            session = cls(model, context, **kwargs)
-        except BaseException:
-            model.close()
-            raise
-        session._owns = (context, model)
-        return session
-
-    # -- what the CLI shows ---------------------------------------------------------------------------------
-
-    @property
-    def n_ctx(self) -> int:
-        return self.context.n_ctx
-
-    @property
-    def tokens_used(self) -> int:
-        """Tokens of the conversation in the context after the last turn."""
-        return len(self._cached)
 
     def messages(self, turns: list[Turn] | None = None, user: str | None = None) -> list[dict]:
         """The messages the template sees: the system prompt if any, each earlier turn with its thought removed,
@@ -212,6 +130,51 @@ class ChatSession:
         """The prompt text for a new user message after the history, and whether it opens a thought."""
         return self.template.prompt(self.messages(user=user))
 
+
+class ChatSession(Conversation):
+    """A conversation with one loaded model, generated on an engine sequence that keeps its KV cache between
+    turns."""
+
+    def __init__(self, engine: Engine, sampling: Sampling = Sampling(), system: str | None = None,
+                 math: bool = False, template: ChatTemplate | None = None):
+        super().__init__(template or model_template(engine.model), system, math)
+        self.engine = engine
+        self.model = engine.model
+        self.sampling = sampling
+        self._owns: Engine | None = None
+
+    @classmethod
+    def open(cls, path: str | Path, n_ctx: int = 8192, n_gpu_layers: int | str = "auto", threads: int | None = None,
+             n_batch: int = 2048, **kwargs) -> "ChatSession":
+        """Load `path` on an engine of one sequence and `n_ctx` tokens, capped by the model's training context."""
+        engine = Engine.open(path, n_ctx=n_ctx, n_gpu_layers=n_gpu_layers, n_parallel=1, threads=threads,
+                             n_batch=n_batch)
+        try:
+            session = cls(engine, **kwargs)
+        except BaseException:
+            engine.close()
+            raise
+        session._owns = engine
+        return session
+
+    # -- what the CLI shows ---------------------------------------------------------------------------------
+
+    @property
+    def n_ctx(self) -> int:
+        return self.engine.n_ctx_seq
+
+    @property
+    def threads(self) -> int:
+        return self.engine.context.threads
+
+    @property
+    def tokens_used(self) -> int:
+        """Tokens of the conversation in the context after the last turn (an interrupted turn frees them)."""
+        if not self.turns or self.turns[-1].result.finish_reason == "interrupted":
+            return 0
+        r = self.turns[-1].result
+        return r.prompt_tokens + r.gen_tokens
+
     # -- conversation -----------------------------------------------------------------------------------------
 
     def send(self, user: str, max_tokens: int | None = None) -> Iterator[Piece]:
@@ -220,12 +183,15 @@ class ChatSession:
         if max_tokens is not None and max_tokens < 1:
             raise InvalidArgumentError(f"--n-predict must be ≥ 1, not {max_tokens}")
         text, opened = self.render(user)
-        tokens = prompt_tokens(self.model, text)
-        if len(tokens) >= self.n_ctx:
-            raise ContextFullError(f"the conversation needs {len(tokens)} tokens, the context holds {self.n_ctx}")
+        request = GenerationRequest(self.model.prompt_tokens(text), self.sampling, max_tokens,
+                                    opened_thought=opened)
+        stream = self.engine.submit(request)  # ContextFullError before the turn exists
         turn = Turn(user)
         self.turns.append(turn)
-        yield from self._generate(tokens, opened, turn.result, max_tokens)
+        try:
+            yield from stream
+        finally:
+            turn.result = TurnResult.of(stream.wait())
 
     def regenerate(self, max_tokens: int | None = None) -> Iterator[Piece]:
         """Drop the last reply and generate it again."""
@@ -239,133 +205,15 @@ class ChatSession:
             raise
 
     def clear(self) -> None:
-        """Forget the conversation (and empty the KV cache)."""
+        """Forget the conversation (the engine reuses or frees its cells as the next prompt needs)."""
         self.turns.clear()
-        self._cached = []
-        self.context.clear()
-
-    def _generate(self, tokens: np.ndarray, opened: bool, result: TurnResult, max_tokens: int | None
-                  ) -> Iterator[Piece]:
-        llama_cpp = runtime._llama_cpp()
-        ctx = self.context
-        splitter = ReasoningSplitter(in_thought=opened)
-        decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
-        result.prompt_tokens = len(tokens)
-        n_gen, close_at, finish = 0, None, "interrupted"
-        generated: list[str] = []
-        t_gen = None
-        try:
-            t0 = time.perf_counter()
-            result.prompt_eval_tokens = self._evaluate_prompt(tokens)
-            llama_cpp.llama_synchronize(ctx.ptr)
-            t_gen = time.perf_counter()
-            result.prompt_seconds = t_gen - t0
-            one = runtime.Batch(1)
-            try:
-                while True:
-                    if max_tokens is not None and n_gen >= max_tokens:
-                        finish = "length"
-                        break
-                    if len(self._cached) >= ctx.n_ctx:
-                        finish = "context"
-                        break
-                    token = llama_cpp.llama_sampler_sample(self._sampler, ctx.ptr, -1)
-                    if self._eog(self.model.vocab, token):
-                        finish = "stop"
-                        break
-                    n_gen += 1
-                    generated.append(decoder.decode(token_text(self.model, token)))
-                    pieces = splitter.feed(generated[-1])
-                    if close_at is None and splitter.saw_close:
-                        close_at = n_gen
-                    self._decode_one(one, token)
-                    yield from pieces
-                generated.append(decoder.decode(b"", final=True))
-                pieces = splitter.feed(generated[-1]) + splitter.finish()
-                yield from pieces
-            finally:
-                one.close()
-        finally:
-            if finish == "interrupted":
-                self._cached = []  # the cache may be mid-update: evaluate the whole prompt next turn
-                ctx.clear()
-                splitter.finish()
-            t_end = time.perf_counter()
-            result.reasoning, result.answer = splitter.thought, splitter.answer
-            result.text = "".join(generated)
-            result.finish_reason = finish
-            result.thought_unfinished = splitter.thought_unfinished
-            if close_at is not None:
-                result.reasoning_tokens, result.answer_tokens = close_at, n_gen - close_at
-            elif splitter.thought_unfinished or (opened and not splitter.answer):
-                result.reasoning_tokens, result.answer_tokens = n_gen, 0
-            else:
-                result.reasoning_tokens, result.answer_tokens = 0, n_gen
-            if result.prompt_seconds > 0:
-                result.prompt_tps = result.prompt_eval_tokens / result.prompt_seconds
-            if t_gen is not None:
-                result.gen_seconds = t_end - t_gen
-                result.gen_tps = n_gen / result.gen_seconds if n_gen and result.gen_seconds > 0 else 0.0
-
-    def _evaluate_prompt(self, tokens: np.ndarray) -> int:
-        """Decode the prompt, reusing the part of it already in the KV cache; returns the tokens evaluated."""
-        llama_cpp = runtime._llama_cpp()
-        ctx = self.context
-        cached = np.asarray(self._cached, dtype=np.int32)
-        n = min(len(cached), len(tokens))
-        keep = int(np.argmin(cached[:n] == tokens[:n])) if n and not (cached[:n] == tokens[:n]).all() else n
-        keep = min(keep, len(tokens) - 1)  # the last prompt token is always evaluated: its logits start the reply
-        llama_cpp.llama_memory_seq_rm(llama_cpp.llama_get_memory(ctx.ptr), 0, keep, -1)
-        self._cached = self._cached[:keep]
-        todo = tokens[keep:]
-        with runtime.Batch(min(ctx.n_batch, len(todo))) as batch:
-            for start in range(0, len(todo), ctx.n_batch):
-                chunk = todo[start:start + ctx.n_batch]
-                pos = np.arange(keep + start, keep + start + len(chunk), dtype=np.int32)
-                outputs = np.zeros(len(chunk), dtype=bool)
-                outputs[-1] = start + len(chunk) == len(todo)
-                batch.set(chunk, pos, np.zeros(len(chunk), dtype=np.int32), outputs)
-                ctx.decode(batch)
-                self._cached.extend(chunk.tolist())
-        return len(todo)
-
-    def _decode_one(self, batch: runtime.Batch, token: int) -> None:
-        raw = batch.raw  # filled by hand: this runs once per generated token
-        raw.token[0] = token
-        raw.pos[0] = len(self._cached)
-        raw.n_seq_id[0] = 1
-        raw.seq_id[0][0] = 0
-        raw.logits[0] = 1
-        raw.n_tokens = 1
-        self.context.decode(batch)
-        self._cached.append(token)
-
-    def _make_sampler(self):
-        llama_cpp = runtime._llama_cpp()
-        s = self.sampling
-        chain = llama_cpp.llama_sampler_chain_init(llama_cpp.llama_sampler_chain_default_params())
-        if s.temperature == 0:
-            llama_cpp.llama_sampler_chain_add(chain, llama_cpp.llama_sampler_init_greedy())
-            return chain
-        if s.top_k:
-            llama_cpp.llama_sampler_chain_add(chain, llama_cpp.llama_sampler_init_top_k(s.top_k))
-        # temperature before top-p, as in Hugging Face and vLLM, whose numbers DeepSeek's advice comes from
-        llama_cpp.llama_sampler_chain_add(chain, llama_cpp.llama_sampler_init_temp(s.temperature))
-        if s.top_p < 1:
-            llama_cpp.llama_sampler_chain_add(chain, llama_cpp.llama_sampler_init_top_p(s.top_p, 1))
-        seed = llama_cpp.LLAMA_DEFAULT_SEED if s.seed is None else s.seed & 0xFFFFFFFF
-        llama_cpp.llama_sampler_chain_add(chain, llama_cpp.llama_sampler_init_dist(seed))
-        return chain
 
     # -- lifetime ---------------------------------------------------------------------------------------------
 
     def close(self) -> None:
-        if self._sampler is not None:
-            runtime._llama_cpp().llama_sampler_free(self._sampler)
-            self._sampler = None
-        for owned in self._owns:
-            owned.close()
-        self._owns = ()
+        if self._owns is not None:
+            self._owns.close()
+            self._owns = None
 
     def __enter__(self) -> "ChatSession":
         return self

@@ -24,7 +24,8 @@ import numpy as np
 from . import kld as kl
 from .errors import ContextTooLargeError, InvalidArgumentError, TextTooShortError, VocabularyMismatchError
 from .inspect import GGUFInfo, inspect_gguf
-from .runtime import Batch, Context, Model, create_context, load_model, load_vocabulary
+from .offload import load_model
+from .runtime import Batch, Context, Model, create_context, load_vocabulary
 
 if TYPE_CHECKING:
     import pandas as pd

@@ -97,7 +97,7 @@ class ReasoningSplitter:
             self._state = "answer"
             self._held = self._held[at + len(marker):]
             return
-        keep = 0 if (final or eos_seen) else _partial_suffix(text, [*([marker] if marker else []), *markers])
+        keep = 0 if (final or eos_seen) else partial_suffix(text, [*([marker] if marker else []), *markers])
         self._emit(out, text[: len(text) - keep])
         self._held = self._held[len(text) - keep:]
         if eos_seen:
@@ -119,7 +119,7 @@ class ReasoningSplitter:
         out.append(Piece(kind, text))
 
 
-def _partial_suffix(text: str, markers: list[str]) -> int:
+def partial_suffix(text: str, markers: list[str]) -> int:
     """Length of the longest end of `text` that is the start of a marker (to hold back until decided)."""
     best = 0
     for marker in markers:

@@ -228,7 +228,7 @@ def _outtype(where: str, value: str) -> str:
 
 
 def _ladder(where: str, values: list, imatrix: str | None) -> tuple[str, ...]:
-    from .quantize import BASE_TYPES, needs_imatrix, parse_types
+    from .quant_types import BASE_TYPES, needs_imatrix, parse_types
 
     if not values:
         raise RecipeError(f"{where}: the ladder is empty", hint='list the quant types to make, e.g. ladder = ["Q4_K_M"]')

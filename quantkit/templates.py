@@ -51,6 +51,14 @@ class ChatTemplate:
         return text, True
 
 
+def model_template(model) -> ChatTemplate:
+    """The chat template stored in a loaded GGUF (a runtime.Model), with the model's BOS and EOS texts."""
+    source = model.chat_template_source()
+    if not source:
+        raise ChatTemplateError(f"{model.path.name} has no chat template (tokenizer.chat_template)")
+    return ChatTemplate(source, bos_token=model.special_text(model.bos), eos_token=model.special_text(model.eos))
+
+
 @lru_cache(maxsize=8)
 def _compile(source: str):
     import jinja2

@@ -7,7 +7,7 @@ import json
 import pytest
 from typer.testing import CliRunner
 
-from quantkit.chat import ChatSession, Sampling, Turn, TurnResult, prompt_tokens
+from quantkit.chat import ChatSession, Sampling, Turn, TurnResult
 from quantkit.cli.app import app
 from quantkit.reasoning import Piece
 from quantkit.runtime import load_vocabulary
@@ -43,10 +43,10 @@ def test_one_shot_json(smollm2_gguf):
     assert (out["answer_tokens"] == 12) == (out["finish_reason"] == "length")
     assert out["prompt_tps"] > 0 and out["gen_tps"] > 0
     with load_vocabulary(smollm2_gguf) as vocab:
-        from quantkit.chat import model_template
+        from quantkit.templates import model_template
 
         text, _ = model_template(vocab).prompt([{"role": "user", "content": "What is the capital of France?"}])
-        assert out["prompt_tokens"] == len(prompt_tokens(vocab, text))
+        assert out["prompt_tokens"] == len(vocab.prompt_tokens(text))
         # the answer re-tokenized gives back about the generated count (BPE may merge across token edges)
         retok = len(vocab.tokenize(out["answer"].encode(), add_special=False))
         assert abs(retok - out["answer_tokens"]) <= 2, (retok, out)

@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 
 from quantkit.runtime import load_vocabulary
-from quantkit.chat import MATH_INSTRUCTION, ChatSession, Turn, TurnResult, model_template, prompt_tokens, token_text
-from quantkit.templates import ChatTemplate
+from quantkit.chat import MATH_INSTRUCTION, Conversation, Turn, TurnResult
+from quantkit.templates import ChatTemplate, model_template
 from tests._fixtures.r1_vocab import R1_VOCABS, r1_vocab_gguf
 
 THOUGHT_1 = "The user wants 2+2. Adding gives 4, SECRET-ONE."
@@ -35,9 +35,9 @@ def _finished(text: str, opened: bool = True) -> TurnResult:
     return TurnResult(reasoning=thought, answer=answer, text=text, thought_unfinished="</think>" not in text)
 
 
-def _session(model, **kw) -> ChatSession:
-    # rendering needs no context: the history, the template and the tokenizer are all there is to it
-    return ChatSession(model, context=None, **kw)
+def _session(model, **kw) -> Conversation:
+    # rendering needs no weights: the history, the template and the tokenizer are all there is to it
+    return Conversation(model_template(model), **kw)
 
 
 def test_three_turns(r1_vocab):
@@ -51,8 +51,8 @@ def test_three_turns(r1_vocab):
     ]
     text, opened = session.render("And 4+4?")
     assert opened
-    tokens = prompt_tokens(model, text).tolist()
-    pieces = "".join(token_text(model, t, special=True).decode() for t in tokens)
+    tokens = model.prompt_tokens(text).tolist()
+    pieces = "".join(model.token_piece(t, special=True).decode() for t in tokens)
 
     bos, eos = spec["bos"], spec["eos"]
     think, end_think = _token_id(model, "<think>"), _token_id(model, "</think>")
@@ -72,7 +72,7 @@ def test_cut_off_thought_is_dropped(r1_vocab):
     session.turns = [Turn("Long question", _finished("thinking and thinking SECRET-CUT"))]
     text, _ = session.render("Shorter, please.")
     assert "SECRET" not in text
-    pieces = "".join(token_text(model, t, special=True).decode() for t in prompt_tokens(model, text))
+    pieces = "".join(model.token_piece(t, special=True).decode() for t in model.prompt_tokens(text))
     assert pieces.count("<think>") == 1 and pieces.endswith("<｜Assistant｜><think>\n")
 
 
@@ -112,6 +112,6 @@ def test_chatml_is_not_forced_to_think(smollm2_gguf):
         assert not opened and not session.template.knows_think
         assert text.endswith("<|im_start|>user\nbye<|im_end|>\n<|im_start|>assistant\n")
         assert "<|im_start|>assistant\nHello!<|im_end|>" in text and "<think>" not in text
-        tokens = prompt_tokens(model, text).tolist()
+        tokens = model.prompt_tokens(text).tolist()
         im_start = int(model.tokenize(b"<|im_start|>", False, True)[0])
         assert tokens.count(im_start) == 5 and tokens[0] == im_start  # SmolLM2 adds no BOS

@@ -14,7 +14,7 @@ import pytest
 from typer.testing import CliRunner
 
 from quantkit.cli.app import app
-from quantkit.quantize import LADDER
+from quantkit.quant_types import LADDER
 from tests._fixtures.tiny import tiny_checkpoint
 
 pytestmark = pytest.mark.slow

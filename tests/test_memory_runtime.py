@@ -8,7 +8,7 @@ import pytest
 from quantkit.memory import estimate_memory
 from quantkit.memory.runtime import runtime_memory
 from quantkit.memory.shapes import resolve_target
-from quantkit.quantize import capture_llama_log
+from quantkit.runtime import capture as capture_llama_log
 from tests._fixtures.memory import tiny_model
 
 
@@ -85,13 +85,19 @@ def test_fit_counts_output_layer():
     assert not one.fits and 0 < one.n_gpu_layers < 80
 
 
-def test_auto_gpu_layers_without_gpu_offload(smollm2_gguf):
-    import llama_cpp
-
+def test_auto_gpu_layers_fits_the_memory_it_is_given(smollm2_gguf):
     from quantkit.memory import auto_gpu_layers
 
-    if llama_cpp.llama_supports_gpu_offload():
-        assert auto_gpu_layers(smollm2_gguf, 4096, vram_bytes=24 * 2**30) == 31
-        assert auto_gpu_layers(smollm2_gguf, 4096, vram_bytes=1) == 0
-    else:
-        assert auto_gpu_layers(smollm2_gguf, 4096, vram_bytes=24 * 2**30) == 0
+    assert auto_gpu_layers(smollm2_gguf, 4096, vram_bytes=24 * 2**30) == 31  # 30 layers and the output layer
+    assert auto_gpu_layers(smollm2_gguf, 4096, vram_bytes=1) == 0
+
+
+def test_auto_offloads_nothing_on_a_cpu_build(smollm2_gguf):
+    from quantkit import runtime
+    from quantkit.offload import resolve_gpu_layers
+
+    if runtime.supports_gpu_offload():
+        pytest.skip("a GPU build of llama.cpp: 'auto' depends on the GPU's free memory")
+    assert resolve_gpu_layers("auto", smollm2_gguf, 4096) == 0
+    assert resolve_gpu_layers("all", smollm2_gguf, 4096) == runtime.ALL_LAYERS
+    assert resolve_gpu_layers("7", smollm2_gguf, 4096) == 7

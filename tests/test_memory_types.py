@@ -8,7 +8,8 @@ from gguf import GGMLQuantizationType, GGUFReader
 
 from quantkit.memory import ALL_TYPES, estimate_memory, weights_plan
 from quantkit.memory.shapes import resolve_target
-from quantkit.quantize import capture_llama_log, quantize
+from quantkit.quantize import quantize
+from quantkit.runtime import capture as capture_llama_log
 from tests._fixtures.memory import FIXTURES, tiny_model
 
 _LINE = re.compile(r"^\[\s*\d+/\s*\d+\]\s+(\S+)\s+- \[.*\], type =\s+(\w+), size =.*?(?:\((\w+)\))?$")

@@ -4,7 +4,8 @@ import pytest
 from gguf import LlamaFileType
 
 from quantkit.errors import InvalidArgumentError, QuantizeError
-from quantkit.quantize import LADDER, file_type, needs_imatrix, parse_types, quantize
+from quantkit.quant_types import LADDER, file_type, needs_imatrix, parse_types
+from quantkit.quantize import quantize
 from tests._fixtures.memory import tiny_model
 
 

@@ -80,7 +80,7 @@ def run(
 
 def _banner(session: ChatSession) -> None:
     m = session.model
-    stderr.print(f"{m.path.name} · {describe_device(session.context.threads)} · "
+    stderr.print(f"{m.path.name} · {describe_device(session.threads)} · "
                  f"{m.layers_on_gpu}/{m.n_layer + 1} layers on GPU · ctx {session.n_ctx}", style="dim", highlight=False)
 
 

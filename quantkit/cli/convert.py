@@ -31,7 +31,7 @@ def run(
 ) -> None:
     """Convert an R1-Distill checkpoint (repo id, folder or size label) to GGUF and quantize it."""
     from ..convert import convert
-    from ..quantize import parse_types
+    from ..quant_types import parse_types
 
     wanted = parse_types(types) if types else []
     with ByteProgress() as progress:

@@ -7,7 +7,7 @@ import typer
 
 from ..errors import InvalidArgumentError
 from ..memory import ALL_TYPES, MemoryEstimate, estimate_memory
-from ..quantize import parse_types
+from ..quant_types import parse_types
 from ._options import Json
 from ._output import command, emit_json, stdout
 

@@ -48,8 +48,9 @@ def convert(source: str | Path, out_dir: str | Path = ".", *, outtype: str = "au
             revision: str | None = None, imatrix: Path | None = None, force: bool = False,
             threads: int | None = None, progress: Progress | None = None) -> ConvertResult:
     """Convert `source` (folder, repo id or size label) to `<Name>-<OUTTYPE>.gguf` in `out_dir`, then quantize it
-    to each of `types` (names as `quantize.parse_types` gives them)."""
+    to each of `types` (names as `quant_types.parse_types` gives them)."""
     from .. import quantize as q
+    from ..quant_types import BASE_TYPES
 
     types = list(types or [])
     _check_types(types, imatrix)
@@ -64,7 +65,7 @@ def convert(source: str | Path, out_dir: str | Path = ".", *, outtype: str = "au
         if qtype == base_type:
             continue
         dest = out_dir / output_name(src.name, qtype)
-        if qtype in q.BASE_TYPES:
+        if qtype in BASE_TYPES:
             made = _make(dest, qtype, force, lambda d, t=qtype: convert_checkpoint(
                 checkpoint, d, t, name=_display(src), progress=progress))
         else:
@@ -96,7 +97,7 @@ def _display(src: Source) -> str | None:
 
 
 def _check_types(types: list[str], imatrix: Path | None) -> None:
-    from ..quantize import needs_imatrix
+    from ..quant_types import needs_imatrix
 
     if imatrix is None:
         need = [t for t in types if needs_imatrix(t)]

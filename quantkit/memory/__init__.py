@@ -12,7 +12,7 @@ from pathlib import Path
 
 from gguf import GGUF_DEFAULT_ALIGNMENT
 
-from ..quantize import BASE_TYPES, LADDER
+from ..quant_types import LADDER
 from ..gguf_header import TensorInfo, padded, tensor_bytes
 from .runtime import CTX_PAD, RuntimeMemory, placement, runtime_memory
 from .shapes import ModelSpec, resolve_target
@@ -172,30 +172,11 @@ def estimate_memory(target: str | ModelSpec, types: list[str] | None = None, *, 
                           rt.kv_type, flash_attn, rt.n_ubatch, spec.header is not None, rt, rows)
 
 
-def _free_gpu_memory() -> int | None:
-    """Free memory of the first GPU as llama.cpp's own backend reports it (any GPU backend, not only CUDA);
-    None when it cannot be told."""
-    from ..runtime import gpu_devices
-
-    free = [d.memory_free for d in gpu_devices() if d.memory_free]
-    return free[0] if free else None
-
-
-def auto_gpu_layers(model_path: str | Path, n_ctx: int, vram_bytes: int | None = None, *, kv_type: str = "f16",
+def auto_gpu_layers(model_path: str | Path, n_ctx: int, vram_bytes: int, *, kv_type: str = "f16",
                     flash_attn: bool = True, n_batch: int = 2048, n_ubatch: int = 512,
                     gpu_overhead: int = GPU_OVERHEAD) -> int:
     """`--n-gpu-layers auto`: how many layers of the GGUF at `model_path` to offload so that weights, KV cache
-    and compute buffers fit in `vram_bytes` (default: the free memory of the GPU). 0 on a build of llama.cpp
-    without GPU offload, or when no GPU memory can be found."""
-    import llama_cpp
-
-    if not llama_cpp.llama_supports_gpu_offload():
-        return 0
-    if vram_bytes is None:
-        vram_bytes = _free_gpu_memory()
-        if vram_bytes is None:
-            log.warning("cannot tell the GPU's free memory: offloading nothing")
-            return 0
+    and compute buffers fit in `vram_bytes` (quantkit.offload passes the GPU's free memory)."""
     spec = resolve_target(str(model_path))
     qtype = spec.file_type if spec.file_type in DEFAULT_TYPE else "F16"
     est = estimate_memory(spec, [qtype], n_ctx=n_ctx, kv_type=kv_type, flash_attn=flash_attn, n_batch=n_batch,

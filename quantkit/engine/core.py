@@ -1,0 +1,418 @@
+"""The engine: one llama.cpp context with a slot per sequence, one decode per step, one thread that owns it all.
+
+Each step gathers into one batch the next token of every generating sequence, then fills the rest of the batch
+(up to n_batch) with prompt chunks of the sequences being admitted; decodes once; and samples each sequence from
+its own row with its own llama.cpp sampler chain (llama-server's loop, in small). The KV cache is unified: the
+sequences share `n_ctx` cells, any of them may use up to the whole context. A finished slot keeps its cells, so
+that a request whose prompt begins with what a slot holds (the next turn of a conversation) evaluates only the
+new tokens; those cells are the first to go when the cache runs short. When the cache is full, the sequence
+admitted last is put back in the queue and recomputed later (its stream just waits).
+
+Callers never touch llama.cpp: they `submit()` a GenerationRequest and read pieces from the Stream they get back,
+from any thread or from asyncio.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .. import runtime
+from ..errors import ContextFullError, InvalidArgumentError, QuantkitError
+from .request import GenerationRequest, GenerationResult, Stream
+from .text import GeneratedText
+
+log = logging.getLogger(__name__)
+
+
+class QueueFullError(QuantkitError):
+    hint = "try again shortly, or start the server with a larger --max-queue or --parallel"
+
+
+class EngineClosedError(QuantkitError):
+    hint = "the engine is shutting down"
+
+
+@dataclass
+class _Job:
+    """A request in the engine: its tokens so far (prompt, then each sampled token), what is still to be
+    decoded, its sampler and its text."""
+
+    stream: Stream
+    tokens: list[int]
+    n_prompt: int
+    submitted: float
+    sampler: runtime.Sampler | None = None
+    text: GeneratedText | None = None
+    pending: list[int] = field(default_factory=list)  # tokens of `tokens` not yet in the KV cache
+    prompt_eval_tokens: int = 0
+    admitted: float = 0.0
+    first_token: float = 0.0
+    admissions: int = 0
+
+    @property
+    def request(self) -> GenerationRequest:
+        return self.stream.request
+
+    @property
+    def n_generated(self) -> int:
+        return len(self.tokens) - self.n_prompt
+
+
+@dataclass
+class _Slot:
+    seq: int
+    cached: list[int] = field(default_factory=list)  # the tokens whose cells this sequence holds (position = index)
+    job: _Job | None = None
+    last_used: float = 0.0
+
+
+@dataclass(frozen=True)
+class EngineStats:
+    n_parallel: int
+    n_ctx: int
+    waiting: int  # requests queued for a slot
+    busy_slots: int
+    kv_cells_busy: int  # cells held by running sequences
+    kv_cells_cached: int  # cells idle slots keep for prefix reuse
+    prompt_tokens: int  # evaluated, since start
+    generated_tokens: int
+    finished: dict[str, int]  # finish reason → count
+    failed: int
+    gen_seconds: float  # time the engine spent in steps that generated tokens
+
+
+class Engine:
+    """Continuous batching over one loaded model. `Engine.open(path)` loads and owns the model; `Engine(model)`
+    borrows one. Close it (or use `with`) to stop the thread and free the context."""
+
+    def __init__(self, model: runtime.Model, *, n_ctx: int = 8192, n_parallel: int = 4, n_batch: int = 2048,
+                 n_ubatch: int = 512, threads: int | None = None, max_queue: int | None = None):
+        if n_parallel < 1:
+            raise InvalidArgumentError(f"--parallel must be ≥ 1, not {n_parallel}")
+        if n_ctx < 2:
+            raise InvalidArgumentError(f"--ctx must be ≥ 2, not {n_ctx}")
+        self.model = model
+        self.context = runtime.create_context(model, n_ctx=n_ctx, n_batch=n_batch, n_ubatch=n_ubatch,
+                                              n_seq_max=n_parallel, threads=threads, kv_unified=True)
+        self.n_ctx = n_ctx
+        self.n_parallel = n_parallel
+        # one sequence may fill the whole cache, but not past what the model was trained on
+        self.n_ctx_seq = min(n_ctx, model.n_ctx_train) if model.n_ctx_train > 0 else n_ctx
+        self.max_queue = max_queue
+        self._batch = runtime.Batch(self.context.n_batch)
+        self._slots = [_Slot(i) for i in range(n_parallel)]
+        self._waiting: deque[_Job] = deque()
+        self._inbox: deque[_Job] = deque()
+        self._cond = threading.Condition()
+        self._closing = False
+        self._accepting = True
+        self._owns_model = False
+        self._counts = {"prompt": 0, "generated": 0, "failed": 0, "gen_seconds": 0.0}
+        self._finished: dict[str, int] = {}
+        self._thread = threading.Thread(target=self._run, name="quantkit-engine", daemon=True)
+        self._thread.start()
+
+    @classmethod
+    def open(cls, path: str | Path, *, n_ctx: int = 8192, n_gpu_layers: int | str = "auto", **kwargs) -> "Engine":
+        """Load the GGUF at `path` (offloading per `n_gpu_layers` at this context) and start an engine on it."""
+        from ..offload import load_model
+
+        model = load_model(path, n_gpu_layers=n_gpu_layers, n_ctx=n_ctx)
+        try:
+            if model.n_ctx_train > 0:  # no sequence goes past the training context: no cells for that either
+                n_ctx = min(n_ctx, model.n_ctx_train * kwargs.get("n_parallel", 4))
+            engine = cls(model, n_ctx=n_ctx, **kwargs)
+        except BaseException:
+            model.close()
+            raise
+        engine._owns_model = True
+        return engine
+
+    # -- the callers' side ------------------------------------------------------------------------------------
+
+    def submit(self, request: GenerationRequest, loop: asyncio.AbstractEventLoop | None = None) -> Stream:
+        """Queue a generation; read its pieces from the returned stream (pass the running loop for asyncio)."""
+        n = len(request.tokens)
+        if n == 0:
+            raise InvalidArgumentError("the prompt is empty")
+        if n >= self.n_ctx_seq:
+            raise ContextFullError(f"the prompt needs {n} tokens, the context holds {self.n_ctx_seq}")
+        if request.max_tokens is not None and request.max_tokens < 1:
+            raise InvalidArgumentError(f"max_tokens must be ≥ 1, not {request.max_tokens}")
+        stream = Stream(request, loop)
+        job = _Job(stream, [int(t) for t in request.tokens], n, time.perf_counter())
+        stream._on_cancel = self._wake
+        with self._cond:
+            if not self._accepting:
+                raise EngineClosedError("the engine is not taking new requests")
+            if self.max_queue is not None and len(self._inbox) + len(self._waiting) >= self.max_queue:
+                raise QueueFullError(f"{self.max_queue} requests are already waiting")
+            self._inbox.append(job)
+            self._cond.notify()
+        return stream
+
+    def stats(self) -> EngineStats:
+        with self._cond:
+            busy = [s for s in self._slots if s.job is not None]
+            return EngineStats(
+                n_parallel=self.n_parallel, n_ctx=self.n_ctx, waiting=len(self._inbox) + len(self._waiting),
+                busy_slots=len(busy), kv_cells_busy=sum(len(s.cached) for s in busy),
+                kv_cells_cached=sum(len(s.cached) for s in self._slots if s.job is None),
+                prompt_tokens=self._counts["prompt"], generated_tokens=self._counts["generated"],
+                finished=dict(self._finished), failed=self._counts["failed"],
+                gen_seconds=self._counts["gen_seconds"])
+
+    def kv_cells_in_llama(self) -> dict[int, int]:
+        """Per sequence, the cells llama.cpp itself holds (its largest position + 1): to check the engine's own
+        account (tests, metrics). Only meaningful while the engine is idle."""
+        with self._cond:
+            return {s.seq: self.context.seq_pos_max(s.seq) + 1 for s in self._slots}
+
+    def drain(self, timeout: float) -> bool:
+        """Stop taking requests and wait up to `timeout` seconds for those in flight; True if all finished."""
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            self._accepting = False
+            self._cond.notify()
+            return self._cond.wait_for(self._idle, max(0.0, deadline - time.monotonic()))
+
+    def close(self) -> None:
+        """Cancel whatever is left, stop the thread and free the context (and the model, if the engine owns it)."""
+        with self._cond:
+            self._accepting = False
+            self._closing = True
+            self._cond.notify()
+        self._thread.join()
+        self._batch.close()
+        self.context.close()
+        if self._owns_model:
+            self.model.close()
+
+    def __enter__(self) -> "Engine":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # -- the engine's thread ----------------------------------------------------------------------------------
+
+    def _wake(self) -> None:
+        with self._cond:
+            self._cond.notify()
+
+    def _idle(self) -> bool:
+        return not self._inbox and not self._waiting and all(s.job is None for s in self._slots)
+
+    def _run(self) -> None:
+        try:
+            while True:
+                with self._cond:
+                    while not self._closing and self._idle():
+                        self._cond.notify_all()  # drain() waits for this
+                        self._cond.wait()
+                    if self._closing:
+                        break
+                    self._waiting.extend(self._inbox)
+                    self._inbox.clear()
+                self._step()
+        except BaseException as e:  # a libllama failure or a bug: every caller hears of it, nobody hangs
+            log.exception("the engine stopped")
+            self._fail_everything(e if isinstance(e, QuantkitError) else
+                                  QuantkitError(f"the engine stopped: {type(e).__name__}: {e}"))
+            return
+        self._cancel_everything()
+
+    def _step(self) -> None:
+        self._drop_cancelled()
+        self._admit()
+        while True:
+            rows = self._fill_batch()
+            if not rows:
+                return
+            try:
+                t0 = time.perf_counter()
+                self.context.decode(self._batch)
+                break
+            except runtime.KVCacheFullError:
+                if not (self._evict_idle() or self._preempt(rows)):
+                    raise
+        generating = any(n == 1 and row is not None for n, row in rows.values())
+        self._after_decode(rows)
+        if generating:
+            self._counts["gen_seconds"] += time.perf_counter() - t0
+
+    # -- admission --------------------------------------------------------------------------------------------
+
+    def _drop_cancelled(self) -> None:
+        for job in [j for j in self._waiting if j.stream.cancelled]:
+            self._waiting.remove(job)
+            self._finish(None, job, "cancelled")
+        for slot in self._slots:
+            if slot.job is not None and slot.job.stream.cancelled:
+                self._finish(slot, slot.job, "cancelled")
+
+    def _admit(self) -> None:
+        while self._waiting:
+            free = [s for s in self._slots if s.job is None]
+            if not free:
+                return
+            job = self._waiting.popleft()
+            slot = max(free, key=lambda s: (_common_prefix(s.cached, job.tokens), -s.last_used))
+            keep = min(_common_prefix(slot.cached, job.tokens), len(job.tokens) - 1)  # the last token is always
+            self.context.seq_rm(slot.seq, keep, -1)  # evaluated: its logits start the reply
+            slot.cached = slot.cached[:keep]
+            slot.job = job
+            job.pending = job.tokens[keep:]
+            job.admissions += 1
+            if job.admissions == 1:
+                job.admitted = time.perf_counter()
+                job.prompt_eval_tokens = len(job.pending)
+                job.sampler = runtime.Sampler(job.request.sampling)
+                req = job.request
+                job.text = GeneratedText(req.opened_thought, req.split_reasoning, req.stop)
+
+    def _evict_idle(self) -> bool:
+        """Free the cells idle slots keep for reuse, least recently used first; False if there were none."""
+        idle = sorted((s for s in self._slots if s.job is None and s.cached), key=lambda s: s.last_used)
+        for slot in idle:
+            self.context.seq_rm(slot.seq, 0, -1)
+            slot.cached = []
+        return bool(idle)
+
+    def _preempt(self, rows: dict) -> bool:
+        """Put the sequence admitted last back at the head of the queue, its cells freed; it is recomputed from
+        its tokens when a slot is free again. False when only one sequence runs (it cannot be made smaller)."""
+        running = [s for s in self._slots if s.job is not None]
+        if len(running) < 2:
+            return False
+        slot = max(running, key=lambda s: s.job.admitted)
+        log.info("KV cache full: sequence %d waits and will be recomputed", slot.seq)
+        self.context.seq_rm(slot.seq, 0, -1)
+        slot.cached = []
+        self._waiting.appendleft(slot.job)
+        slot.job = None
+        return True
+
+    # -- one step ---------------------------------------------------------------------------------------------
+
+    def _fill_batch(self) -> dict[int, tuple[int, int | None]]:
+        """The next token of every generating sequence, then prompt chunks. Returns, per slot with tokens in the
+        batch, how many it added and the batch row of its last one when a token is to be sampled from it."""
+        batch = self._batch
+        batch.clear()
+        rows: dict[int, tuple[int, int | None]] = {}
+        busy = [s for s in self._slots if s.job is not None]
+        for slot in sorted(busy, key=lambda s: len(s.job.pending) > 1):  # generating first, then prompts
+            pending = slot.job.pending
+            room = batch.capacity - batch.n_tokens
+            if not pending or room == 0:
+                continue
+            n = min(room, len(pending))
+            start = len(slot.cached)
+            for i in range(n):
+                row = batch.add(pending[i], start + i, slot.seq, i == len(pending) - 1)
+            rows[slot.seq] = (n, row if n == len(pending) else None)
+        return rows
+
+    def _after_decode(self, rows: dict[int, tuple[int, int | None]]) -> None:
+        for slot in self._slots:
+            if slot.seq not in rows:
+                continue
+            n, row = rows[slot.seq]
+            job = slot.job
+            slot.cached.extend(job.pending[:n])
+            del job.pending[:n]
+            if job.n_generated == 0:
+                self._counts["prompt"] += n
+            if row is not None:
+                self._next_token(slot, job, row)
+
+    def _next_token(self, slot: _Slot, job: _Job, row: int) -> None:
+        req = job.request
+        if len(slot.cached) >= self.n_ctx_seq:
+            self._finish(slot, job, "context")  # no cell left for another token of this sequence
+            return
+        token = job.sampler.sample(self.context, row)
+        now = time.perf_counter()
+        if job.first_token == 0.0:
+            job.first_token = now
+        if self.model.is_end_of_generation(token):
+            self._finish(slot, job, "stop")
+            return
+        job.tokens.append(token)
+        job.pending.append(token)
+        self._counts["generated"] += 1
+        for piece in job.text.feed(self.model.token_piece(token)):
+            job.stream._push(piece)
+        if job.text.stopped:
+            self._finish(slot, job, "stop")
+        elif req.max_tokens is not None and job.n_generated >= req.max_tokens:
+            self._finish(slot, job, "length")
+
+    # -- endings ----------------------------------------------------------------------------------------------
+
+    def _finish(self, slot: _Slot | None, job: _Job, reason: str) -> None:
+        now = time.perf_counter()
+        text = job.text
+        if text is not None:
+            for piece in text.finish():
+                job.stream._push(piece)
+            reasoning_tokens, answer_tokens = text.counts
+            splitter = text.splitter
+            result = GenerationResult(
+                text=text.text, reasoning=splitter.thought, answer=splitter.answer, prompt_tokens=job.n_prompt,
+                prompt_eval_tokens=job.prompt_eval_tokens, reasoning_tokens=reasoning_tokens,
+                answer_tokens=answer_tokens, finish_reason=reason, thought_unfinished=splitter.thought_unfinished,
+                queue_seconds=job.admitted - job.submitted,
+                prompt_seconds=(job.first_token or now) - job.admitted,
+                gen_seconds=now - job.first_token if job.first_token else 0.0)
+        else:  # cancelled before it had a slot
+            result = GenerationResult(prompt_tokens=job.n_prompt, finish_reason=reason)
+        if job.sampler is not None:
+            job.sampler.close()
+        if slot is not None:
+            slot.job = None
+            slot.last_used = now
+            if reason == "cancelled":  # its cells go back at once
+                self.context.seq_rm(slot.seq, 0, -1)
+                slot.cached = []
+        with self._cond:
+            self._finished[reason] = self._finished.get(reason, 0) + 1
+        job.stream._finish(result)
+
+    def _cancel_everything(self) -> None:
+        for slot in self._slots:
+            if slot.job is not None:
+                self._finish(slot, slot.job, "cancelled")
+        for job in [*self._waiting, *self._inbox]:
+            self._finish(None, job, "cancelled")
+        self._waiting.clear()
+        self._inbox.clear()
+
+    def _fail_everything(self, error: BaseException) -> None:
+        with self._cond:
+            self._accepting = False
+            jobs = [s.job for s in self._slots if s.job is not None] + [*self._waiting, *self._inbox]
+            for slot in self._slots:
+                slot.job = None
+            self._waiting.clear()
+            self._inbox.clear()
+            self._counts["failed"] += len(jobs)
+            self._cond.notify_all()
+        for job in jobs:
+            if job.sampler is not None:
+                job.sampler.close()
+            job.stream._finish(error=error)
+
+
+def _common_prefix(a: list[int], b: list[int]) -> int:
+    n = min(len(a), len(b))
+    i = 0
+    while i < n and a[i] == b[i]:
+        i += 1
+    return i

@@ -1,0 +1,64 @@
+"""llama.cpp's quant types as data: the usual ladder, the base types, the file types of the `gguf` package, and
+which of them libllama refuses to make without an importance matrix."""
+from __future__ import annotations
+
+from gguf import LlamaFileType
+
+from .errors import InvalidArgumentError
+
+# The usual llama.cpp ladder, smallest first: the types that need no importance matrix.
+LADDER: tuple[str, ...] = (
+    "Q2_K", "Q3_K_S", "Q3_K_M", "Q3_K_L", "Q4_0", "Q4_K_S", "Q4_K_M",
+    "Q5_0", "Q5_K_S", "Q5_K_M", "Q6_K", "Q8_0",
+)
+BASE_TYPES = ("F32", "F16", "BF16")
+
+# File types whose quantizer refuses to run without an importance matrix (llama-quant.cpp,
+# tensor_requires_imatrix: the IQ1/IQ2 types, IQ3_XXS, and the Q2_K tensors of a Q2_K_S file).
+_IMATRIX_TYPES = frozenset({"IQ1_S", "IQ1_M", "IQ2_XXS", "IQ2_XS", "IQ2_S", "IQ2_M", "IQ3_XXS", "Q2_K_S"})
+
+
+def _all_file_types() -> dict[str, LlamaFileType]:
+    names = {}
+    for ft in LlamaFileType:
+        if ft.name == "GUESSED":
+            continue
+        names[ft.name.removeprefix("MOSTLY_").removeprefix("ALL_")] = ft
+    return names
+
+
+FILE_TYPES: dict[str, LlamaFileType] = _all_file_types()
+
+
+def file_type(name: str) -> LlamaFileType:
+    """`"Q4_K_M"` → `LlamaFileType.MOSTLY_Q4_K_M` (case-insensitive)."""
+    key = name.strip().upper()
+    try:
+        return FILE_TYPES[key]
+    except KeyError:
+        raise InvalidArgumentError(
+            f"unknown quant type {name!r}",
+            hint=f"use one of {', '.join((*LADDER, *BASE_TYPES))} (or another llama.cpp file type: "
+                 f"{', '.join(n for n in FILE_TYPES if n not in LADDER and n not in BASE_TYPES)}), or 'all'",
+        ) from None
+
+
+def parse_types(values: list[str]) -> list[str]:
+    """Repeatable, comma-separated type names in canonical spelling, without duplicates; "all" is the LADDER."""
+    out: list[str] = []
+    for value in values:
+        for part in value.split(","):
+            part = part.strip()
+            if not part:
+                continue
+            names = LADDER if part.lower() == "all" else (file_type(part).name.removeprefix("MOSTLY_").removeprefix("ALL_"),)
+            out.extend(n for n in names if n not in out)
+    if not out:
+        raise InvalidArgumentError("no quant type given", hint=f"use one of {', '.join((*LADDER, *BASE_TYPES))}, or 'all'")
+    return out
+
+
+def needs_imatrix(name: str) -> bool:
+    """Whether libllama refuses this file type without an importance matrix."""
+    file_type(name)
+    return name.strip().upper() in _IMATRIX_TYPES

@@ -1,0 +1,26 @@
+"""The one place that opens llama.cpp: models, contexts, batches, sampler chains, the quantizer, devices and
+llama.cpp's log. Nothing else in quantkit imports llama_cpp; everything above this package speaks numpy and
+Python types, and only here do ctypes pointers appear. Models, contexts, batches and samplers own their
+llama.cpp objects and free them on `close()` (all are context managers).
+
+    with load_model(path, n_gpu_layers=0) as model, \\
+         create_context(model, n_ctx=2048, n_seq_max=4, kv_unified=True) as ctx, Batch(512) as batch:
+        batch.add(token, pos=0, seq=0, logits=True)
+        ctx.decode(batch)
+        token = Sampler(Sampling(temperature=0)).sample(ctx, 0)
+
+How many layers to offload is decided above this package (quantkit.offload), from the memory model.
+"""
+from ._lib import capture, lib
+from .batch import Batch
+from .context import Context, EvalCallback, KVCacheFullError, create_context
+from .devices import (Device, describe_device, extra_buffers_default, free_gpu_memory, gpu_devices, physical_cores,
+                      supports_gpu_offload)
+from .model import ALL_LAYERS, Model, check_gguf_file, load_model, load_vocabulary
+from .quantizer import model_quantize
+from .sampler import Sampler, Sampling
+
+__all__ = ["ALL_LAYERS", "Batch", "Context", "Device", "EvalCallback", "KVCacheFullError", "Model", "Sampler",
+           "Sampling", "capture", "check_gguf_file", "create_context", "describe_device", "extra_buffers_default",
+           "free_gpu_memory", "gpu_devices", "lib", "load_model", "load_vocabulary", "model_quantize",
+           "physical_cores", "supports_gpu_offload"]

@@ -1,0 +1,126 @@
+"""A llama.cpp context: the KV cache of one or more sequences, the decode call, and per-sequence memory edits."""
+from __future__ import annotations
+
+import ctypes
+from collections.abc import Callable
+
+import numpy as np
+
+from ..errors import RuntimeLoadError
+from ._lib import lib
+from .batch import Batch
+from .devices import physical_cores
+from .model import SEE_LOG, Model
+
+# An eval callback, as libllama's scheduler calls it for every graph node: (ggml_tensor pointer, ask) → bool.
+# With ask=True it answers whether it wants to see that node's data; with ask=False the data is computed and it
+# returns whether to go on. The imatrix collector uses it.
+EvalCallback = Callable[[int, bool], bool]
+
+NO_KV_SLOT = 1  # llama_decode: no room in the KV cache for the batch (nothing was computed)
+
+
+class KVCacheFullError(RuntimeLoadError):
+    hint = "use a larger --ctx, or fewer sequences at once"
+
+
+class Context:
+    """A KV cache for `n_seq_max` sequences sharing `n_ctx` cells (`kv_unified`: any sequence may use any cell;
+    otherwise each gets n_ctx / n_seq_max), and the decode call."""
+
+    def __init__(self, model: Model, ptr, n_ctx: int, n_batch: int, n_seq_max: int, threads: int, keep: tuple = ()):
+        llama_cpp = lib()
+        self.model = model
+        self.ptr = ptr
+        self.n_ctx = n_ctx
+        self.n_batch = n_batch
+        self.n_seq_max = n_seq_max
+        self.threads = threads
+        self._memory = llama_cpp.llama_get_memory(ptr)
+        self._decode = llama_cpp.llama_decode
+        self._keep = keep  # ctypes callbacks libllama holds raw pointers to
+
+    def decode(self, batch: Batch) -> None:
+        """Evaluate the batch; KVCacheFullError when the cache has no room for it (nothing was computed)."""
+        code = self._decode(self.ptr, batch.raw)
+        if code == NO_KV_SLOT:
+            raise KVCacheFullError(f"the KV cache of {self.n_ctx} cells has no room for {batch.n_tokens} more tokens")
+        if code != 0:
+            raise RuntimeLoadError(f"llama_decode failed with code {code} on a batch of {batch.n_tokens} tokens",
+                                   hint=SEE_LOG)
+
+    def synchronize(self) -> None:
+        lib().llama_synchronize(self.ptr)
+
+    def output_logits(self, n_outputs: int) -> np.ndarray:
+        """The logits of the last decode's output rows, (n_outputs, n_vocab) float32, in batch order.
+        A view of llama.cpp's buffer: valid until the next decode."""
+        ptr = lib().llama_get_logits(self.ptr)
+        return np.ctypeslib.as_array(ptr, shape=(n_outputs, self.model.n_vocab))
+
+    # -- per-sequence memory ----------------------------------------------------------------------------------
+
+    def clear(self) -> None:
+        """Forget every sequence (the KV cache's contents)."""
+        lib().llama_memory_clear(self._memory, True)
+
+    def seq_rm(self, seq: int, start: int = 0, stop: int = -1) -> bool:
+        """Drop sequence `seq`'s cells at positions [start, stop) (stop −1: to the end)."""
+        return bool(lib().llama_memory_seq_rm(self._memory, seq, start, stop))
+
+    def seq_cp(self, src: int, dst: int, start: int = 0, stop: int = -1) -> None:
+        """Let sequence `dst` share `src`'s cells at positions [start, stop)."""
+        lib().llama_memory_seq_cp(self._memory, src, dst, start, stop)
+
+    def seq_keep(self, seq: int) -> None:
+        """Drop every cell that does not belong to `seq`."""
+        lib().llama_memory_seq_keep(self._memory, seq)
+
+    def seq_pos_max(self, seq: int) -> int:
+        """The largest position `seq` holds in the cache; −1 when it holds none."""
+        return int(lib().llama_memory_seq_pos_max(self._memory, seq))
+
+    # -- lifetime ---------------------------------------------------------------------------------------------
+
+    def close(self) -> None:
+        if self.ptr is not None:
+            lib().llama_free(self.ptr)
+            self.ptr = None
+
+    def __enter__(self) -> "Context":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def create_context(model: Model, n_ctx: int, n_batch: int | None = None, n_ubatch: int | None = None,
+                   n_seq_max: int = 1, threads: int | None = None, kv_unified: bool = False,
+                   eval_callback: EvalCallback | None = None) -> Context:
+    """A context of `n_ctx` cells in all. `eval_callback` sees the graph's nodes as they are computed."""
+    llama_cpp = lib()
+    threads = threads or physical_cores()
+    n_batch = min(n_batch or n_ctx, n_ctx)
+    params = llama_cpp.llama_context_default_params()
+    params.n_ctx = n_ctx
+    params.n_batch = n_batch
+    params.n_ubatch = min(n_ubatch or params.n_ubatch, n_batch)
+    params.n_seq_max = n_seq_max
+    params.n_threads = threads
+    params.n_threads_batch = threads
+    params.kv_unified = kv_unified
+    params.no_perf = True
+    keep: tuple = ()
+    if eval_callback is not None:
+        def call(tensor, ask, user_data) -> bool:
+            return bool(eval_callback(tensor, bool(ask)))
+
+        raw = llama_cpp.ggml_backend_sched_eval_callback(call)
+        params.cb_eval = raw
+        params.cb_eval_user_data = ctypes.c_void_p(0)
+        keep = (raw,)
+    ptr = llama_cpp.llama_init_from_model(model.ptr, params)
+    if not ptr:
+        raise RuntimeLoadError(f"llama.cpp could not create a context of {n_ctx} tokens for {model.path.name}",
+                               hint="try a smaller --ctx or --batch, or fewer --n-gpu-layers")
+    return Context(model, ptr, n_ctx, n_batch, n_seq_max, threads, keep)
