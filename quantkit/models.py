@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 from gguf import MODEL_ARCH, MODEL_ARCH_NAMES
 
-from .errors import InvalidArgumentError, ModelConfigError
+from .errors import ModelConfigError
 
 
 @dataclass(frozen=True)
@@ -97,14 +97,6 @@ _BY_KEY.update({m.name.lower(): m for m in (*R1_DISTILLS, R1)})
 def find_model(key: str) -> ModelShape | None:
     """A family member by size label ("7B"), repo id or model name; None if `key` names none of them."""
     return _BY_KEY.get(key.strip().lower())
-
-
-def resolve_model(key: str) -> ModelShape:
-    model = find_model(key)
-    if model is None:
-        labels = ", ".join(m.label for m in (*R1_DISTILLS, R1))
-        raise InvalidArgumentError(f"unknown model {key!r}", hint=f"use a size label ({labels}) or a repo id")
-    return model
 
 
 @dataclass(frozen=True)

@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 from gguf import MODEL_ARCH, GGUFReader
 
+from ..convert.tensors import llama3_rope_factors
 from ..errors import UnsupportedModelError
 from ..gguf_file import arch_field
 from ..models import Architecture
@@ -75,17 +76,6 @@ def rope_scaling(hp: dict[str, Any], rope_freqs: np.ndarray | None) -> dict[str,
     raise UnsupportedModelError(f"rope scaling {kind!r} is not supported (supported: linear, yarn, llama3)")
 
 
-def llama3_factors(theta: float, head_dim: int, factor: float, low_freq_factor: float, high_freq_factor: float,
-                   original_max_position_embeddings: float) -> np.ndarray:
-    """Per-frequency divisors of llama3 rope scaling, as llama.cpp's converter and transformers compute them."""
-    freqs = 1.0 / (theta ** (np.arange(0, head_dim, 2, dtype=np.float32) / np.float32(head_dim)))
-    wavelen = 2 * math.pi / freqs.astype(np.float64)
-    old = original_max_position_embeddings
-    smooth = (old / wavelen - low_freq_factor) / (high_freq_factor - low_freq_factor)
-    middle = 1.0 / ((1 - smooth) / factor + smooth)
-    return np.where(wavelen < old / high_freq_factor, 1.0, np.where(wavelen > old / low_freq_factor, factor, middle))
-
-
 def llama3_rope_scaling(rope_freqs: np.ndarray, theta: float, head_dim: int) -> dict[str, Any]:
     """Recover (factor, low/high_freq_factor, original context) from llama.cpp's rope_freqs tensor.
 
@@ -110,7 +100,9 @@ def llama3_rope_scaling(rope_freqs: np.ndarray, theta: float, head_dim: int) -> 
             candidates += [(1.0, round(high, 3), round(old)), (1.0, high, old)]
     candidates.append(tuple(LLAMA31_ROPE.values()))
     for low, high, old in candidates:
-        if np.allclose(llama3_factors(theta, head_dim, factor, low, high, old), factors, rtol=1e-4, atol=0):
+        rope = {"factor": factor, "low_freq_factor": low, "high_freq_factor": high,
+                "original_max_position_embeddings": old}
+        if np.allclose(llama3_rope_factors(theta, head_dim, rope), factors, rtol=1e-4, atol=0):
             return {"rope_type": "llama3", "factor": factor, "low_freq_factor": float(low),
                     "high_freq_factor": float(high), "original_max_position_embeddings": int(round(old))}
     raise UnsupportedModelError(
