@@ -7,8 +7,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
-from gguf import (MODEL_TENSOR, TENSOR_NAMES, GGMLQuantizationType, GGUFReader, ReaderTensor,
-                  TensorNameMap)
+from gguf import MODEL_TENSOR, TENSOR_NAMES, GGMLQuantizationType, GGUFReader, ReaderTensor, TensorNameMap
 from gguf.quants import _type_traits as _DEQUANTIZERS
 
 from ..errors import UnsupportedModelError, UnsupportedTensorTypeError
