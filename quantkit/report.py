@@ -1,5 +1,5 @@
-"""The report of a `quantkit run`: one row per file of the ladder, copied from the steps' stored results —
-nothing here measures or estimates anything. PPL, ΔPPL, KLD and same-top come from `perplexity.ladder_table`
+"""The report of a `quantkit run`: one row per file of the ladder, rendered from `ReportFacts`, which the job
+builds from its steps' stored results (job/facts.py) — nothing here measures, estimates or reads a step. PPL, ΔPPL, KLD and same-top come from `perplexity.ladder_table`
 (the table `quantkit perplexity` prints), speeds from `bench`, memory and GPU fit from `estimate_memory`.
 
 Files: report.md (for people), report.csv and report.json (for programs), report.png (quality against size,
@@ -13,13 +13,9 @@ import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from .files import atomic_file
 from .jsonable import to_json
-
-if TYPE_CHECKING:
-    from .job.steps import Job
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +30,8 @@ RULE = ("for each GPU, the rung of the ladder with the lowest mean KLD against t
 
 @dataclass
 class ReportFacts:
+    """Everything the report shows, as plain data; built by the job from its step records (job/facts.py)."""
+
     recipe: dict
     rows: list[dict] = field(default_factory=list)
     perplexity: dict | None = None  # settings and text of the perplexity step
@@ -42,88 +40,7 @@ class ReportFacts:
     recommended: dict[int, str | None] = field(default_factory=dict)
     chat: dict | None = None
     steps: dict[str, float] = field(default_factory=dict)  # step record → seconds it took
-
-
-# ---- gathering the stored results ---------------------------------------------------------------------------
-
-def collect(job: "Job") -> ReportFacts:
-    r = job.recipe
-    facts = ReportFacts(recipe={"name": r.name, "path": str(r.path), "description": r.description,
-                                "source": r.source, "revision": r.revision, "outtype": r.outtype,
-                                "ladder": list(r.ladder)})
-    store = job.store
-    convert = store.result("convert")
-    if convert is None:
-        return facts
-    files = [(convert["base"]["type"], convert["base"])]
-    files += [(t, q) for t in r.ladder if (q := store.result(f"quantize-{t}")) is not None]
-    facts.rows = [{"type": t, "file": Path(f["path"]).name, "path": str(f["path"]), "size_bytes": f["n_bytes"],
-                   "is_base": i == 0} for i, (t, f) in enumerate(files)]
-    _add_perplexity(facts, store.result("perplexity"))
-    _add_bench(facts, {row["type"]: store.result(f"bench-{row['type']}") for row in facts.rows}, r)
-    _add_memory(facts, {row["type"]: store.result(f"memory-{row['type']}") for row in facts.rows}, r)
-    _mark_pareto(facts.rows)
-    facts.recommended = {g: recommend(facts.rows, g) for g in GPU_SIZES_GIB}
-    for row in facts.rows:
-        row["recommended_for_gib"] = [g for g, t in facts.recommended.items() if t == row["type"]]
-    facts.chat = store.result("chat")
-    for path in sorted(store.folder.glob("*.json")):
-        rec = store.record(path.stem)
-        if rec is not None:
-            facts.steps[path.stem] = rec.get("seconds", 0.0)
-    return facts
-
-
-def _add_perplexity(facts: ReportFacts, stored: dict | None) -> None:
-    from .kld import KLStats
-    from .perplexity import PerplexityResult, ladder_table
-
-    if stored is None:
-        return
-    results = [PerplexityResult(**{**d, "kl": KLStats(**d["kl"]) if d.get("kl") else None})
-               for d in stored["results"]]
-    table = ladder_table(results).to_dict("records")
-    by_file = {row["file"]: row for row in table}
-    for row in facts.rows:
-        p = by_file.get(row["file"])
-        if p is not None:
-            row.update({k: p[k] for k in ("bpw", "ppl", "ppl_err", "delta_ppl_pct", "mean_kld", "same_top_pct")})
-    first = results[0]
-    facts.perplexity = {"dataset": stored["dataset"], "text_file": stored["text_file"], "n_ctx": first.n_ctx,
-                        "n_chunks": first.n_chunks, "n_scored": first.n_scored,
-                        "kl_top_k": next((x.kl.top_k for x in results if x.kl), None)}
-
-
-def _add_bench(facts: ReportFacts, stored: dict[str, list | None], recipe) -> None:
-    for row in facts.rows:
-        for test in stored.get(row["type"]) or []:
-            kind = "pp" if test["test"].startswith("pp") else "tg"
-            row[f"{kind}_tps"], row[f"{kind}_std"] = test["mean_tps"], test["std_tps"]
-            facts.bench = {"pp": f"pp{recipe.bench.n_prompt}", "tg": f"tg{recipe.bench.n_gen}",
-                           "repetitions": recipe.bench.repetitions, "threads": test["threads"],
-                           "n_gpu_layers": test["n_gpu_layers"]}
-
-
-def _add_memory(facts: ReportFacts, stored: dict[str, dict | None], recipe) -> None:
-    for row in facts.rows:
-        m = stored.get(row["type"])
-        if m is None:
-            continue
-        est = m["estimate"]["types"][0]
-        row["vram_bytes"] = est["total_bytes"]
-        row["fits_gib"] = {int(g): fit["fits"] for g, fit in m["fits"].items()}
-        row["gpu_layers_gib"] = {int(g): fit["n_gpu_layers"] for g, fit in m["fits"].items()}
-        facts.memory = {"n_ctx": m["estimate"]["n_ctx"], "kv_type": m["estimate"]["kv_type"],
-                        "flash_attn": m["estimate"]["flash_attn"], "n_layer": m["estimate"]["n_layer"]}
-
-
-def _mark_pareto(rows: list[dict]) -> None:
-    """A row is on the front when no other row is as small and as faithful (lower KLD), and better in one."""
-    scored = [r for r in rows if r.get("mean_kld") is not None]
-    for r in rows:
-        r["pareto"] = r in scored and not any(
-            o is not r and o["size_bytes"] <= r["size_bytes"] and o["mean_kld"] <= r["mean_kld"]
-            and (o["size_bytes"] < r["size_bytes"] or o["mean_kld"] < r["mean_kld"]) for o in scored)
+    device: str = ""  # where the measurements ran, in one line
 
 
 def recommend(rows: list[dict], gpu_gib: int) -> str | None:
@@ -134,16 +51,6 @@ def recommend(rows: list[dict], gpu_gib: int) -> str | None:
     if all(r.get("mean_kld") is not None for r in fitting):
         return min(fitting, key=lambda r: (r["mean_kld"], r["size_bytes"]))["type"]
     return max(fitting, key=lambda r: r["size_bytes"])["type"]
-
-
-def chat_rung(facts: ReportFacts) -> str:
-    """The rung the job talks to: the one recommended for the smallest GPU that has a recommendation, else the
-    smallest rung (it runs on the CPU)."""
-    for g in GPU_SIZES_GIB:
-        if facts.recommended.get(g):
-            return facts.recommended[g]
-    rungs = [r for r in facts.rows if not r["is_base"]] or facts.rows
-    return min(rungs, key=lambda r: r["size_bytes"])["type"]
 
 
 # ---- writing ------------------------------------------------------------------------------------------------
@@ -181,17 +88,11 @@ def _write_text(path: Path, text: str) -> Path:
 
 
 def as_dict(facts: ReportFacts) -> dict:
-    return to_json({"recipe": facts.recipe, "made": time.strftime("%Y-%m-%d %H:%M:%S %z"), "device": _device(),
+    return to_json({"recipe": facts.recipe, "made": time.strftime("%Y-%m-%d %H:%M:%S %z"), "device": facts.device,
                     "perplexity": facts.perplexity, "bench": facts.bench, "memory": facts.memory,
                     "rows": facts.rows, "gpu_sizes_gib": list(GPU_SIZES_GIB),
                     "recommended": {str(g): t for g, t in facts.recommended.items()}, "rule": RULE,
                     "chat": facts.chat, "steps_seconds": facts.steps})
-
-
-def _device() -> str:
-    from .runtime import describe_device
-
-    return describe_device()
 
 
 def _write_json(facts: ReportFacts, path: Path) -> Path:
@@ -226,7 +127,7 @@ def markdown(facts: ReportFacts, plot_note: str | None) -> str:
     r = facts.recipe
     lines = [f"# {r['description'] or r['name']}: what each quantization costs", "",
              f"Recipe `{r['name']}` ({r['source']}{' @ ' + r['revision'] if r['revision'] else ''}), "
-             f"made {time.strftime('%Y-%m-%d %H:%M')} on {_device()}.", ""]
+             f"made {time.strftime('%Y-%m-%d %H:%M')} on {facts.device}.", ""]
     lines += _settings_lines(facts)
     lines += _table_lines(facts)
     lines += _gpu_lines(facts)

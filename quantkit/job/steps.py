@@ -21,8 +21,10 @@ from pathlib import Path
 
 from ..errors import RunStateError
 from ..recipes import EMBEDDED_MODELS, Recipe
+from ..report import GPU_SIZES_GIB, write_report
+from .facts import chat_rung, report_facts
 from .progress import JobProgress
-from .state import StepStore, fingerprint
+from .state import StepStore, fingerprint, rung_key
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +58,7 @@ class Job:
         base = self.base()["base"]
         out = [(base["type"], Path(base["path"]))]
         for qtype in self.recipe.ladder:
-            result = self.store.result(f"quantize-{qtype}")
+            result = self.store.result(rung_key("quantize", qtype))
             if result is None or not Path(result["path"]).is_file():
                 raise RunStateError(f"the {qtype} rung has not been made yet (the quantize step)")
             out.append((qtype, Path(result["path"])))
@@ -137,7 +139,7 @@ def quantize(job: Job) -> str:
     imatrix = job.recipe.imatrix_path
     statuses = []
     for qtype in job.recipe.ladder:
-        key = f"quantize-{qtype}"
+        key = rung_key("quantize", qtype)
         dest = job.models_dir / output_name(convert_result["name"], qtype)
         inputs = {"base": fingerprint(base), "type": qtype, "imatrix": fingerprint(imatrix) if imatrix else None}
         job.progress.start(f"quantize {qtype}")
@@ -223,7 +225,7 @@ def bench(job: Job) -> str:
     b = job.recipe.bench
     statuses = []
     for qtype, path in job.models():
-        key = f"bench-{qtype}"
+        key = rung_key("bench", qtype)
         inputs = {"file": fingerprint(path), "n_prompt": b.n_prompt, "n_gen": b.n_gen,
                   "repetitions": b.repetitions, "threads": job.threads, "n_gpu_layers": job.n_gpu_layers}
         job.progress.start(f"bench {qtype}")
@@ -239,12 +241,11 @@ def bench(job: Job) -> str:
 
 def memory(job: Job) -> str:
     from ..memory import estimate_memory
-    from ..report import GPU_SIZES_GIB
 
     m = job.recipe.memory
     statuses = []
     for qtype, path in job.models():
-        key = f"memory-{qtype}"
+        key = rung_key("memory", qtype)
         inputs = {"file": fingerprint(path), "ctx": m.ctx, "kv_type": m.kv_type, "gpus_gib": list(GPU_SIZES_GIB)}
         job.progress.start(f"memory {qtype}")
         if job.kept(key, inputs) is not None:
@@ -265,11 +266,10 @@ def memory(job: Job) -> str:
 
 def chat(job: Job) -> str:
     from ..chat import ChatSession, Sampling
-    from ..report import chat_rung, collect
 
     c = job.recipe.chat
     job.progress.start("chat")
-    qtype = chat_rung(collect(job))
+    qtype = chat_rung(report_facts(job.recipe, job.store))
     path = dict(job.models())[qtype]
     inputs = {"file": fingerprint(path), "prompt": c.prompt, "max_tokens": c.max_tokens,
               "temperature": c.temperature, "top_p": c.top_p, "ctx": c.ctx, "seed": c.seed}
@@ -291,10 +291,10 @@ def chat(job: Job) -> str:
 
 
 def report(job: Job) -> str:
-    from ..report import collect, write_report
+    from ..runtime import describe_device
 
     job.progress.start("report")
-    write_report(collect(job), job.out_dir)
+    write_report(report_facts(job.recipe, job.store, describe_device()), job.out_dir)
     job.progress.finish()
     return "done"
 
