@@ -72,6 +72,13 @@ TABLE = [
     ("math", "\\frac{1}{2}", "Okay, so I need to find the probability. Let's see, there are 6 outcomes and", "no_answer",
      None),
     ("math", "7", r1(T, ""), "no_answer", None),
+    # math-verify's own leniency and strictness, recorded so that an upgrade that changes them shows here
+    ("math", "0.1", r1(T, "The rate is $\\boxed{10\\%}$."), "correct", "10\\%"),
+    ("math", "2", r1(T, "$\\boxed{x = 2}$"), "correct", "x = 2"),
+    ("math", "\\{1,2\\}", r1(T, "$\\boxed{(2, 1)}$"), "correct", "(2, 1)"),
+    ("math", "\\frac{1}{3}", r1(T, "$\\boxed{0.333}$"), "wrong", "0.333"),
+    ("math", "1000", r1(T, "$\\boxed{1e3}$"), "wrong", "1e3"),
+    ("math", "3", r1(T, "$\\boxed{\\text{three}}$"), "wrong", "\\text{three}"),
     # GSM8K numbers
     ("number", "1250", r1(T, "She earns $\\boxed{1,250}$ dollars."), "correct", "1,250"),
     ("number", "18", r1(T, "Janet makes $\\boxed{\\$18}$ every day."), "correct", "\\$18"),

@@ -210,8 +210,9 @@ def _jsonl_rows(path: Path) -> list[dict]:
 
 def read_task_file(path: str | Path, problem_column: str = "problem", answer_column: str = "answer",
                    id_column: str | None = None, kind: Kind = "math") -> list[Problem]:
-    """A user's problems: one per row of a .jsonl, .csv or .parquet file. Each problem gets the math instruction,
-    as the Hub tasks do; its id is `id_column`'s value, else its row number (1 = the first problem)."""
+    """A user's problems: one per row of a .jsonl, .csv or .parquet file. Each problem gets the math instruction
+    (for `kind="choice"`, the letter instruction: the problem lists its choices A-D itself), as the Hub tasks do;
+    its id is `id_column`'s value, else its row number (1 = the first problem)."""
     path = Path(path)
     if not path.is_file():
         raise InputNotFoundError(f"{path} does not exist" if not path.exists() else f"{path} is not a file")
@@ -234,7 +235,8 @@ def read_task_file(path: str | Path, problem_column: str = "problem", answer_col
                 raise TaskFileError(f"{path} row {number} has an empty {column!r}")
             values[column] = text
         pid = values[id_column] if id_column else str(number)
-        prompt = math_prompt(values[problem_column]) if kind != "choice" else values[problem_column]
+        prompt = (math_prompt(values[problem_column]) if kind != "choice"
+                  else f"{values[problem_column]}\n\n{CHOICE_INSTRUCTION}")
         problems.append(Problem(pid, prompt, values[answer_column], kind))
     ids = [p.id for p in problems]
     if len(set(ids)) != len(ids):
