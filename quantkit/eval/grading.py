@@ -94,9 +94,8 @@ def answer_text(answer: str) -> str | None:
     if not matches:
         return None
     rest = matches[-1]["rest"].strip().strip("*").strip()
-    rest = re.sub(r"^(?:\$\$?|\\\(|\\\[)|(?:\$\$?|\\\)|\\\])?\s*\.?$", "", rest).strip()
-    rest = re.sub(r"^(?:\$\$?|\\\(|\\\[)|(?:\$\$?|\\\)|\\\])$", "", rest).strip()
-    return rest or None
+    rest = re.sub(r"\s*\.$", "", rest)  # the sentence's period
+    return _unwrap(rest).strip() or None
 
 
 def extract(answer: str | None) -> list[str]:

@@ -262,44 +262,42 @@ _ITEMS = ("apples", "marbles", "stickers", "pencils", "cookies", "books", "shell
 
 
 def _level1(r: random.Random) -> tuple[str, int]:
-    a, b = r.randint(1, 9), r.randint(1, 9)
+    a, b = r.randint(1, 5), r.randint(1, 5)
     return f"What is {a} + {b}?", a + b
 
 
 def _level2(r: random.Random) -> tuple[str, int]:
-    a, b = r.randint(12, 89), r.randint(3, 9)
     if r.random() < 0.5:
+        a, b = r.randint(2, 9), r.randint(2, 9)
         return f"What is {a} + {b}?", a + b
+    a = r.randint(5, 9)
+    b = r.randint(1, a - 1)
     return f"What is {a} - {b}?", a - b
 
 
 def _level3(r: random.Random) -> tuple[str, int]:
-    a, b = r.randint(3, 9), r.randint(3, 12)
-    if r.random() < 0.5:
-        return f"What is {a} × {b}?", a * b
-    c, d = r.randint(11, 49), r.randint(11, 49)
-    return f"What is {c} + {d}?", c + d
+    a, b = r.randint(10, 49), r.randint(1, 9)
+    return f"What is {a} + {b}?", a + b
 
 
 def _level4(r: random.Random) -> tuple[str, int]:
     name, item = r.choice(_NAMES), r.choice(_ITEMS)
-    a, b = r.randint(5, 20), r.randint(2, 9)
-    pick = r.randrange(3)
-    if pick == 0:
+    a, b = r.randint(2, 9), r.randint(1, 5)
+    if r.random() < 0.5:
         return f"{name} has {a} {item}. {name} gets {b} more {item}. How many {item} does {name} have now?", a + b
-    if pick == 1:
-        return f"{name} has {a + b} {item} and gives {b} of them away. How many {item} does {name} have left?", a
-    return f"{name} has {b} bags with {a} {item} in each bag. How many {item} does {name} have in all?", a * b
+    return f"{name} has {a + b} {item} and gives {b} of them away. How many {item} does {name} have left?", a
 
 
 def _level5(r: random.Random) -> tuple[str, int]:
     name, item = r.choice(_NAMES), r.choice(_ITEMS)
     a, b, c = r.randint(3, 9), r.randint(3, 9), r.randint(2, 9)
-    pick = r.randrange(3)
+    pick = r.randrange(4)
     if pick == 0:
+        return f"{name} has {b} bags with {a} {item} in each bag. How many {item} does {name} have in all?", a * b
+    if pick == 1:
         return (f"{name} buys {a} packs of {item} with {b} {item} in each pack, then gives {c} {item} to a "
                 f"friend. How many {item} does {name} have now?"), a * b - c
-    if pick == 1:
+    if pick == 2:
         d = r.randint(10, 30)
         return (f"{name} has {d} {item}, buys {a} more, and then buys {b} more. How many {item} does {name} "
                 "have now?"), d + a + b
@@ -314,9 +312,10 @@ _LEVELS = {1: _level1, 2: _level2, 3: _level3, 4: _level4, 5: _level5}
 
 def arith_problems(count: int = 200, seed: int = 0) -> list[Problem]:
     """`count` arithmetic and word problems with exact integer answers, levels 1-5 taken in turn (so that the
-    first N of them are a mix of every level): one-digit sums; two-digit plus or minus one digit; products
-    and two-digit sums; one-step word problems; two-step word problems. The same seed gives the same problems
-    on any machine."""
+    first N of them are a mix of every level): sums of numbers up to 5; one-digit sums and differences; a
+    two-digit number plus a one-digit one; one-step word problems; products and two-step word problems. The same
+    seed gives the same problems on any machine. Easy on purpose: SmolLM2-135M, the embedded model, must land
+    well away from 0 % (it gets 7 + 7 wrong about as often as right when asked to reason step by step)."""
     r = random.Random(seed)
     problems = []
     for n in range(count):
