@@ -41,6 +41,7 @@ class ReportFacts:
     chat: dict | None = None
     steps: dict[str, float] = field(default_factory=dict)  # step record → seconds it took
     device: str = ""  # where the measurements ran, in one line
+    eval: dict | None = None  # task and protocol of the eval step
 
 
 def recommend(rows: list[dict], gpu_gib: int) -> str | None:
@@ -92,7 +93,7 @@ def as_dict(facts: ReportFacts) -> dict:
                     "perplexity": facts.perplexity, "bench": facts.bench, "memory": facts.memory,
                     "rows": facts.rows, "gpu_sizes_gib": list(GPU_SIZES_GIB),
                     "recommended": {str(g): t for g, t in facts.recommended.items()}, "rule": RULE,
-                    "chat": facts.chat, "steps_seconds": facts.steps})
+                    "chat": facts.chat, "eval": facts.eval, "steps_seconds": facts.steps})
 
 
 def _write_json(facts: ReportFacts, path: Path) -> Path:
@@ -100,7 +101,8 @@ def _write_json(facts: ReportFacts, path: Path) -> Path:
 
 
 CSV_COLUMNS = ("type", "file", "size_bytes", "bpw", "ppl", "ppl_err", "delta_ppl_pct", "mean_kld", "same_top_pct",
-               "pp_tps", "pp_std", "tg_tps", "tg_std", "vram_bytes", "pareto")
+               "pp_tps", "pp_std", "tg_tps", "tg_std", "vram_bytes", "pass_at_1", "pass_low", "pass_high", "delta_pass",
+               "delta_pass_low", "delta_pass_high", "thought_tokens", "cut_off_pct", "pareto")
 
 
 def _write_csv(facts: ReportFacts, path: Path) -> Path:
@@ -158,6 +160,11 @@ def _settings_lines(facts: ReportFacts) -> list[str]:
         out.append(f"- **VRAM**: weights + KV cache ({m['kv_type']}) + compute and output buffers at ctx "
                    f"{m['n_ctx']}, flash attention {'on' if m['flash_attn'] else 'off'} "
                    f"(`quantkit estimate-memory`).")
+    if facts.eval:
+        e = facts.eval
+        out.append(f"- **Accuracy**: `quantkit eval` on `{e['task']}`, {e['problems']} problems × {e['samples']} "
+                   f"sample(s), temperature {e['temperature']}, top-p {e['top_p']}, at most {e['max_tokens']} "
+                   "tokens; pass@1 with its 95 % interval, Δ against the base with the paired 95 % interval.")
     return out + [""] if out else out
 
 
@@ -165,9 +172,10 @@ def _table_lines(facts: ReportFacts) -> list[str]:
     pp = facts.bench["pp"] if facts.bench else "pp"
     tg = facts.bench["tg"] if facts.bench else "tg"
     ctx = f" @ {facts.memory['n_ctx']}" if facts.memory else ""
+    accuracy = facts.eval is not None
     head = ["type", "size GiB", "bpw", "PPL", "ΔPPL %", "KLD", "same top %", f"{pp} t/s", f"{tg} t/s",
-            f"VRAM GiB{ctx}", "Pareto"]
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * 2 + "---:|" * 8 + ":---:|"]
+            f"VRAM GiB{ctx}", *(["pass@1 %", "Δ pass@1"] if accuracy else []), "Pareto"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * 2 + "---:|" * (len(head) - 3) + ":---:|"]
     for row in facts.rows:
         ppl = row.get("ppl")
         cells = [row["type"] + (" (base)" if row["is_base"] else ""), _fmt(row["size_bytes"] / 2**30, ".3f"),
@@ -176,10 +184,20 @@ def _table_lines(facts: ReportFacts) -> list[str]:
                  _fmt(row.get("delta_ppl_pct"), "+.2f"), _fmt(row.get("mean_kld"), ".5f"),
                  _fmt(row.get("same_top_pct"), ".2f"), _fmt(row.get("pp_tps"), ".1f"), _fmt(row.get("tg_tps"), ".1f"),
                  _fmt(row["vram_bytes"] / 2**30 if "vram_bytes" in row else None, ".2f"),
-                 "★" if row.get("pareto") else ""]
+                 *(_accuracy_cells(row) if accuracy else []), "★" if row.get("pareto") else ""]
         lines.append("| " + " | ".join(cells) + " |")
     return lines + ["", "★: on the Pareto front of size against KLD (no other file is both smaller and closer "
                         "to the base).", ""]
+
+
+def _accuracy_cells(row: dict) -> list[str]:
+    if row.get("pass_at_1") is None:
+        return ["–", "–"]
+    cells = [f"{100 * row['pass_at_1']:.1f} [{100 * row['pass_low']:.0f}–{100 * row['pass_high']:.0f}]"]
+    if row.get("delta_pass") is None:
+        return cells + ["base" if row["is_base"] else "–"]
+    return cells + [f"{100 * row['delta_pass']:+.1f} [{100 * row['delta_pass_low']:+.0f}, "
+                    f"{100 * row['delta_pass_high']:+.0f}]"]
 
 
 def _gpu_lines(facts: ReportFacts) -> list[str]:
@@ -208,7 +226,8 @@ def _partial(rows: list[dict], gpu: int) -> str:
 # ---- the picture --------------------------------------------------------------------------------------------
 
 def plot(facts: ReportFacts, path: Path) -> bool:
-    """PPL and KLD against file size, one point per file, the Pareto front drawn; False without matplotlib."""
+    """PPL, KLD (and pass@1 when the job evaluated) against file size, one point per file, the Pareto front
+    drawn; False without matplotlib."""
     try:
         import matplotlib
 
@@ -220,10 +239,17 @@ def plot(facts: ReportFacts, path: Path) -> bool:
     rows = [r for r in facts.rows if r.get("ppl") is not None]
     if not rows:
         return False
-    fig, (ax_ppl, ax_kld) = plt.subplots(1, 2, figsize=(11, 4.2))
-    for ax, key, label in ((ax_ppl, "ppl", "perplexity"), (ax_kld, "mean_kld", "mean KLD against the base")):
-        pts = [(r["size_bytes"] / 2**30, r[key], r) for r in rows if r.get(key) is not None]
+    panels = [("ppl", "perplexity"), ("mean_kld", "mean KLD against the base")]
+    if any(r.get("pass_at_1") is not None for r in facts.rows):
+        panels.append(("pass_at_1", f"pass@1 on {facts.eval['task']} (95 % interval)"))
+    fig, axes = plt.subplots(1, len(panels), figsize=(5.5 * len(panels), 4.2))
+    ax_ppl, ax_kld = axes[0], axes[1]
+    for ax, (key, label) in zip(axes, panels):
+        pts = [(r["size_bytes"] / 2**30, r[key], r) for r in facts.rows if r.get(key) is not None]
         ax.scatter([p[0] for p in pts], [p[1] for p in pts], color="tab:blue", zorder=3)
+        if key == "pass_at_1":
+            ax.errorbar([p[0] for p in pts], [p[1] for p in pts], fmt="none", ecolor="tab:blue", alpha=0.5,
+                        yerr=[[p[1] - p[2]["pass_low"] for p in pts], [p[2]["pass_high"] - p[1] for p in pts]])
         for x, y, r in pts:
             ax.annotate(r["type"], (x, y), textcoords="offset points", xytext=(4, 4), fontsize=8)
         front = sorted((p for p in pts if p[2]["pareto"]), key=lambda p: p[0])

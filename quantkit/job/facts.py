@@ -25,6 +25,7 @@ def report_facts(recipe: Recipe, store: StepStore, device: str = "") -> ReportFa
     _add_perplexity(facts, store.result("perplexity"))
     _add_bench(facts, {row["type"]: store.result(rung_key("bench", row["type"])) for row in facts.rows}, r)
     _add_memory(facts, {row["type"]: store.result(rung_key("memory", row["type"])) for row in facts.rows})
+    _add_eval(facts, store.result("eval"))
     _mark_pareto(facts.rows)
     facts.recommended = {g: recommend(facts.rows, g) for g in GPU_SIZES_GIB}
     for row in facts.rows:
@@ -97,3 +98,19 @@ def _mark_pareto(rows: list[dict]) -> None:
         r["pareto"] = r in scored and not any(
             o is not r and o["size_bytes"] <= r["size_bytes"] and o["mean_kld"] <= r["mean_kld"]
             and (o["size_bytes"] < r["size_bytes"] or o["mean_kld"] < r["mean_kld"]) for o in scored)
+
+
+def _add_eval(facts: ReportFacts, stored: dict | None) -> None:
+    if stored is None:
+        return
+    by_file = {row["model"]: row for row in stored["rows"]}
+    for row in facts.rows:
+        e = by_file.get(row["file"])
+        if e is not None:
+            row.update({"pass_at_1": e["pass_at_1"], "pass_low": e["pass_low"], "pass_high": e["pass_high"],
+                        "delta_pass": e["delta"], "delta_pass_low": e["delta_low"],
+                        "delta_pass_high": e["delta_high"], "thought_tokens": e["thought_mean_correct"],
+                        "cut_off_pct": e["cut_off_pct"]})
+    p = stored["protocol"]
+    facts.eval = {"task": stored["task"], "problems": stored["problems"], "samples": p["samples"],
+                  "max_tokens": p["max_tokens"], "temperature": p["temperature"], "top_p": p["top_p"]}

@@ -8,6 +8,7 @@ storing its result unchanged. A step whose stored record still matches its input
     bench       pp/tg tokens/s of every file (as `quantkit bench`)
     memory      memory at the recipe's context, and the fit on each GPU size (as `quantkit estimate-memory`)
     chat        one answer from the recommended rung (as `quantkit chat --prompt`)
+    eval        pass@1 of every file on the recipe's [eval] task, each rung against the base (as `quantkit eval`)
     report      report.md, .csv, .json and .png from the records above
 """
 from __future__ import annotations
@@ -290,6 +291,49 @@ def chat(job: Job) -> str:
     return status
 
 
+def evaluate(job: Job) -> str:
+    """pass@1 of every file on the recipe's task, each rung against the base (as `quantkit eval`)."""
+    import json
+    from dataclasses import asdict
+
+    from ..eval.runner import Protocol, eval_table, evaluate as run_eval
+    from ..eval.tasks import load_task
+
+    e = job.recipe.eval
+    models = job.models()
+    if e is None:
+        job.progress.finish(len(models))
+        return "skipped"
+    protocol = Protocol(samples=e.samples, limit=e.limit, max_tokens=e.max_tokens, temperature=e.temperature,
+                        top_p=e.top_p, seed=e.seed)
+    inputs = {"files": [fingerprint(path) for _, path in models], "task": e.task, "protocol": asdict(protocol),
+              "ctx": e.ctx}
+    if job.kept("eval", inputs) is not None:
+        job.progress.finish(len(models))
+        return "kept"
+    # the samples files of these very files and settings: a run stopped midway resumes from them
+    folder = job.out_dir / "eval" / hashlib.sha256(json.dumps(inputs, sort_keys=True).encode()).hexdigest()[:12]
+    names = [path.name for _, path in models]
+    start = job.progress.done
+
+    def progress(name: str, done: int, total: int) -> None:
+        index = names.index(name)
+        job.progress.done = start + index
+        job.progress.start(f"eval {models[index][0]}")
+        job.progress.part(done / max(total, 1))
+
+    def run() -> dict:
+        result = run_eval([path for _, path in models], load_task(e.task), e.task, protocol, out_dir=folder,
+                          parallel=e.parallel, n_ctx=e.ctx, n_gpu_layers=job.n_gpu_layers, threads=job.threads,
+                          progress=progress)
+        return {"task": e.task, "problems": result.problems, "protocol": protocol, "rows": eval_table(result)}
+
+    status = _timed(job, "eval", inputs, run)
+    job.progress.done = start
+    job.progress.finish(len(models))
+    return status
+
+
 def report(job: Job) -> str:
     from ..runtime import describe_device
 
@@ -300,10 +344,10 @@ def report(job: Job) -> str:
 
 
 STEPS: dict[str, Step] = {"source": source, "convert": convert, "quantize": quantize, "perplexity": perplexity,
-                          "bench": bench, "memory": memory, "chat": chat, "report": report}
+                          "bench": bench, "memory": memory, "chat": chat, "eval": evaluate, "report": report}
 
 
 def units(step: str, recipe: Recipe) -> int:
     """How many progress units a step counts for."""
     n = len(recipe.ladder)
-    return {"quantize": n, "perplexity": n + 1, "bench": n + 1, "memory": n + 1}.get(step, 1)
+    return {"quantize": n, "perplexity": n + 1, "bench": n + 1, "memory": n + 1, "eval": n + 1}.get(step, 1)
