@@ -13,6 +13,8 @@ from quantkit.perplexity import Settings, perplexity
 from tests._fixtures.texts import english_text
 from tests._fixtures.tiny_llama import tiny_llama
 
+pytestmark = pytest.mark.slow  # builds or reads a model, or runs llama.cpp
+
 
 
 @pytest.fixture(scope="module")
@@ -74,7 +76,6 @@ CASES = [  # (n_ctx, n_batch, chunks): several chunks per decode, one per decode
 ]
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("n_ctx,n_batch,chunks", CASES)
 def test_tiny_model_matches_slow_path(text, n_ctx, n_batch, chunks):
     path = tiny_llama("base")
@@ -87,7 +88,6 @@ def test_tiny_model_matches_slow_path(text, n_ctx, n_batch, chunks):
     assert_rel(r.ppl_err, err)
 
 
-@pytest.mark.slow
 def test_smollm2_matches_slow_path(smollm2_gguf, text):
     n_ctx, chunks = 128, 4
     [r] = perplexity([smollm2_gguf], text, Settings(n_ctx=n_ctx, n_batch=512, chunks=chunks, threads=2,
@@ -123,7 +123,6 @@ def reference_kl(base: np.ndarray, quant: np.ndarray, targets: np.ndarray, k: in
     }
 
 
-@pytest.mark.slow
 def test_kl_divergence_matches_full_distributions(text):
     n_ctx, chunks = 64, 4
     base, noisy = tiny_llama("base"), tiny_llama("noisy")
@@ -160,7 +159,6 @@ def llama_percentile(values: np.ndarray, fraction: float) -> float:
     return float((1 - (p - i)) * v[i] + (p - i) * v[min(i + 1, len(v) - 1)])
 
 
-@pytest.mark.slow
 def test_every_kl_statistic_matches_numpy(text):
     """With K = n_vocab nothing is left out, so every printed figure has an exact value from the two models' full
     log-probabilities: KLD and its percentiles, Δp = p(Q) − p(base) of the true token (its sign says which model

@@ -12,6 +12,8 @@ from tests._fixtures.texts import english_text
 from tests._fixtures.tiny_llama import tiny_llama
 from tests.test_bad_inputs import assert_clean_failure
 
+pytestmark = pytest.mark.slow  # builds or reads a model, or runs llama.cpp
+
 runner = CliRunner()
 
 
@@ -20,7 +22,6 @@ def text_file() -> Path:
     return english_text()
 
 
-@pytest.mark.slow
 def test_ladder_table_csv_json(tmp_path, text_file):
     base, noisy = tiny_llama("base"), tiny_llama("noisy")
     csv = tmp_path / "ladder.csv"
