@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import logging
 import os
 import shutil
 from collections.abc import Callable, Iterator
@@ -15,10 +16,31 @@ from pathlib import Path
 from .errors import OutputError
 
 WriteProgress = Callable[[int, int, str], None]  # (bytes written, bytes in all, what is being written)
+log = logging.getLogger(__name__)
 
 
 def _temp_name(dest: Path) -> Path:
     return dest.with_name(f".{dest.name}.partial-{os.getpid()}")
+
+
+def remove_stale_partials(folder: Path) -> None:
+    """Remove the temporaries (`.NAME.partial-PID`) that a process killed outright (SIGKILL, power loss) had no
+    chance to remove; those of a process still running are left to it."""
+    for path in Path(folder).glob(".*.partial-*"):
+        pid = path.name.rsplit("-", 1)[1]
+        if pid.isdigit() and not _alive(int(pid)):
+            log.info("removing %s, left by a process that was killed", path.name)
+            _remove(path)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def prepare_dir(folder: Path) -> Path:

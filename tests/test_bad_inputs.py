@@ -62,10 +62,12 @@ def test_magic_only(tmp_path):
     assert_clean_failure(["inspect", str(_bytes(tmp_path, b"GGUF"))], "truncated")
 
 
+@pytest.mark.slow
 def test_truncated_header(smollm2_gguf, tmp_path):
     assert_clean_failure(["inspect", str(_truncated(smollm2_gguf, tmp_path, 100_000))], "truncated")
 
 
+@pytest.mark.slow
 def test_truncated_tensor_data(smollm2_gguf, tmp_path):
     size = smollm2_gguf.stat().st_size
     assert_clean_failure(["inspect", str(_truncated(smollm2_gguf, tmp_path, size - 1000))], "truncated")

@@ -10,6 +10,8 @@ from quantkit.chat import MATH_INSTRUCTION, Conversation, Turn, TurnResult
 from quantkit.templates import ChatTemplate, model_template
 from tests._fixtures.r1_vocab import R1_VOCABS, r1_vocab_gguf
 
+pytestmark = pytest.mark.slow  # builds or reads a model, or runs llama.cpp
+
 THOUGHT_1 = "The user wants 2+2. Adding gives 4, SECRET-ONE."
 THOUGHT_2 = "Now 3+3, which is 6, SECRET-TWO."
 

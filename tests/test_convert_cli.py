@@ -223,3 +223,40 @@ def read_only(folder: Path):
 def test_output_under_a_file(tmp_path):
     (tmp_path / "file").write_text("x")
     assert_clean_failure([str(tiny_checkpoint("qwen2")), "-o", str(tmp_path / "file")], "not a folder")
+
+
+def test_killed_mid_write_leaves_nothing_final_and_the_next_run_cleans_up(tmp_path):
+    """SIGKILL while the base is being written (its `.NAME.partial-PID` exists): no file under the final name;
+    the next `quantkit convert` removes the dead process's temporary and writes the same bytes as a run that was
+    never interrupted."""
+    import signal
+    import sys
+    import time
+
+    from quantkit.convert import convert
+    from quantkit.embedded import embedded_checkpoint
+
+    source = embedded_checkpoint()  # 135M parameters: its F16 takes long enough to write to be caught mid-way
+    out = tmp_path / "out"
+    proc = subprocess.Popen([sys.executable, "-m", "quantkit", "convert", str(source), "--outtype", "F16", "-o",
+                             str(out)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 180
+        while not (temporaries := list(out.glob(f".*.gguf.partial-{proc.pid}")) if out.is_dir() else []):
+            assert proc.poll() is None, "convert ended before it could be killed"
+            assert time.monotonic() < deadline, "no temporary after 180 s"
+            time.sleep(0.005)
+        proc.send_signal(signal.SIGKILL)
+    finally:
+        proc.wait()
+    assert proc.returncode == -signal.SIGKILL
+    [temporary] = temporaries
+    assert temporary.exists(), "the kill did not land while the temporary was there"
+    final = out / temporary.name[1:].rsplit(".partial-", 1)[0]
+    assert not final.exists()
+
+    result = _convert(str(source), "--outtype", "F16", "-o", str(out))
+    assert result.exit_code == 0, result.output
+    assert sorted(p.name for p in out.iterdir()) == [final.name]  # the dead run's temporary is gone
+    reference = convert(source, tmp_path / "reference", outtype="F16").base.path
+    assert reference.name == final.name and reference.read_bytes() == final.read_bytes()

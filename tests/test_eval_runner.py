@@ -79,27 +79,27 @@ def test_ladder_table_and_cli_json(tmp_path, scripted_gguf, scripted_bare_gguf):
 
 
 def test_sigkill_midway_then_resume(tmp_path, scripted_gguf):
-    path = task_file(tmp_path, ["4"] * 30)
+    path = task_file(tmp_path, ["4"] * 12)
     args = [sys.executable, "-m", "quantkit", "eval", str(scripted_gguf), "--task-file", str(path), "-o",
             str(tmp_path / "eval"), "--ctx", "1024", "-ngl", "0", "--threads", "2", "--parallel", "1", "--json"]
     proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     records = lambda: list((tmp_path / "eval").glob("*.jsonl"))  # noqa: E731
-    deadline = time.monotonic() + 120
+    deadline = time.monotonic() + 300
     while time.monotonic() < deadline and proc.poll() is None:
         files = records()
-        if files and files[0].read_bytes().count(b"\n") >= 5:
+        if files and files[0].read_bytes().count(b"\n") >= 3:
             break
         time.sleep(0.05)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     done_before = len(read_samples(records()[0]))
-    assert 5 <= done_before < 30
-    out = subprocess.run(args, capture_output=True, text=True, timeout=300)
+    assert 3 <= done_before < 12
+    out = subprocess.run(args, capture_output=True, text=True, timeout=900)
     assert out.returncode == 0, out.stderr
     row = json.loads(out.stdout)["models"][0]
     samples = read_samples(records()[0])
-    assert len(samples) == 30 == len({s.key for s in samples})  # nothing done twice
-    assert row["new_samples"] == 30 - done_before and row["pass_at_1"] == 1.0
+    assert len(samples) == 12 == len({s.key for s in samples})  # nothing done twice
+    assert row["new_samples"] == 12 - done_before and row["pass_at_1"] == 1.0
 
 
 def test_bad_inputs(tmp_path, scripted_gguf):

@@ -14,6 +14,8 @@ from tests._fixtures.tiny_gguf_models import TinyShape, reduced_vocab_gguf, writ
 from tests.test_bad_inputs import assert_clean_failure, runner
 from quantkit.cli.app import app
 
+pytestmark = pytest.mark.slow  # builds or reads a model, or runs llama.cpp
+
 
 @pytest.fixture(scope="module")
 def model(tmp_path_factory) -> Path:

@@ -17,6 +17,8 @@ from tests._fixtures.llama_reference import reference_llama
 from tests._fixtures.tiny_gguf_models import (TinyShape, llama3_rope_freqs, llama_cpp_permute, reduced_vocab_gguf,
                                               write_tiny_model)
 
+pytestmark = pytest.mark.slow  # builds or reads a model, or runs llama.cpp
+
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 safetensors_numpy = pytest.importorskip("safetensors.numpy")

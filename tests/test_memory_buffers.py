@@ -11,6 +11,8 @@ from quantkit.memory.shapes import resolve_target
 from quantkit.runtime import capture as capture_llama_log
 from tests._fixtures.memory import tiny_model
 
+pytestmark = pytest.mark.slow  # builds or reads a model, or runs llama.cpp
+
 
 def llama_cpp_buffers(path, n_ctx: int, flash: bool, n_ubatch: int = 512, kv_type: str = "f16") -> dict[str, float]:
     import llama_cpp
@@ -42,7 +44,6 @@ CASES = [("llama-32", 512, False), ("llama-32", 4096, True), ("llama-32", 4096, 
          ("qwen2-28", 8192, False), ("llama-16-tied", 1024, True), ("qwen2-64", 16384, True)]
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("fixture,n_ctx,flash", CASES)
 def test_kv_and_compute_match_llama_cpp(fixture, n_ctx, flash):
     path = tiny_model(fixture)
@@ -52,7 +53,6 @@ def test_kv_and_compute_match_llama_cpp(fixture, n_ctx, flash):
     assert rt.compute_bytes / 2**20 == pytest.approx(real["compute"], rel=0.10)
 
 
-@pytest.mark.slow
 def test_smollm2_compute_and_quantized_kv(smollm2_gguf):
     """A real vocabulary (49152): the output phase dominates; q8_0 cache (needs flash attention)."""
     spec = resolve_target(str(smollm2_gguf))

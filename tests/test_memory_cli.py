@@ -25,6 +25,7 @@ def test_label_json_is_one_document():
     assert q4["fit"]["n_gpu_layers"] == 33
 
 
+@pytest.mark.slow
 def test_table_and_tensors(smollm2_gguf):
     result = runner.invoke(app, ["estimate-memory", str(smollm2_gguf), "-t", "Q4_K_M", "--tensors"])
     assert result.exit_code == 0, result.output
@@ -57,6 +58,7 @@ def hub(tmp_path, smollm2_gguf):
     return tmp_path
 
 
+@pytest.mark.slow
 def test_remote_gguf_reads_only_the_header(hub, smollm2_gguf, monkeypatch):
     with FakeHub(hub) as server:
         url = f"{server.endpoint}/org/smol/resolve/main/smol-Q4_1.gguf"
@@ -70,6 +72,7 @@ def test_remote_gguf_reads_only_the_header(hub, smollm2_gguf, monkeypatch):
     assert r["source"] == "remote-gguf" and r["types"] == l["types"]
 
 
+@pytest.mark.slow
 def test_hub_repo_id_fetches_config_only(hub, monkeypatch):
     from huggingface_hub import constants
 
@@ -83,6 +86,7 @@ def test_hub_repo_id_fetches_config_only(hub, monkeypatch):
     assert not any(p.endswith(".gguf") for p in paths)
 
 
+@pytest.mark.slow
 def test_remote_without_range_support(hub):
     with FakeHub(hub, ranges=False) as server:
         assert_clean_failure(["estimate-memory", f"{server.endpoint}/org/smol/resolve/main/smol-Q4_1.gguf"],
@@ -90,6 +94,7 @@ def test_remote_without_range_support(hub):
         assert server.bytes_sent["smol-Q4_1.gguf"] < 4e6
 
 
+@pytest.mark.slow
 def test_remote_repo_path_form(hub, monkeypatch):
     with FakeHub(hub) as server:
         monkeypatch.setenv("HF_ENDPOINT", server.endpoint)
@@ -98,6 +103,7 @@ def test_remote_repo_path_form(hub, monkeypatch):
     assert json.loads(result.stdout)["source"] == "remote-gguf"
 
 
+@pytest.mark.slow
 def test_remote_not_gguf(hub):
     with FakeHub(hub) as server:
         assert_clean_failure(["estimate-memory", f"{server.endpoint}/org/smol/resolve/main/README.md"], "not a GGUF")
@@ -114,6 +120,7 @@ def test_absurd_ctx():
     assert_clean_failure(["estimate-memory", "8B", "--ctx", "0"], "out of range")
 
 
+@pytest.mark.slow
 def test_malformed_config(hub, tmp_path):
     assert_clean_failure(["estimate-memory", str(hub / "models" / "org" / "smol" / "bad")], "not valid JSON")
     (tmp_path / "m").mkdir()

@@ -12,6 +12,8 @@ from quantkit.quantize import quantize
 from quantkit.runtime import capture as capture_llama_log
 from tests._fixtures.memory import FIXTURES, tiny_model
 
+pytestmark = pytest.mark.slow  # builds or reads a model, or runs llama.cpp
+
 _LINE = re.compile(r"^\[\s*\d+/\s*\d+\]\s+(\S+)\s+- \[.*\], type =\s+(\w+), size =.*?(?:\((\w+)\))?$")
 
 
@@ -55,7 +57,6 @@ def test_rules_are_exercised(tmp_path):
     assert [q4km[f"blk.{i}.attn_v.weight"] for i in (0, 7, 8, 10, 56)] == ["Q6_K", "Q6_K", "Q4_K", "Q6_K", "Q6_K"]
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("fixture", ["llama-16-tied", "qwen2-28"])
 def test_real_quantized_files_match_prediction(fixture, tmp_path):
     """Quantize for real: every tensor's type and the file size (header included) are as predicted."""

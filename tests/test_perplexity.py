@@ -10,16 +10,16 @@ import pytest
 from quantkit import kld, runtime
 from quantkit.datasets import read_text
 from quantkit.perplexity import Settings, perplexity
+from tests._fixtures.texts import english_text
 from tests._fixtures.tiny_llama import tiny_llama
 
-TEXT = Path("/usr/share/common-licenses/GPL-3")
+pytestmark = pytest.mark.slow  # builds or reads a model, or runs llama.cpp
+
 
 
 @pytest.fixture(scope="module")
 def text() -> bytes:
-    if not TEXT.exists():
-        pytest.skip(f"{TEXT} is not on this machine")
-    return read_text(TEXT)
+    return read_text(english_text())
 
 
 def reference_logprobs(path: Path, text: bytes, n_ctx: int, n_chunks: int, n_ubatch: int = 512
@@ -76,7 +76,6 @@ CASES = [  # (n_ctx, n_batch, chunks): several chunks per decode, one per decode
 ]
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("n_ctx,n_batch,chunks", CASES)
 def test_tiny_model_matches_slow_path(text, n_ctx, n_batch, chunks):
     path = tiny_llama("base")
@@ -89,7 +88,6 @@ def test_tiny_model_matches_slow_path(text, n_ctx, n_batch, chunks):
     assert_rel(r.ppl_err, err)
 
 
-@pytest.mark.slow
 def test_smollm2_matches_slow_path(smollm2_gguf, text):
     n_ctx, chunks = 128, 4
     [r] = perplexity([smollm2_gguf], text, Settings(n_ctx=n_ctx, n_batch=512, chunks=chunks, threads=2,
@@ -125,7 +123,6 @@ def reference_kl(base: np.ndarray, quant: np.ndarray, targets: np.ndarray, k: in
     }
 
 
-@pytest.mark.slow
 def test_kl_divergence_matches_full_distributions(text):
     n_ctx, chunks = 64, 4
     base, noisy = tiny_llama("base"), tiny_llama("noisy")
@@ -149,6 +146,66 @@ def test_kl_divergence_matches_full_distributions(text):
     # the tail bucket is a lower bound of the full-vocabulary KLD
     assert stats.mean_kld <= ref["full"].mean() * (1 + 1e-9)
     assert 0.0 < stats.same_top < 1.0 and stats.mean_kld > 1e-3  # the noise is visible: the check can fail
+
+
+def llama_percentile(values: np.ndarray, fraction: float) -> float:
+    """llama-perplexity's percentile: linear between the two nearest of the sorted values; its median is the
+    mean of the two middle ones, which is the same."""
+    v = np.sort(values)
+    if fraction <= 0 or fraction >= 1:
+        return float(v[0] if fraction <= 0 else v[-1])
+    p = fraction * (len(v) - 1)
+    i = int(p)
+    return float((1 - (p - i)) * v[i] + (p - i) * v[min(i + 1, len(v) - 1)])
+
+
+def test_every_kl_statistic_matches_numpy(text):
+    """With K = n_vocab nothing is left out, so every printed figure has an exact value from the two models' full
+    log-probabilities: KLD and its percentiles, Δp = p(Q) − p(base) of the true token (its sign says which model
+    is more sure), RMS Δp, ln(PPL(Q)/PPL(base)) with its covariance-aware ±, same top token and PPL(base)."""
+    n_ctx, chunks = 64, 4
+    base, noisy = tiny_llama("base"), tiny_llama("noisy")
+    results = perplexity([base, noisy], text, Settings(n_ctx=n_ctx, n_batch=128, chunks=chunks, threads=2,
+                                                       n_gpu_layers=0, kl_top_k=10**6))
+    s = results[1].kl
+    lb, targets = reference_logprobs(base, text, n_ctx, chunks)
+    lq, _ = reference_logprobs(noisy, text, n_ctx, chunks)
+    n_vocab, n = lb.shape[1], len(targets)
+    assert s.top_k == n_vocab and s.n_positions == n
+
+    rows = np.arange(n)
+    nll_b, nll_q = -lb[rows, targets], -lq[rows, targets]
+    kl_div = (np.exp(lb) * (lb - lq)).sum(axis=1)
+    dp = np.exp(-nll_q) - np.exp(-nll_b)
+
+    def sem(x: np.ndarray) -> float:  # the standard error llama-perplexity prints
+        return float(x.std() / np.sqrt(n - 1))
+
+    ppl_b = float(np.exp(nll_b.mean()))
+    cov = float(np.mean((nll_q - nll_q.mean()) * (nll_b - nll_b.mean()))) / (n - 1)
+    top = float(np.mean(lb.argmax(axis=1) == lq.argmax(axis=1)))
+    rms = float(np.sqrt(np.mean(dp**2)))
+    expected = {
+        "ppl_base": ppl_b, "ppl_base_err": ppl_b * sem(nll_b),
+        "ln_ppl_ratio": float(nll_q.mean() - nll_b.mean()),
+        "ln_ppl_ratio_err": float(np.sqrt(sem(nll_q)**2 + sem(nll_b)**2 - 2 * cov)),
+        "mean_kld": float(kl_div.mean()), "mean_kld_err": sem(kl_div),
+        "mean_dp": float(dp.mean()), "mean_dp_err": sem(dp),
+        "rms_dp": rms, "rms_dp_err": 0.5 / rms * sem(dp**2),
+        "same_top": top, "same_top_err": float(np.sqrt(top * (1 - top) / (n - 1))),
+    }
+    for name, value in expected.items():
+        assert_rel(getattr(s, name), value, 1e-5)
+    for name, q in kld.PERCENTILES:
+        assert_rel(s.kld_percentiles[name], llama_percentile(kl_div, q), 1e-5)
+    # the figures agree with each other as the report reads them
+    assert_rel(s.ppl_base, results[0].ppl, 1e-9)
+    assert_rel(s.ln_ppl_ratio, float(np.log(results[1].ppl / results[0].ppl)), 1e-9)
+    # the checks can fail: the noise is visible, Δp is clearly signed, the errors are not zero
+    assert 0.0 < top < 1.0 and s.mean_kld > 1e-3
+    print({k: f"{v:.6g}" for k, v in expected.items()})
+    assert expected["mean_dp"] < 0 < expected["mean_dp_err"]  # the noisy model is less sure of the true token
+    assert abs(expected["ln_ppl_ratio"]) > 1e-3 and expected["ln_ppl_ratio_err"] > 0
 
 
 def test_base_data_stays_small():

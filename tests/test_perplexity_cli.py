@@ -8,21 +8,20 @@ import pytest
 from typer.testing import CliRunner
 
 from quantkit.cli.app import app
+from tests._fixtures.texts import english_text
 from tests._fixtures.tiny_llama import tiny_llama
 from tests.test_bad_inputs import assert_clean_failure
 
+pytestmark = pytest.mark.slow  # builds or reads a model, or runs llama.cpp
+
 runner = CliRunner()
-TEXT = Path("/usr/share/common-licenses/GPL-3")
 
 
 @pytest.fixture(scope="module")
 def text_file() -> Path:
-    if not TEXT.exists():
-        pytest.skip(f"{TEXT} is not on this machine")
-    return TEXT
+    return english_text()
 
 
-@pytest.mark.slow
 def test_ladder_table_csv_json(tmp_path, text_file):
     base, noisy = tiny_llama("base"), tiny_llama("noisy")
     csv = tmp_path / "ladder.csv"

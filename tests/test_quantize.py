@@ -8,6 +8,8 @@ from quantkit.quant_types import LADDER, file_type, needs_imatrix, parse_types
 from quantkit.quantize import quantize
 from tests._fixtures.memory import tiny_model
 
+pytestmark = pytest.mark.slow  # builds or reads a model, or runs llama.cpp
+
 
 def test_file_type_and_parse():
     assert file_type("q4_k_m") is LlamaFileType.MOSTLY_Q4_K_M

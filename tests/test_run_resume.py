@@ -1,7 +1,9 @@
-"""A run stopped midway — Ctrl-C in the middle of the ladder, or the process killed outright after conversion —
-resumes without redoing finished files and ends with the same report as an uninterrupted run."""
+"""A run stopped midway — Ctrl-C in the middle of the ladder, or the process killed outright while a file is
+half-written — resumes without redoing finished files and ends with the same files and report as an
+uninterrupted run."""
 from __future__ import annotations
 
+import filecmp
 import json
 import os
 import signal
@@ -60,31 +62,52 @@ def test_ctrl_c_in_the_ladder_resumes(tmp_path, monkeypatch):
     assert deterministic(report_rows(out)) == deterministic(report_rows(full_run()[0]))
 
 
-def test_killed_process_resumes(tmp_path):
+def _wait_for(proc: subprocess.Popen, found, what: str, seconds: float = 180) -> Path:
+    deadline = time.monotonic() + seconds
+    while (path := found()) is None:
+        assert proc.poll() is None, f"the run ended before {what}"
+        assert time.monotonic() < deadline, f"no {what} after {seconds:.0f} s"
+        time.sleep(0.005)
+    return path
+
+
+@pytest.mark.parametrize("qtype", ["F16", "Q4_0"])
+def test_killed_while_writing_resumes(tmp_path, qtype):
+    """SIGKILL while the base (F16) or the first rung (Q4_0) is half-written under its temporary name: nothing
+    appears under the final name, and the next run removes the temporary, keeps what was finished, and ends with
+    the same files, byte for byte, as an uninterrupted run."""
     recipe = write_recipe(tmp_path)
     out = tmp_path / "out"
+    models_dir = out / "models"
     cmd = [sys.executable, "-m", "quantkit", *run_args(recipe, out, *FAST)]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=os.environ.copy())
+    pattern = f".*-{qtype}.gguf.partial-{proc.pid}"
     try:
-        deadline = time.monotonic() + 120
-        while not (out / "steps" / "convert.json").exists():  # the base GGUF is complete: the ladder starts
-            assert proc.poll() is None, "the run ended before it could be killed"
-            assert time.monotonic() < deadline, "no base GGUF after 120 s"
-            time.sleep(0.05)
+        temporary = _wait_for(proc, lambda: next(models_dir.glob(pattern), None) if models_dir.is_dir() else None,
+                              f"temporary {pattern}")
         proc.send_signal(signal.SIGKILL)
     finally:
         proc.wait()
     assert proc.returncode == -signal.SIGKILL
-    models = _mtimes(out / "models")
-    base = [name for name in models if name.endswith("-F16.gguf")]
-    assert base
+    final = temporary.with_name(temporary.name[1:].rsplit(".partial-", 1)[0])
+    assert temporary.exists(), "the kill did not land while the temporary was there"
+    assert not final.exists(), f"{final.name} appeared before it was complete"
+    models = _mtimes(models_dir)
+    assert final.name not in models
+    if qtype == "Q4_0":
+        assert [n.rsplit("-", 1)[1] for n in models] == ["F16.gguf"]
+        assert (out / "steps" / "convert.json").exists() and not (out / "steps" / "quantize-Q4_0.json").exists()
 
     result = runner.invoke(app, run_args(recipe, out, *FAST, "--json"))
     assert result.exit_code == 0, result.output
-    assert _statuses(result)["convert"] == "kept"
-    after = _mtimes(out / "models")
-    assert after[base[0]] == models[base[0]]  # the base was not converted again
+    assert _statuses(result)["convert"] == ("kept" if qtype == "Q4_0" else "done")
+    assert not temporary.exists(), "the killed run's temporary was left behind"
+    assert [p.name for p in models_dir.iterdir() if p.name.startswith(".")] == []
+    after = _mtimes(models_dir)
     for name, mtime in models.items():
         assert after[name] == mtime, f"{name} was made again"
-    assert [p.name for p in (out / "models").iterdir() if p.name.startswith(".")] == []  # the killed run's temporary is gone
+    reference = full_run()[0] / "models"
+    assert sorted(after) == sorted(_mtimes(reference))
+    for name in after:
+        assert filecmp.cmp(models_dir / name, reference / name, shallow=False), f"{name} differs"
     assert deterministic(report_rows(out)) == deterministic(report_rows(full_run()[0]))

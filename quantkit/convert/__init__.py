@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import InvalidArgumentError, QuantkitError
-from ..files import WriteProgress, prepare_dir
+from ..files import WriteProgress, prepare_dir, remove_stale_partials
 from .checkpoint import Checkpoint, open_checkpoint
 from .metadata import write_hparams, write_metadata
 from .source import Source, resolve_source
@@ -56,6 +56,7 @@ def convert(source: str | Path, out_dir: str | Path = ".", *, outtype: str = "au
     _check_types(types, imatrix)
     src = resolve_source(source, revision)
     out_dir = prepare_dir(Path(out_dir))
+    remove_stale_partials(out_dir)
     checkpoint = open_checkpoint(src.folder)
     base_type = _outtype(outtype, checkpoint)
     base = _make(out_dir / output_name(src.name, base_type), base_type, force,

@@ -13,13 +13,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import InvalidArgumentError
-from ..files import prepare_dir
+from ..files import prepare_dir, remove_stale_partials
 from ..recipes import Recipe
 from ..report import REPORT_FILES
 from .facts import report_facts
 from .progress import Callback, JobProgress
 from .state import StepStore
-from .steps import STEPS, Job, remove_stale_partials, units
+from .steps import STEPS, Job, units
 
 log = logging.getLogger(__name__)
 

@@ -158,27 +158,6 @@ def quantize(job: Job) -> str:
     return _overall(statuses)
 
 
-def remove_stale_partials(folder: Path) -> None:
-    """Temporaries (`.NAME.partial-PID`, see files.py) of a process that was killed before it could remove them."""
-    for path in folder.glob(".*.partial-*"):
-        pid = path.name.rsplit("-", 1)[1]
-        if pid.isdigit() and not _alive(int(pid)):
-            log.info("removing %s, left by a run that was killed", path.name)
-            path.unlink(missing_ok=True)
-
-
-def _alive(pid: int) -> bool:
-    import os
-
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def _overall(statuses: list[str]) -> str:
     return "kept" if statuses and all(s == "kept" for s in statuses) else "done"
 
