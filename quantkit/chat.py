@@ -18,6 +18,7 @@ from pathlib import Path
 from .engine import Engine, GenerationRequest, GenerationResult
 from .errors import ContextFullError, InvalidArgumentError, ModelNotFoundError
 from .reasoning import CLOSE, Piece
+from .resources import Closeable
 from .runtime import Sampling
 from .templates import ChatTemplate, model_template
 
@@ -131,7 +132,7 @@ class Conversation:
         return self.template.prompt(self.messages(user=user))
 
 
-class ChatSession(Conversation):
+class ChatSession(Conversation, Closeable):
     """A conversation with one loaded model, generated on an engine sequence that keeps its KV cache between
     turns."""
 
@@ -214,12 +215,6 @@ class ChatSession(Conversation):
         if self._owns is not None:
             self._owns.close()
             self._owns = None
-
-    def __enter__(self) -> "ChatSession":
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
 
 
 def transcript(turns: list[Turn], title: str) -> str:

@@ -122,12 +122,11 @@ class UnknownTaskError(QuantkitError):
 
 
 class TaskFileError(QuantkitError):
-    hint = ("a task file is .jsonl, .csv or .parquet with one problem per row, a problem column and an answer "
-            "column (name them with --problem-column and --answer-column if they differ)")
+    hint = "a task file is .jsonl, .csv or .parquet with problem and answer columns (--problem/answer-column)"
 
 
 class TaskUnavailableError(QuantkitError):
-    hint = "connect to the Hub once (unset HF_HUB_OFFLINE): the download is kept for offline use; or pass --task-file FILE"
+    hint = "connect to the Hub once (unset HF_HUB_OFFLINE) to keep the file for offline use, or pass --task-file"
 
 
 class GatedTaskError(QuantkitError):

@@ -9,7 +9,7 @@
     [bench]       n_prompt, n_gen, repetitions
     [memory]      ctx, kv_type                           # the context the VRAM column and the GPU advice are for
     [chat]        prompt, max_tokens, temperature, top_p, ctx, seed
-    [eval]        task, samples, limit, max_tokens, ctx, parallel, temperature, top_p, seed   # optional
+    [eval]        task, samples, limit, max_tokens, ctx, parallel, seed   # optional
 
 Every key is checked on load: an unknown key, a value of the wrong kind or an unknown quant type is a
 `RecipeError` naming the file and the key. The recipes shipped with quantkit live in the repository's
@@ -73,15 +73,15 @@ class ChatDefaults:
 class EvalSettings:
     """Reasoning accuracy per rung (`quantkit eval`); a recipe without an [eval] table skips the step."""
 
+    # what is asked: DeepSeek's protocol (temperature 0.6, top-p 0.95), `samples` answers per problem
     task: str = "arith"
     samples: int = 1
     limit: typing.Optional[int] = None
     max_tokens: int = 32768
+    seed: int = 0
+    # how it runs
     ctx: int = 8192
     parallel: int = 4
-    temperature: float = 0.6
-    top_p: float = 0.95
-    seed: int = 0
 
 
 @dataclass(frozen=True)

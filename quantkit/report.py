@@ -145,27 +145,33 @@ def markdown(facts: ReportFacts, plot_note: str | None) -> str:
 
 
 def _settings_lines(facts: ReportFacts) -> list[str]:
-    out = []
-    if facts.perplexity:
-        p = facts.perplexity
-        out.append(f"- **Perplexity**: `{p['dataset']}` ({Path(p['text_file']).name}), ctx {p['n_ctx']}, "
-                   f"{p['n_chunks']} chunks, {p['n_scored']} scored tokens per file; KLD against the base "
-                   f"(top-{p['kl_top_k']} tokens kept per position). ± is the standard error.")
-    if facts.bench:
-        b = facts.bench
-        out.append(f"- **Speed**: {b['pp']} and {b['tg']} tokens/s, mean of {b['repetitions']} runs, "
-                   f"{b['threads']} threads, {b['n_gpu_layers']} layers on the GPU.")
-    if facts.memory:
-        m = facts.memory
-        out.append(f"- **VRAM**: weights + KV cache ({m['kv_type']}) + compute and output buffers at ctx "
-                   f"{m['n_ctx']}, flash attention {'on' if m['flash_attn'] else 'off'} "
-                   f"(`quantkit estimate-memory`).")
-    if facts.eval:
-        e = facts.eval
-        out.append(f"- **Accuracy**: `quantkit eval` on `{e['task']}`, {e['problems']} problems × {e['samples']} "
-                   f"sample(s), temperature {e['temperature']}, top-p {e['top_p']}, at most {e['max_tokens']} "
-                   "tokens; pass@1 with its 95 % interval, Δ against the base with the paired 95 % interval.")
+    """One line per measuring step that ran: what it measured and how."""
+    sections = ((facts.perplexity, _perplexity_line), (facts.bench, _bench_line), (facts.memory, _memory_line),
+                (facts.eval, _eval_line))
+    out = [line(settings) for settings, line in sections if settings]
     return out + [""] if out else out
+
+
+def _perplexity_line(p: dict) -> str:
+    return (f"- **Perplexity**: `{p['dataset']}` ({Path(p['text_file']).name}), ctx {p['n_ctx']}, {p['n_chunks']} "
+            f"chunks, {p['n_scored']} scored tokens per file; KLD against the base (top-{p['kl_top_k']} tokens kept "
+            "per position). ± is the standard error.")
+
+
+def _bench_line(b: dict) -> str:
+    return (f"- **Speed**: {b['pp']} and {b['tg']} tokens/s, mean of {b['repetitions']} runs, {b['threads']} "
+            f"threads, {b['n_gpu_layers']} layers on the GPU.")
+
+
+def _memory_line(m: dict) -> str:
+    return (f"- **VRAM**: weights + KV cache ({m['kv_type']}) + compute and output buffers at ctx {m['n_ctx']}, "
+            f"flash attention {'on' if m['flash_attn'] else 'off'} (`quantkit estimate-memory`).")
+
+
+def _eval_line(e: dict) -> str:
+    return (f"- **Accuracy**: `quantkit eval` on `{e['task']}`, {e['problems']} problems × {e['samples']} "
+            f"sample(s), temperature {e['temperature']}, top-p {e['top_p']}, at most {e['max_tokens']} tokens; "
+            "pass@1 with its 95 % interval, Δ against the base with the paired 95 % interval.")
 
 
 def _table_lines(facts: ReportFacts) -> list[str]:

@@ -192,7 +192,7 @@ def test_task_file_errors(tmp_path, content, message):
     path.write_text(content)
     with pytest.raises(TaskFileError, match=message) as e:
         read_task_file(path)
-    assert "\n" not in str(e.value) and "--answer-column" in e.value.hint
+    assert "\n" not in str(e.value) and "answer-column" in e.value.hint
 
 
 def test_task_file_other_errors(tmp_path):

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 from types import SimpleNamespace
 
-from quantkit.report import chat_rung, recommend
+from quantkit.job.facts import chat_rung
+from quantkit.report import recommend
 
 GIB = 2**30
 

@@ -93,22 +93,28 @@ def command(fn: Callable) -> Callable:
     return wrapper
 
 
-class ByteProgress:
-    """A progress bar in bytes on stderr; the library reports through `update(done, total, label)`."""
+class Bars:
+    """Progress bars on stderr, shown only on a terminal and gone when done; subclasses say what they count."""
 
-    def __init__(self, enabled: bool = True):
-        self._progress = Progress(
-            TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
-            TimeRemainingColumn(), console=stderr, transient=True, disable=not enabled or not stderr.is_terminal,
-        )
-        self._tasks: dict[str, Any] = {}
+    def __init__(self, *columns, enabled: bool = True):
+        self._progress = Progress(*columns, console=stderr, transient=True,
+                                  disable=not enabled or not stderr.is_terminal)
 
-    def __enter__(self) -> "ByteProgress":
+    def __enter__(self):
         self._progress.__enter__()
         return self
 
     def __exit__(self, *exc) -> None:
         self._progress.__exit__(*exc)
+
+
+class ByteProgress(Bars):
+    """A progress bar in bytes on stderr; the library reports through `update(done, total, label)`."""
+
+    def __init__(self, enabled: bool = True):
+        super().__init__(TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
+                         TimeRemainingColumn(), enabled=enabled)
+        self._tasks: dict[str, Any] = {}
 
     def update(self, done: int, total: int, label: str = "") -> None:
         task = self._tasks.get(label)

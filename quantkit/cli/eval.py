@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Annotated, List, Optional
 
 import typer
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
 from ..errors import InvalidArgumentError
@@ -15,7 +15,7 @@ from ..eval.runner import Protocol, eval_table, evaluate
 from ..eval.tasks import TASK_NAMES, load_task, read_task_file
 from ..files import atomic_file
 from ._options import Ctx, Json, NGpuLayers, Threads
-from ._output import command, emit_json, stderr, stdout
+from ._output import Bars, command, emit_json, stdout
 
 
 def register(app: typer.Typer) -> None:
@@ -104,19 +104,13 @@ def _show(task: str, n_problems: int, protocol: Protocol, rows: list[dict]) -> N
                  "test with one sample each).", style="dim", highlight=False)
 
 
-class _Bars:
+class _Bars(Bars):
+    """One bar per model on stderr: samples done of all."""
+
     def __init__(self, enabled: bool):
-        self._progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                                  TimeRemainingColumn(), console=stderr, transient=True,
-                                  disable=not enabled or not stderr.is_terminal)
+        super().__init__(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                         enabled=enabled)
         self._tasks: dict = {}
-
-    def __enter__(self) -> "_Bars":
-        self._progress.__enter__()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._progress.__exit__(*exc)
 
     def update(self, name: str, done: int, total: int) -> None:
         if name not in self._tasks:

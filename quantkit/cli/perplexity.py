@@ -5,7 +5,7 @@ from pathlib import Path
 from typing import Annotated, List, Optional
 
 import typer
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
 from ..datasets import DATASET_NAMES, dataset_path, read_text
@@ -14,7 +14,7 @@ from ..kld import TOP_K
 from ..perplexity import DEFAULT_BATCH, DEFAULT_CTX, Settings, ladder_table, perplexity
 from ..runtime import describe_device
 from ._options import Json, NGpuLayers, Threads
-from ._output import command, emit_json, stderr, stdout
+from ._output import Bars, command, emit_json, stderr, stdout
 
 
 def register(app: typer.Typer) -> None:
@@ -55,20 +55,12 @@ def run(
         _show(table, results, describe_device(threads))
 
 
-class _ProgressBars:
+class _ProgressBars(Bars):
     """One bar per model on stderr, with the running PPL."""
 
     def __init__(self, enabled: bool):
-        self._progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                                  TextColumn("PPL {task.fields[ppl]}"), TimeRemainingColumn(), console=stderr,
-                                  transient=True, disable=not enabled or not stderr.is_terminal)
-
-    def __enter__(self) -> "_ProgressBars":
-        self._progress.__enter__()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._progress.__exit__(*exc)
+        super().__init__(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                         TextColumn("PPL {task.fields[ppl]}"), TimeRemainingColumn(), enabled=enabled)
 
     def for_model(self, name: str):
         task = self._progress.add_task(name, total=None, ppl="-")

@@ -5,12 +5,12 @@ from pathlib import Path
 from typing import Annotated, List, Optional
 
 import typer
-from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
+from rich.progress import BarColumn, TaskProgressColumn, TextColumn, TimeElapsedColumn
 
 from ..job import STEPS, run_recipe
 from ..recipes import load_recipe
 from ._options import Force, Json, NGpuLayers, Threads
-from ._output import command, emit_json, stderr, stdout
+from ._output import Bars, command, emit_json, stderr, stdout
 
 _STEP_LIST = ", ".join(STEPS)
 
@@ -60,21 +60,13 @@ def _names(values: list[str] | None) -> list[str] | None:
     return [part.strip() for v in values for part in v.split(",") if part.strip()]
 
 
-class _JobBar:
+class _JobBar(Bars):
     """The one progress bar of a job on stderr: what runs now, and the share of the job done."""
 
     def __init__(self, enabled: bool):
-        self._progress = Progress(TextColumn("{task.description:<24}"), BarColumn(), TaskProgressColumn(),
-                                  TimeElapsedColumn(), console=stderr, transient=True,
-                                  disable=not enabled or not stderr.is_terminal)
+        super().__init__(TextColumn("{task.description:<24}"), BarColumn(), TaskProgressColumn(), TimeElapsedColumn(),
+                         enabled=enabled)
         self._task = self._progress.add_task("starting", total=None)
-
-    def __enter__(self) -> "_JobBar":
-        self._progress.__enter__()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._progress.__exit__(*exc)
 
     def update(self, label: str, done: float, total: float) -> None:
         self._progress.update(self._task, description=label, completed=done, total=total)

@@ -23,6 +23,7 @@ from pathlib import Path
 
 from .. import runtime
 from ..errors import ContextFullError, InvalidArgumentError, QuantkitError
+from ..resources import Closeable
 from .request import GenerationRequest, GenerationResult, Stream
 from .text import GeneratedText
 
@@ -86,7 +87,7 @@ class EngineStats:
     gen_seconds: float  # time the engine spent in steps that generated tokens
 
 
-class Engine:
+class Engine(Closeable):
     """Continuous batching over one loaded model. `Engine.open(path)` loads and owns the model; `Engine(model)`
     borrows one. Close it (or use `with`) to stop the thread and free the context."""
 
@@ -192,12 +193,6 @@ class Engine:
         self.context.close()
         if self._owns_model:
             self.model.close()
-
-    def __enter__(self) -> "Engine":
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
 
     # -- the engine's thread ----------------------------------------------------------------------------------
 

@@ -28,6 +28,7 @@ from fractions import Fraction
 from typing import Literal
 
 from ..reasoning import CLOSE, OPEN
+from ..resources import Closeable
 
 log = logging.getLogger(__name__)
 
@@ -199,7 +200,7 @@ def _warm_up(grade_fn: Callable[[str, str, str | None], Grade]) -> None:
     grade_fn("math", "1", "\\boxed{1}")
 
 
-class Grader:
+class Grader(Closeable):
     """Grades answers in `workers` processes, each answer within `timeout` seconds. Thread-safe; use it as a
     context manager, or call `close()`.
 
@@ -217,12 +218,6 @@ class Grader:
         self._lock = threading.Lock()
         self._pool: cf.ProcessPoolExecutor | None = None
         self.restarts = 0  # pools killed because an answer ran out of time
-
-    def __enter__(self) -> "Grader":
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
 
     def close(self) -> None:
         with self._lock:

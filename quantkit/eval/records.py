@@ -16,6 +16,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 from ..errors import RecordsError
+from ..resources import Closeable
 
 log = logging.getLogger(__name__)
 
@@ -100,7 +101,7 @@ def _only_blank(lines: list[bytes]) -> bool:
     return all(not line.strip() for line in lines)
 
 
-class RecordWriter:
+class RecordWriter(Closeable):
     """Appends samples to a records file, one line each, synced to disk before `append` returns.
 
         with RecordWriter(out / "samples.jsonl") as records:
@@ -134,9 +135,3 @@ class RecordWriter:
 
     def close(self) -> None:
         self._file.close()
-
-    def __enter__(self) -> "RecordWriter":
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()

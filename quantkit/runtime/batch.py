@@ -4,10 +4,11 @@ from __future__ import annotations
 import numpy as np
 
 from ..errors import QuantkitError
+from ..resources import Closeable
 from ._lib import lib
 
 
-class Batch:
+class Batch(Closeable):
     """Filled token by token with `add()` (the engine), or from whole arrays with `set()` (perplexity, bench)."""
 
     def __init__(self, capacity: int):
@@ -52,9 +53,3 @@ class Batch:
         if self.raw is not None:
             self._llama_cpp.llama_batch_free(self.raw)
             self.raw = None
-
-    def __enter__(self) -> "Batch":
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()

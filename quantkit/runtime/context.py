@@ -7,6 +7,7 @@ from collections.abc import Callable
 import numpy as np
 
 from ..errors import RuntimeLoadError
+from ..resources import Closeable
 from ._lib import lib
 from .batch import Batch
 from .devices import physical_cores
@@ -24,7 +25,7 @@ class KVCacheFullError(RuntimeLoadError):
     hint = "use a larger --ctx, or fewer sequences at once"
 
 
-class Context:
+class Context(Closeable):
     """A KV cache for `n_seq_max` sequences sharing `n_ctx` cells (`kv_unified`: any sequence may use any cell;
     otherwise each gets n_ctx / n_seq_max), and the decode call."""
 
@@ -86,12 +87,6 @@ class Context:
         if self.ptr is not None:
             lib().llama_free(self.ptr)
             self.ptr = None
-
-    def __enter__(self) -> "Context":
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
 
 
 def create_context(model: Model, n_ctx: int, n_batch: int | None = None, n_ubatch: int | None = None,

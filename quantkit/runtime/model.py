@@ -10,6 +10,7 @@ import numpy as np
 
 from .. import gguf_file
 from ..errors import RuntimeLoadError
+from ..resources import Closeable
 from ._lib import lib
 from .devices import extra_buffers_default, supports_gpu_offload
 
@@ -25,7 +26,7 @@ def check_gguf_file(path: Path) -> None:
     gguf_file.read_header(path)
 
 
-class Model:
+class Model(Closeable):
     """A loaded llama.cpp model (or only its vocabulary): tokenizer, template, special tokens, shape."""
 
     def __init__(self, path: Path, ptr, n_gpu_layers: int):
@@ -121,12 +122,6 @@ class Model:
         if self.ptr is not None:
             lib().llama_model_free(self.ptr)
             self.ptr = None
-
-    def __enter__(self) -> "Model":
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
 
 
 def load_vocabulary(path: str | Path) -> Model:

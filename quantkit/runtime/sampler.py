@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..errors import InvalidArgumentError
+from ..resources import Closeable
 from ._lib import lib
 
 
@@ -29,7 +30,7 @@ class Sampling:
             raise InvalidArgumentError(f"--top-k must be ≥ 0, not {self.top_k}")
 
 
-class Sampler:
+class Sampler(Closeable):
     """Owns one llama.cpp sampler chain. Not thread-safe: one sequence, one thread."""
 
     def __init__(self, sampling: Sampling = Sampling()):
@@ -59,9 +60,3 @@ class Sampler:
         if self.ptr is not None:
             lib().llama_sampler_free(self.ptr)
             self.ptr = None
-
-    def __enter__(self) -> "Sampler":
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
