@@ -7,7 +7,7 @@ from fractions import Fraction
 
 import pytest
 
-from quantkit.eval.grading import Grade, Grader, answer_part, boxed, grade_answer, letter, number
+from quantkit.eval.grading import Grade, Grader, answer_part, boxed, grade_answer, last_number, letter, number
 
 
 def r1(thought: str, answer: str) -> str:
@@ -90,6 +90,11 @@ TABLE = [
     ("number", "20", r1(T, "The discount is $\\boxed{20\\%}$."), "correct", "20\\%"),
     ("number", "1000000", r1(T, "$\\boxed{1,000,000}$"), "correct", "1,000,000"),
     ("number", "7", "So 3 + 4 = 7, so the answer is \\boxed{7}. Let me verify this with another", "no_answer", None),
+    # a number with neither box nor "the answer is": the last number written, as GSM8K graders do
+    ("number", "1250", r1(T, "So she sells 1,250 eggs."), "correct", "1,250"),
+    ("number", "8", r1(T, "4 + 4 = 8"), "correct", "8"),
+    ("number", "8", r1(T, "4 + 4 = 8, then 8 - 4 = 4"), "wrong", "4"),
+    ("number", "8", r1(T, "I cannot tell."), "no_answer", None),
     # GPQA letters
     ("choice", "C", r1(T, "The answer is $\\boxed{C}$."), "correct", "C"),
     ("choice", "C", r1(T, "$\\boxed{\\text{C}}$"), "correct", "\\text{C}"),
@@ -138,6 +143,7 @@ def test_number_and_letter():
     assert number("-3") == -3 and number("12-5=7") == 7
     assert number("\\dfrac{3}{4} \\text{ cups}") == Fraction(3, 4)
     assert number("no digits") is None
+    assert last_number("from 1,250.5 to 2,000 and -3 more") == "-3" and last_number("x, 1,000,000") == "1,000,000"
     assert [letter(t) for t in ("C", "(b)", "\\textbf{D}", "**A**", "E", "Because")] == ["C", "B", "D", "A", None, None]
 
 

@@ -14,7 +14,7 @@ import pytest
 from quantkit.chat import MATH_INSTRUCTION
 from quantkit.errors import (GatedTaskError, InputNotFoundError, TaskFileError, TaskUnavailableError,
                              UnknownTaskError)
-from quantkit.eval.tasks import (ARITH_LEVELS, CHOICE_INSTRUCTION, HUB_TASKS, arith_problems, gsm8k_gold, load_task,
+from quantkit.eval.tasks import (ARITH_INSTRUCTION, ARITH_LEVELS, CHOICE_INSTRUCTION, HUB_TASKS, arith_problems, gsm8k_gold, load_task,
                                  read_task_file)
 from tests._fixtures.hub_server import FakeHub
 
@@ -243,10 +243,11 @@ def test_arith():
         assert sum(p.extra["level"] == level for p in problems) == 40
     for p in problems:
         question, instruction = p.prompt.split("\n")
-        assert instruction == MATH_INSTRUCTION and p.kind == "number"
+        assert instruction == ARITH_INSTRUCTION and p.kind == "number"
         assert int(p.answer) == _solve(question) and int(p.answer) >= 0
     assert arith_problems() == problems and arith_problems(seed=1) != problems
     assert arith_problems(20) == problems[:20]
+    assert arith_problems(5, instruction=MATH_INSTRUCTION)[0].prompt.endswith(f"?\n{MATH_INSTRUCTION}")
     assert load_task("arith") == problems
 
 

@@ -3,8 +3,9 @@
 1. The answer part: the text after the last `</think>`. A thought that never closed (cut off by the token
    budget) has no answer, whatever drafts it holds, and is wrong.
 2. The answer in it: every `\\boxed{…}` of the answer part; with no box, the text after the last "the answer
-   is" / "final answer:". Several boxes count together: for math they form a set (two roots in two boxes match
-   a gold "3, 5"), for a number or a letter they must agree.
+   is" / "final answer:"; for a number, with neither, the last number written. Several boxes count together:
+   for math they form a set (two roots in two boxes match a gold "3, 5"), for a number or a letter they must
+   agree.
 3. The verdict, by kind: "math" with math-verify (Hugging Face's verifier: the gold parsed first, then
    `verify(gold, answer)`, which is not symmetric); "number" as one exact number (commas, units, `$` and `%`
    dropped: GSM8K, arith); "choice" as a letter A-D (GPQA).
@@ -115,6 +116,8 @@ def grade_answer(kind: str, gold: str, answer: str | None) -> Grade:
     """The verdict on one answer part (None: the thought never closed), in this process and without a timeout:
     `Grader` runs this in worker processes with one."""
     found = extract(answer)
+    if not found and kind == "number" and answer and (last := last_number(answer)):
+        found = [last]  # GSM8K's usual fallback ("flexible extract"): a small model rarely boxes, but says "2 + 3 = 5"
     if not found:
         return Grade("no_answer", None)
     shown = "; ".join(found)
@@ -150,6 +153,12 @@ def number(text: str) -> Fraction | None:
     if fraction and fraction[-1].end() >= numbers[-1].end() and int(fraction[-1][2]) != 0:
         return Fraction(int(fraction[-1][1]), int(fraction[-1][2]))
     return Fraction(numbers[-1].group())
+
+
+def last_number(text: str) -> str | None:
+    """The last number written in `text`, as written ("1,250", "-3", "2.5"), or None."""
+    found = re.findall(r"(?<![\w.])-?\d{1,3}(?:,\d{3})+(?![\d,])|(?<![\w.])-?\d+(?:\.\d+)?", text)
+    return found[-1] if found else None
 
 
 def letter(text: str) -> str | None:

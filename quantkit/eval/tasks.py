@@ -310,17 +310,25 @@ def _level5(r: random.Random) -> tuple[str, int]:
 _LEVELS = {1: _level1, 2: _level2, 3: _level3, 4: _level4, 5: _level5}
 
 
-def arith_problems(count: int = 200, seed: int = 0) -> list[Problem]:
+# arith asks for the answer without asking for steps: greedy SmolLM2-135M-Instruct, told to "reason step by step",
+# writes a right sum and then keeps "calculating" ("4 + 4 equals 8 … we subtract 4 from 8 … the answer is 2"):
+# 5 of the first 40 problems right (12 %, 192 tokens); told only where to put its answer, 18 of 40 (45 %, 256
+# tokens). An R1 model thinks first either way: its template opens the thought.
+ARITH_INSTRUCTION = "Put your final answer within \\boxed{}."
+
+
+def arith_problems(count: int = 200, seed: int = 0, instruction: str = ARITH_INSTRUCTION) -> list[Problem]:
     """`count` arithmetic and word problems with exact integer answers, levels 1-5 taken in turn (so that the
     first N of them are a mix of every level): sums of numbers up to 5; one-digit sums and differences; a
     two-digit number plus a one-digit one; one-step word problems; products and two-step word problems. The same
     seed gives the same problems on any machine. Easy on purpose: SmolLM2-135M, the embedded model, must land
-    well away from 0 % (it gets 7 + 7 wrong about as often as right when asked to reason step by step)."""
+    well away from 0 % and 100 % (greedy, 256 tokens, the first 40: levels 1-5 at 7, 7, 0, 3 and 1 of 8)."""
     r = random.Random(seed)
     problems = []
     for n in range(count):
         level = ARITH_LEVELS[n % len(ARITH_LEVELS)]
         question, answer = _LEVELS[level](r)
-        problems.append(Problem(f"arith-{n:03d}", math_prompt(question), str(answer), "number", {"level": level}))
+        problems.append(Problem(f"arith-{n:03d}", f"{question}\n{instruction}", str(answer), "number",
+                                {"level": level}))
     return problems
 
