@@ -16,12 +16,13 @@ HANDLED = (signal.SIGINT, signal.SIGTERM)
 
 
 def bind(host: str, port: int) -> socket.socket:
-    """A socket bound to host:port (port 0: any free one), ready for `run`; OSError if the address is taken."""
+    """A listening socket on host:port (port 0: any free one), for `run`; OSError if the address is taken."""
     family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
     sock = socket.socket(family, socket.SOCK_STREAM)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind((host, port))
+        sock.listen(2048)  # clients that come before uvicorn runs wait in the backlog instead of being refused
     except BaseException:
         sock.close()
         raise
