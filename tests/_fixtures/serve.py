@@ -98,8 +98,9 @@ class Server:
                 raise AssertionError(f"the server is not idle: {m}")
             time.sleep(0.05)
 
-    def stop(self, sig: int = signal.SIGTERM, timeout: float = 30.0) -> int:
-        if self.proc.poll() is None:
+    def stop(self, sig: int | None = signal.SIGTERM, timeout: float = 30.0) -> int:
+        """Send `sig` (None: it was sent already) and wait for the exit code."""
+        if sig is not None and self.proc.poll() is None:
             self.proc.send_signal(sig)
         try:
             self.proc.wait(timeout)
