@@ -63,7 +63,9 @@ def test_bad_body_is_400_naming_the_field(server, case):
 
 
 def test_bad_completion_body(server):
-    for body, named in (({"prompt": 5}, "prompt"), ({"prompt": ["a", "b"]}, "one prompt"), ({}, "prompt")):
+    cases = (({"prompt": 5}, "prompt"), ({"prompt": ["a", "b"]}, "one prompt"), ({}, "prompt"),
+             ({"prompt": [1, 2, 10**9]}, "token id 1000000000"), ({"prompt": [-1]}, "token id -1"))
+    for body, named in cases:
         assert named in _error(server.post("/v1/completions", json=body), 400, "invalid_request_error")["message"]
 
 

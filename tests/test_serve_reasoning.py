@@ -140,6 +140,8 @@ def test_raw_completion_keeps_the_tags(server):
     r = client.completions.create(model="x", prompt="Hi<｜Assistant｜>", temperature=0)
     assert r.choices[0].text == S.RAW_TEXT and r.choices[0].finish_reason == "stop"
     assert r.usage.completion_tokens == len(S.RAW_IDS)
+    by_ids = client.completions.create(model="x", prompt=[S.SHORT_IDS[0]], temperature=0)  # token ids: " hello"
+    assert by_ids.choices[0].text == S.SHORT_TEXT and by_ids.usage.prompt_tokens == 1
     pieces = [c.choices[0].text for c in client.completions.create(model="x", prompt="Keep going: ping",
                                                                     temperature=0, max_tokens=6, stream=True)]
     assert "".join(pieces) == S.loop_text(6)

@@ -325,6 +325,10 @@ def _chat_prompt(engine: Engine, template, body: ChatCompletionRequest) -> tuple
 
 def _raw_prompt(engine: Engine, prompt) -> list[int]:
     if isinstance(prompt, list) and prompt and isinstance(prompt[0], int):
+        bad = [t for t in prompt if not 0 <= t < engine.model.n_vocab]
+        if bad:  # libllama would abort the whole process on such a token
+            raise APIError(400, f"prompt: token id {bad[0]} is not in the vocabulary (0 to "
+                                f"{engine.model.n_vocab - 1})", param="prompt")
         return list(prompt)
     text = prompt[0] if isinstance(prompt, list) else prompt
     return engine.model.prompt_tokens(text).tolist()
