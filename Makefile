@@ -20,7 +20,12 @@ $(VENV)/.test: $(VENV)/.runtime
 setup: $(VENV)/.runtime
 setup-test: $(VENV)/.test
 
-demo: setup
+# the demo's environment has the plot extra, so that the report ends with its picture
+$(VENV)/.demo: $(VENV)/.runtime
+	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[plot]'
+	touch $@
+
+demo: $(VENV)/.demo
 	$(QK) run smollm2
 
 test: setup-test

@@ -115,3 +115,24 @@ class RecipeNotFoundError(QuantkitError):
 
 class RunStateError(QuantkitError):
     hint = "run the earlier steps first (drop --only/--skip), or pass --force to redo the job"
+
+
+class UnknownTaskError(QuantkitError):
+    hint = "choose a task from `quantkit eval --help`, or pass --task-file FILE with your own problems"
+
+
+class TaskFileError(QuantkitError):
+    hint = ("a task file is .jsonl, .csv or .parquet with one problem per row, a problem column and an answer "
+            "column (name them with --problem-column and --answer-column if they differ)")
+
+
+class TaskUnavailableError(QuantkitError):
+    hint = "connect to the Hub once (unset HF_HUB_OFFLINE): the download is kept for offline use; or pass --task-file FILE"
+
+
+class GatedTaskError(QuantkitError):
+    hint = "accept the dataset's terms on the Hub with your account, then set HF_TOKEN to a token of that account"
+
+
+class RecordsError(QuantkitError):
+    hint = "the samples file is damaged: move it away to start the evaluation over"

@@ -9,10 +9,12 @@ import contextlib
 import errno
 import os
 import shutil
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from .errors import OutputError
+
+WriteProgress = Callable[[int, int, str], None]  # (bytes written, bytes in all, what is being written)
 
 
 def _temp_name(dest: Path) -> Path:

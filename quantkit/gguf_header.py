@@ -10,6 +10,7 @@ growing blocks, so a 40 GB file on the Hub costs a few MB.
 from __future__ import annotations
 
 import logging
+import re
 import struct
 import urllib.error
 import urllib.request
@@ -29,10 +30,11 @@ _SCALARS = {
     GGUFValueType.UINT64: "<Q", GGUFValueType.INT64: "<q", GGUFValueType.FLOAT64: "<d",
 }
 _MAX_COUNT = 1 << 32  # more keys, tensors or array items than this is a corrupt header
+_LAYER = re.compile(r"^blk\.(\d+)\.")
 
 
 @dataclass(frozen=True)
-class TensorInfo:
+class HeaderTensor:
     name: str
     shape: tuple[int, ...]  # ggml order: shape[0] is the row length
     type: GGMLQuantizationType
@@ -51,7 +53,7 @@ class GGUFHeader:
     version: int
     kv: dict[str, Any]  # scalars as values; arrays as lists of scalars, string arrays as their length only
     kv_bytes: dict[str, int]  # bytes each key/value takes in the header
-    tensors: list[TensorInfo]
+    tensors: list[HeaderTensor]
     header_bytes: int  # up to the start of the tensor data (padded)
     file_size: int | None = None
     alignment: int = GGUF_DEFAULT_ALIGNMENT
@@ -144,7 +146,7 @@ def parse_header(f: BinaryIO, name: str, file_size: int | None = None) -> GGUFHe
             ttype = GGMLQuantizationType(raw_type)
         except ValueError:
             raise CorruptGGUFError(f"{name} has a corrupt tensor info ({tname}: type {raw_type})") from None
-        tensors.append(TensorInfo(tname, shape, ttype))
+        tensors.append(HeaderTensor(tname, shape, ttype))
     alignment = int(kv.get("general.alignment", GGUF_DEFAULT_ALIGNMENT))
     header_bytes = -(-s.pos // alignment) * alignment
     header = GGUFHeader(name, version, kv, kv_bytes, tensors, header_bytes, file_size, alignment, arrays)
@@ -154,6 +156,12 @@ def parse_header(f: BinaryIO, name: str, file_size: int | None = None) -> GGUFHe
         if need > file_size:
             raise CorruptGGUFError(f"{name} is truncated: its tensors need {need:,} bytes, the file has {file_size:,}")
     return header
+
+
+def layer_of(name: str) -> int | None:
+    """The layer of a GGUF tensor (`blk.N.…` → N); None for the tensors outside the layers."""
+    m = _LAYER.match(name)
+    return int(m.group(1)) if m else None
 
 
 def tensor_bytes(ttype: GGMLQuantizationType, shape: tuple[int, ...]) -> int:

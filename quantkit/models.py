@@ -1,4 +1,5 @@
-"""The DeepSeek-R1-Distill family as data: size labels, Hub repo ids and architecture shapes.
+"""The DeepSeek-R1-Distill family as data: the architectures quantkit knows, size labels, Hub repo ids and
+architecture shapes.
 
 Shapes are the published config.json values (see shared/REFERENCE.md); they let `estimate-memory` answer
 without downloading anything, and let `convert` accept a size label in place of a repo id.
@@ -7,10 +8,48 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .errors import InvalidArgumentError, ModelConfigError
+from gguf import MODEL_ARCH, MODEL_ARCH_NAMES
 
-# HF architecture (config.json's architectures[0]) -> llama.cpp's architecture name
-GGUF_ARCHS = {"Qwen2ForCausalLM": "qwen2", "LlamaForCausalLM": "llama", "DeepseekV3ForCausalLM": "deepseek2"}
+from .errors import ModelConfigError
+
+
+@dataclass(frozen=True)
+class Architecture:
+    """A Hugging Face architecture as llama.cpp knows it (the one table every module reads)."""
+
+    hf_class: str  # config.json's architectures[0]
+    model_type: str  # config.json's model_type
+    model_arch: MODEL_ARCH  # gguf's own name for it
+    permuted_qk: bool  # llama.cpp's converter turns q/k rows from rotate-half into interleaved pairs
+    qkv_bias: bool  # the HF class always has q/k/v biases
+    convertible: bool  # convert and export speak it; False: estimate-memory only
+
+    @property
+    def name(self) -> str:
+        """llama.cpp's name: `general.architecture` and the prefix of the architecture's keys."""
+        return MODEL_ARCH_NAMES[self.model_arch]
+
+
+ARCHITECTURES: tuple[Architecture, ...] = (
+    Architecture("LlamaForCausalLM", "llama", MODEL_ARCH.LLAMA, permuted_qk=True, qkv_bias=False, convertible=True),
+    Architecture("Qwen2ForCausalLM", "qwen2", MODEL_ARCH.QWEN2, permuted_qk=False, qkv_bias=True, convertible=True),
+    # DeepSeek-R1 itself (MoE with multi-head latent attention)
+    Architecture("DeepseekV3ForCausalLM", "deepseek_v3", MODEL_ARCH.DEEPSEEK2, permuted_qk=False, qkv_bias=False,
+                 convertible=False),
+)
+CONVERTIBLE: tuple[Architecture, ...] = tuple(a for a in ARCHITECTURES if a.convertible)
+_BY_HF_CLASS = {a.hf_class: a for a in ARCHITECTURES}
+_BY_NAME = {a.name: a for a in ARCHITECTURES}
+
+
+def architecture_of(hf_class: object) -> Architecture | None:
+    """The architecture of config.json's architectures[0]; None when quantkit does not know it."""
+    return _BY_HF_CLASS.get(hf_class) if isinstance(hf_class, str) else None
+
+
+def architecture_named(name: object) -> Architecture | None:
+    """The architecture llama.cpp calls `name` (a GGUF's general.architecture); None when quantkit does not know it."""
+    return _BY_NAME.get(name) if isinstance(name, str) else None
 
 
 @dataclass(frozen=True)
@@ -33,8 +72,8 @@ class ModelShape:
         return self.repo_id.split("/")[-1]
 
     @property
-    def gguf_arch(self) -> str:
-        return GGUF_ARCHS[self.architecture]
+    def arch(self) -> Architecture:
+        return _BY_HF_CLASS[self.architecture]
 
 
 R1_DISTILLS: tuple[ModelShape, ...] = (
@@ -58,14 +97,6 @@ _BY_KEY.update({m.name.lower(): m for m in (*R1_DISTILLS, R1)})
 def find_model(key: str) -> ModelShape | None:
     """A family member by size label ("7B"), repo id or model name; None if `key` names none of them."""
     return _BY_KEY.get(key.strip().lower())
-
-
-def resolve_model(key: str) -> ModelShape:
-    model = find_model(key)
-    if model is None:
-        labels = ", ".join(m.label for m in (*R1_DISTILLS, R1))
-        raise InvalidArgumentError(f"unknown model {key!r}", hint=f"use a size label ({labels}) or a repo id")
-    return model
 
 
 @dataclass(frozen=True)

@@ -136,8 +136,3 @@ def split_reasoning(text: str, in_thought: bool = False) -> tuple[str, str]:
     splitter.feed(text)
     splitter.finish()
     return splitter.thought, splitter.answer
-
-
-def strip_thoughts(text: str) -> str:
-    """What R1's chat template keeps of an earlier assistant turn: the text after the last `</think>`."""
-    return text.split(CLOSE)[-1].lstrip("\n") if CLOSE in text else text

@@ -9,6 +9,7 @@
     [bench]       n_prompt, n_gen, repetitions
     [memory]      ctx, kv_type                           # the context the VRAM column and the GPU advice are for
     [chat]        prompt, max_tokens, temperature, top_p, ctx, seed
+    [eval]        task, samples, limit, max_tokens, ctx, parallel, temperature, top_p, seed   # optional
 
 Every key is checked on load: an unknown key, a value of the wrong kind or an unknown quant type is a
 `RecipeError` naming the file and the key. The recipes shipped with quantkit live in the repository's
@@ -69,6 +70,21 @@ class ChatDefaults:
 
 
 @dataclass(frozen=True)
+class EvalSettings:
+    """Reasoning accuracy per rung (`quantkit eval`); a recipe without an [eval] table skips the step."""
+
+    task: str = "arith"
+    samples: int = 1
+    limit: typing.Optional[int] = None
+    max_tokens: int = 32768
+    ctx: int = 8192
+    parallel: int = 4
+    temperature: float = 0.6
+    top_p: float = 0.95
+    seed: int = 0
+
+
+@dataclass(frozen=True)
 class Recipe:
     name: str
     path: Path
@@ -82,6 +98,7 @@ class Recipe:
     bench: BenchSettings = field(default_factory=BenchSettings)
     memory: MemorySettings = field(default_factory=MemorySettings)
     chat: ChatDefaults = field(default_factory=ChatDefaults)
+    eval: typing.Optional[EvalSettings] = None
 
     @property
     def embedded(self) -> str | None:
@@ -94,7 +111,9 @@ class Recipe:
         return None if self.imatrix is None else (self.path.parent / self.imatrix).expanduser()
 
 
-_TABLES = {"perplexity": PerplexitySettings, "bench": BenchSettings, "memory": MemorySettings, "chat": ChatDefaults}
+_TABLES = {"perplexity": PerplexitySettings, "bench": BenchSettings, "memory": MemorySettings, "chat": ChatDefaults,
+           "eval": EvalSettings}
+_OPTIONAL_TABLES = ("eval",)
 _TOP_KEYS = ("description", "source", "revision", "outtype", "ladder", "imatrix")
 
 
@@ -176,7 +195,8 @@ def _build(path: Path, data: dict) -> Recipe:
     top = {k: data[k] for k in _TOP_KEYS if k in data}
     _check_values(where, "", top, {"description": str, "source": str, "revision": str, "outtype": str,
                                    "ladder": list, "imatrix": str})
-    tables = {name: _table(where, name, data.get(name, {}), cls) for name, cls in _TABLES.items()}
+    tables = {name: _table(where, name, data.get(name, {}), cls) for name, cls in _TABLES.items()
+              if name in data or name not in _OPTIONAL_TABLES}
     recipe = Recipe(name=path.stem, path=path.resolve(), source=top["source"],
                     description=top.get("description", ""), revision=top.get("revision"),
                     outtype=_outtype(where, top.get("outtype", "auto")),
@@ -184,6 +204,8 @@ def _build(path: Path, data: dict) -> Recipe:
                     imatrix=top.get("imatrix"), **tables)
     _check_source(where, recipe)
     _check_dataset(where, recipe.perplexity.dataset)
+    if recipe.eval is not None:
+        _check_task(where, recipe.eval.task)
     return recipe
 
 
@@ -258,3 +280,10 @@ def _check_source(where: str, recipe: Recipe) -> None:
 def _check_dataset(where: str, dataset: str) -> None:
     if dataset not in DATASET_NAMES:
         raise RecipeError(f"{where}: unknown [perplexity] dataset {dataset!r}", hint=f"use {', '.join(DATASET_NAMES)}")
+
+
+def _check_task(where: str, task: str) -> None:
+    from .eval.tasks import TASK_NAMES
+
+    if task not in TASK_NAMES:
+        raise RecipeError(f"{where}: unknown eval task {task!r}", hint=f"use one of {', '.join(TASK_NAMES)}")

@@ -1,5 +1,5 @@
-"""The report of a `quantkit run`: one row per file of the ladder, copied from the steps' stored results —
-nothing here measures or estimates anything. PPL, ΔPPL, KLD and same-top come from `perplexity.ladder_table`
+"""The report of a `quantkit run`: one row per file of the ladder, rendered from `ReportFacts`, which the job
+builds from its steps' stored results (job/facts.py) — nothing here measures, estimates or reads a step. PPL, ΔPPL, KLD and same-top come from `perplexity.ladder_table`
 (the table `quantkit perplexity` prints), speeds from `bench`, memory and GPU fit from `estimate_memory`.
 
 Files: report.md (for people), report.csv and report.json (for programs), report.png (quality against size,
@@ -13,13 +13,9 @@ import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from .files import atomic_file
 from .jsonable import to_json
-
-if TYPE_CHECKING:
-    from .job.steps import Job
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +30,8 @@ RULE = ("for each GPU, the rung of the ladder with the lowest mean KLD against t
 
 @dataclass
 class ReportFacts:
+    """Everything the report shows, as plain data; built by the job from its step records (job/facts.py)."""
+
     recipe: dict
     rows: list[dict] = field(default_factory=list)
     perplexity: dict | None = None  # settings and text of the perplexity step
@@ -42,88 +40,8 @@ class ReportFacts:
     recommended: dict[int, str | None] = field(default_factory=dict)
     chat: dict | None = None
     steps: dict[str, float] = field(default_factory=dict)  # step record → seconds it took
-
-
-# ---- gathering the stored results ---------------------------------------------------------------------------
-
-def collect(job: "Job") -> ReportFacts:
-    r = job.recipe
-    facts = ReportFacts(recipe={"name": r.name, "path": str(r.path), "description": r.description,
-                                "source": r.source, "revision": r.revision, "outtype": r.outtype,
-                                "ladder": list(r.ladder)})
-    store = job.store
-    convert = store.result("convert")
-    if convert is None:
-        return facts
-    files = [(convert["base"]["type"], convert["base"])]
-    files += [(t, q) for t in r.ladder if (q := store.result(f"quantize-{t}")) is not None]
-    facts.rows = [{"type": t, "file": Path(f["path"]).name, "path": str(f["path"]), "size_bytes": f["n_bytes"],
-                   "is_base": i == 0} for i, (t, f) in enumerate(files)]
-    _add_perplexity(facts, store.result("perplexity"))
-    _add_bench(facts, {row["type"]: store.result(f"bench-{row['type']}") for row in facts.rows}, r)
-    _add_memory(facts, {row["type"]: store.result(f"memory-{row['type']}") for row in facts.rows}, r)
-    _mark_pareto(facts.rows)
-    facts.recommended = {g: recommend(facts.rows, g) for g in GPU_SIZES_GIB}
-    for row in facts.rows:
-        row["recommended_for_gib"] = [g for g, t in facts.recommended.items() if t == row["type"]]
-    facts.chat = store.result("chat")
-    for path in sorted(store.folder.glob("*.json")):
-        rec = store.record(path.stem)
-        if rec is not None:
-            facts.steps[path.stem] = rec.get("seconds", 0.0)
-    return facts
-
-
-def _add_perplexity(facts: ReportFacts, stored: dict | None) -> None:
-    from .kld import KLStats
-    from .perplexity import PerplexityResult, ladder_table
-
-    if stored is None:
-        return
-    results = [PerplexityResult(**{**d, "kl": KLStats(**d["kl"]) if d.get("kl") else None})
-               for d in stored["results"]]
-    table = ladder_table(results).to_dict("records")
-    by_file = {row["file"]: row for row in table}
-    for row in facts.rows:
-        p = by_file.get(row["file"])
-        if p is not None:
-            row.update({k: p[k] for k in ("bpw", "ppl", "ppl_err", "delta_ppl_pct", "mean_kld", "same_top_pct")})
-    first = results[0]
-    facts.perplexity = {"dataset": stored["dataset"], "text_file": stored["text_file"], "n_ctx": first.n_ctx,
-                        "n_chunks": first.n_chunks, "n_scored": first.n_scored,
-                        "kl_top_k": next((x.kl.top_k for x in results if x.kl), None)}
-
-
-def _add_bench(facts: ReportFacts, stored: dict[str, list | None], recipe) -> None:
-    for row in facts.rows:
-        for test in stored.get(row["type"]) or []:
-            kind = "pp" if test["test"].startswith("pp") else "tg"
-            row[f"{kind}_tps"], row[f"{kind}_std"] = test["mean_tps"], test["std_tps"]
-            facts.bench = {"pp": f"pp{recipe.bench.n_prompt}", "tg": f"tg{recipe.bench.n_gen}",
-                           "repetitions": recipe.bench.repetitions, "threads": test["threads"],
-                           "n_gpu_layers": test["n_gpu_layers"]}
-
-
-def _add_memory(facts: ReportFacts, stored: dict[str, dict | None], recipe) -> None:
-    for row in facts.rows:
-        m = stored.get(row["type"])
-        if m is None:
-            continue
-        est = m["estimate"]["types"][0]
-        row["vram_bytes"] = est["total_bytes"]
-        row["fits_gib"] = {int(g): fit["fits"] for g, fit in m["fits"].items()}
-        row["gpu_layers_gib"] = {int(g): fit["n_gpu_layers"] for g, fit in m["fits"].items()}
-        facts.memory = {"n_ctx": m["estimate"]["n_ctx"], "kv_type": m["estimate"]["kv_type"],
-                        "flash_attn": m["estimate"]["flash_attn"], "n_layer": m["estimate"]["n_layer"]}
-
-
-def _mark_pareto(rows: list[dict]) -> None:
-    """A row is on the front when no other row is as small and as faithful (lower KLD), and better in one."""
-    scored = [r for r in rows if r.get("mean_kld") is not None]
-    for r in rows:
-        r["pareto"] = r in scored and not any(
-            o is not r and o["size_bytes"] <= r["size_bytes"] and o["mean_kld"] <= r["mean_kld"]
-            and (o["size_bytes"] < r["size_bytes"] or o["mean_kld"] < r["mean_kld"]) for o in scored)
+    device: str = ""  # where the measurements ran, in one line
+    eval: dict | None = None  # task and protocol of the eval step
 
 
 def recommend(rows: list[dict], gpu_gib: int) -> str | None:
@@ -134,16 +52,6 @@ def recommend(rows: list[dict], gpu_gib: int) -> str | None:
     if all(r.get("mean_kld") is not None for r in fitting):
         return min(fitting, key=lambda r: (r["mean_kld"], r["size_bytes"]))["type"]
     return max(fitting, key=lambda r: r["size_bytes"])["type"]
-
-
-def chat_rung(facts: ReportFacts) -> str:
-    """The rung the job talks to: the one recommended for the smallest GPU that has a recommendation, else the
-    smallest rung (it runs on the CPU)."""
-    for g in GPU_SIZES_GIB:
-        if facts.recommended.get(g):
-            return facts.recommended[g]
-    rungs = [r for r in facts.rows if not r["is_base"]] or facts.rows
-    return min(rungs, key=lambda r: r["size_bytes"])["type"]
 
 
 # ---- writing ------------------------------------------------------------------------------------------------
@@ -181,17 +89,11 @@ def _write_text(path: Path, text: str) -> Path:
 
 
 def as_dict(facts: ReportFacts) -> dict:
-    return to_json({"recipe": facts.recipe, "made": time.strftime("%Y-%m-%d %H:%M:%S %z"), "device": _device(),
+    return to_json({"recipe": facts.recipe, "made": time.strftime("%Y-%m-%d %H:%M:%S %z"), "device": facts.device,
                     "perplexity": facts.perplexity, "bench": facts.bench, "memory": facts.memory,
                     "rows": facts.rows, "gpu_sizes_gib": list(GPU_SIZES_GIB),
                     "recommended": {str(g): t for g, t in facts.recommended.items()}, "rule": RULE,
-                    "chat": facts.chat, "steps_seconds": facts.steps})
-
-
-def _device() -> str:
-    from .runtime import describe_device
-
-    return describe_device()
+                    "chat": facts.chat, "eval": facts.eval, "steps_seconds": facts.steps})
 
 
 def _write_json(facts: ReportFacts, path: Path) -> Path:
@@ -199,7 +101,8 @@ def _write_json(facts: ReportFacts, path: Path) -> Path:
 
 
 CSV_COLUMNS = ("type", "file", "size_bytes", "bpw", "ppl", "ppl_err", "delta_ppl_pct", "mean_kld", "same_top_pct",
-               "pp_tps", "pp_std", "tg_tps", "tg_std", "vram_bytes", "pareto")
+               "pp_tps", "pp_std", "tg_tps", "tg_std", "vram_bytes", "pass_at_1", "pass_low", "pass_high", "delta_pass",
+               "delta_pass_low", "delta_pass_high", "thought_tokens", "cut_off_pct", "pareto")
 
 
 def _write_csv(facts: ReportFacts, path: Path) -> Path:
@@ -226,7 +129,7 @@ def markdown(facts: ReportFacts, plot_note: str | None) -> str:
     r = facts.recipe
     lines = [f"# {r['description'] or r['name']}: what each quantization costs", "",
              f"Recipe `{r['name']}` ({r['source']}{' @ ' + r['revision'] if r['revision'] else ''}), "
-             f"made {time.strftime('%Y-%m-%d %H:%M')} on {_device()}.", ""]
+             f"made {time.strftime('%Y-%m-%d %H:%M')} on {facts.device}.", ""]
     lines += _settings_lines(facts)
     lines += _table_lines(facts)
     lines += _gpu_lines(facts)
@@ -257,6 +160,11 @@ def _settings_lines(facts: ReportFacts) -> list[str]:
         out.append(f"- **VRAM**: weights + KV cache ({m['kv_type']}) + compute and output buffers at ctx "
                    f"{m['n_ctx']}, flash attention {'on' if m['flash_attn'] else 'off'} "
                    f"(`quantkit estimate-memory`).")
+    if facts.eval:
+        e = facts.eval
+        out.append(f"- **Accuracy**: `quantkit eval` on `{e['task']}`, {e['problems']} problems × {e['samples']} "
+                   f"sample(s), temperature {e['temperature']}, top-p {e['top_p']}, at most {e['max_tokens']} "
+                   "tokens; pass@1 with its 95 % interval, Δ against the base with the paired 95 % interval.")
     return out + [""] if out else out
 
 
@@ -264,9 +172,10 @@ def _table_lines(facts: ReportFacts) -> list[str]:
     pp = facts.bench["pp"] if facts.bench else "pp"
     tg = facts.bench["tg"] if facts.bench else "tg"
     ctx = f" @ {facts.memory['n_ctx']}" if facts.memory else ""
+    accuracy = facts.eval is not None
     head = ["type", "size GiB", "bpw", "PPL", "ΔPPL %", "KLD", "same top %", f"{pp} t/s", f"{tg} t/s",
-            f"VRAM GiB{ctx}", "Pareto"]
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * 2 + "---:|" * 8 + ":---:|"]
+            f"VRAM GiB{ctx}", *(["pass@1 %", "Δ pass@1"] if accuracy else []), "Pareto"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * 2 + "---:|" * (len(head) - 3) + ":---:|"]
     for row in facts.rows:
         ppl = row.get("ppl")
         cells = [row["type"] + (" (base)" if row["is_base"] else ""), _fmt(row["size_bytes"] / 2**30, ".3f"),
@@ -275,10 +184,20 @@ def _table_lines(facts: ReportFacts) -> list[str]:
                  _fmt(row.get("delta_ppl_pct"), "+.2f"), _fmt(row.get("mean_kld"), ".5f"),
                  _fmt(row.get("same_top_pct"), ".2f"), _fmt(row.get("pp_tps"), ".1f"), _fmt(row.get("tg_tps"), ".1f"),
                  _fmt(row["vram_bytes"] / 2**30 if "vram_bytes" in row else None, ".2f"),
-                 "★" if row.get("pareto") else ""]
+                 *(_accuracy_cells(row) if accuracy else []), "★" if row.get("pareto") else ""]
         lines.append("| " + " | ".join(cells) + " |")
     return lines + ["", "★: on the Pareto front of size against KLD (no other file is both smaller and closer "
                         "to the base).", ""]
+
+
+def _accuracy_cells(row: dict) -> list[str]:
+    if row.get("pass_at_1") is None:
+        return ["–", "–"]
+    cells = [f"{100 * row['pass_at_1']:.1f} [{100 * row['pass_low']:.0f}–{100 * row['pass_high']:.0f}]"]
+    if row.get("delta_pass") is None:
+        return cells + ["base" if row["is_base"] else "–"]
+    return cells + [f"{100 * row['delta_pass']:+.1f} [{100 * row['delta_pass_low']:+.0f}, "
+                    f"{100 * row['delta_pass_high']:+.0f}]"]
 
 
 def _gpu_lines(facts: ReportFacts) -> list[str]:
@@ -307,7 +226,8 @@ def _partial(rows: list[dict], gpu: int) -> str:
 # ---- the picture --------------------------------------------------------------------------------------------
 
 def plot(facts: ReportFacts, path: Path) -> bool:
-    """PPL and KLD against file size, one point per file, the Pareto front drawn; False without matplotlib."""
+    """PPL, KLD (and pass@1 when the job evaluated) against file size, one point per file, the Pareto front
+    drawn; False without matplotlib."""
     try:
         import matplotlib
 
@@ -319,10 +239,17 @@ def plot(facts: ReportFacts, path: Path) -> bool:
     rows = [r for r in facts.rows if r.get("ppl") is not None]
     if not rows:
         return False
-    fig, (ax_ppl, ax_kld) = plt.subplots(1, 2, figsize=(11, 4.2))
-    for ax, key, label in ((ax_ppl, "ppl", "perplexity"), (ax_kld, "mean_kld", "mean KLD against the base")):
-        pts = [(r["size_bytes"] / 2**30, r[key], r) for r in rows if r.get(key) is not None]
+    panels = [("ppl", "perplexity"), ("mean_kld", "mean KLD against the base")]
+    if any(r.get("pass_at_1") is not None for r in facts.rows):
+        panels.append(("pass_at_1", f"pass@1 on {facts.eval['task']} (95 % interval)"))
+    fig, axes = plt.subplots(1, len(panels), figsize=(5.5 * len(panels), 4.2))
+    ax_ppl, ax_kld = axes[0], axes[1]
+    for ax, (key, label) in zip(axes, panels):
+        pts = [(r["size_bytes"] / 2**30, r[key], r) for r in facts.rows if r.get(key) is not None]
         ax.scatter([p[0] for p in pts], [p[1] for p in pts], color="tab:blue", zorder=3)
+        if key == "pass_at_1":
+            ax.errorbar([p[0] for p in pts], [p[1] for p in pts], fmt="none", ecolor="tab:blue", alpha=0.5,
+                        yerr=[[p[1] - p[2]["pass_low"] for p in pts], [p[2]["pass_high"] - p[1] for p in pts]])
         for x, y, r in pts:
             ax.annotate(r["type"], (x, y), textcoords="offset points", xytext=(4, 4), fontsize=8)
         front = sorted((p for p in pts if p[2]["pareto"]), key=lambda p: p[0])

@@ -28,7 +28,7 @@ def llama_cpp_source() -> Path:
 
 @pytest.fixture(scope="session")
 def scripted_gguf() -> Path:
-    """The scripted R1 model whose template ends its generation prompt with `<think>\\n` (tests/_fixtures/scripted.py)."""
+    """The scripted R1 model (tests/_fixtures/scripted.py) whose template's generation prompt ends with `<think>\\n`."""
     from tests._fixtures.scripted import scripted_gguf as build
 
     return build("think")
@@ -36,7 +36,7 @@ def scripted_gguf() -> Path:
 
 @pytest.fixture(scope="session")
 def scripted_bare_gguf() -> Path:
-    """The scripted R1 model whose template ends its generation prompt with `<｜Assistant｜>`: chat adds `<think>\\n`."""
+    """The scripted R1 model whose template's generation prompt ends with `<｜Assistant｜>`: chat adds `<think>\\n`."""
     from tests._fixtures.scripted import scripted_gguf as build
 
     return build("bare")

@@ -12,7 +12,7 @@ import pytest
 from gguf import GGMLQuantizationType, quants
 
 from quantkit.convert import convert_checkpoint
-from quantkit.convert.checkpoint import TensorInfo, open_checkpoint, read_header
+from quantkit.convert.checkpoint import CheckpointTensor, open_checkpoint, read_safetensors_header
 from quantkit.convert.passthrough import needs_quieting
 from quantkit.convert.tensors import _stored_reader
 from tests._fixtures.gguf_tensors import tensor_table
@@ -61,10 +61,10 @@ def test_bf16_pass_through_matches_gguf_rounding(tmp_path):
     assert ours.tobytes() == reference.tobytes()
 
 
-def _bf16_file(tmp_path: Path, bits: np.ndarray) -> TensorInfo:
+def _bf16_file(tmp_path: Path, bits: np.ndarray) -> CheckpointTensor:
     path = tmp_path / f"bits-{bits.size}.bin"
     path.write_bytes(b"pad" + bits.tobytes())
-    return TensorInfo("t", "BF16", (bits.size,), path, 3)
+    return CheckpointTensor("t", "BF16", (bits.size,), path, 3)
 
 
 def _changed_by_gguf_rounding(bits: np.ndarray) -> bool:
@@ -111,7 +111,7 @@ def test_safetensors_header_checked_against_file_size(tmp_path):
     from quantkit.errors import CheckpointError
 
     with pytest.raises(CheckpointError, match="does not fit"):
-        read_header(path)
+        read_safetensors_header(path)
 
 
 _CONFIG = {"architectures": ["Qwen2ForCausalLM"], "hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4,

@@ -4,7 +4,7 @@ import random
 
 import pytest
 
-from quantkit.reasoning import ReasoningSplitter, split_reasoning, strip_thoughts
+from quantkit.reasoning import ReasoningSplitter, split_reasoning
 
 EOS = "<｜end▁of▁sentence｜>"
 
@@ -65,7 +65,5 @@ def test_partial_tag_at_the_end_is_flushed():
     assert s.thought == "a</thi"
 
 
-def test_split_and_strip_helpers():
+def test_split_helper():
     assert split_reasoning("<think>x</think>\n\ny") == ("x", "y")
-    assert strip_thoughts("<think>x</think>\n\ny") == "y"
-    assert strip_thoughts("plain") == "plain"

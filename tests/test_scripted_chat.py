@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 from typer.testing import CliRunner
 
@@ -15,11 +16,13 @@ from quantkit.reasoning import Piece
 from quantkit.runtime import load_vocabulary
 from quantkit.templates import ChatTemplate
 from tests._fixtures import scripted as S
+from tests._fixtures.gguf_tensors import tensor_table
 
 runner = CliRunner()
 QUESTION, FOLLOW_UP = "What is 2+2?", "And 3+3?"
 BOS, USER, EOS = "<｜begin▁of▁sentence｜>", "<｜User｜>", "<｜end▁of▁sentence｜>"
 GREEDY, R1 = Sampling(temperature=0), Sampling(seed=1234)  # R1: temperature 0.6, top-p 0.95, top-k 40
+HOT = Sampling(temperature=1.5, top_p=1.0, top_k=0, seed=99)  # the whole vocabulary, flattened: the margin holds
 
 
 @pytest.fixture(params=S.VARIANTS)
@@ -33,6 +36,32 @@ def _session(path, sampling=GREEDY, **kwargs) -> ChatSession:
 
 def _n_tokens(session: ChatSession, text: str) -> int:
     return len(session.model.tokenize(text.encode(), add_special=False, parse_special=False))
+
+
+def _weights(path) -> dict[str, np.ndarray]:
+    table = tensor_table(path)
+    out = {}
+    for name, (qtype, dims, data) in table.items():
+        if qtype.name == "BF16":
+            values = (np.frombuffer(data, np.uint16).astype(np.uint32) << 16).view(np.float32)
+        else:
+            values = np.frombuffer(data, np.float32)
+        out[name] = values.reshape(dims[::-1])
+    return out
+
+
+def test_the_weights_map_each_token_to_its_successor(scripted_gguf):
+    """A numpy forward pass from the GGUF's own bytes: the blocks add nothing to the residual stream, so the
+    logits are output · norm(embedding), and each scripted token's successor leads by at least 30."""
+    w = _weights(scripted_gguf)
+    assert not w["blk.0.attn_output.weight"].any() and not w["blk.0.ffn_down.weight"].any()
+    embd, output = w["token_embd.weight"], w["output.weight"]
+    assert set(np.flatnonzero(np.abs(embd).sum(axis=1))) == set(S.SUCCESSORS)
+    for token, nxt in S.SUCCESSORS.items():
+        x = embd[token]
+        logits = output @ (x / np.sqrt(np.mean(x * x) + 1e-6) * w["output_norm.weight"])
+        runner_up = np.max(np.delete(logits, nxt))
+        assert np.argmax(logits) == nxt and logits[nxt] - runner_up >= 30, (token, nxt, logits[nxt], runner_up)
 
 
 def test_the_script_tokenizes_to_the_planned_ids(gguf):
@@ -59,7 +88,7 @@ def test_the_templates_end_the_generation_prompt_as_described(scripted_gguf, scr
     assert list(prompts.values()) == [(BOS + USER + QUESTION + S.ASSISTANT + S.THINK + "\n", True)] * 2
 
 
-@pytest.mark.parametrize("sampling", [GREEDY, R1], ids=["greedy", "r1"])
+@pytest.mark.parametrize("sampling", [GREEDY, R1, HOT], ids=["greedy", "r1", "hot"])
 def test_reply_follows_the_script(gguf, sampling):
     with _session(gguf, sampling) as session:
         pieces = list(session.send(QUESTION))

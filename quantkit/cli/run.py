@@ -49,6 +49,8 @@ def run(
         stdout.print(c["answer"].strip() or "(no answer)", markup=False, highlight=False)
     if "md" in result.report:
         stdout.print(f"\nreport: {result.report['md']}", markup=False, highlight=False)
+    if "png" in result.report:
+        stdout.print(f"picture: {result.report['png']}", markup=False, highlight=False)
     stderr.print(f"done in {result.seconds:.0f} s", style="dim", highlight=False)
 
 

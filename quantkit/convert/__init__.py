@@ -9,14 +9,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import InvalidArgumentError, QuantkitError
-from ..files import prepare_dir
+from ..files import WriteProgress, prepare_dir
 from .checkpoint import Checkpoint, open_checkpoint
 from .metadata import write_hparams, write_metadata
 from .source import Source, resolve_source
 from ..models import ConfigShape
-from .tensors import OUTTYPES, arch_name, gguf_arch, plan_tensors
-from .vocab import read_vocab
-from .writer import Progress, write_gguf
+from .tensors import OUTTYPES, checkpoint_architecture, plan_gguf_tensors
+from .vocab import read_hf_vocab
+from .writer import write_gguf
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +46,7 @@ def output_name(name: str, qtype: str) -> str:
 
 def convert(source: str | Path, out_dir: str | Path = ".", *, outtype: str = "auto", types: list[str] | None = None,
             revision: str | None = None, imatrix: Path | None = None, force: bool = False,
-            threads: int | None = None, progress: Progress | None = None) -> ConvertResult:
+            threads: int | None = None, progress: WriteProgress | None = None) -> ConvertResult:
     """Convert `source` (folder, repo id or size label) to `<Name>-<OUTTYPE>.gguf` in `out_dir`, then quantize it
     to each of `types` (names as `quant_types.parse_types` gives them)."""
     from .. import quantize as q
@@ -76,18 +76,18 @@ def convert(source: str | Path, out_dir: str | Path = ".", *, outtype: str = "au
 
 
 def convert_checkpoint(checkpoint: Checkpoint | Path, dest: Path, outtype: str = "BF16", *, name: str | None = None,
-                       progress: Progress | None = None) -> int:
+                       progress: WriteProgress | None = None) -> int:
     """Write the GGUF of `checkpoint` at `dest` with weights of `outtype` (F32, F16, BF16 or Q8_0)."""
     if not isinstance(checkpoint, Checkpoint):
         checkpoint = open_checkpoint(checkpoint)
     ftype = OUTTYPES[outtype]
-    arch = arch_name(gguf_arch(checkpoint))
-    plans = plan_tensors(checkpoint, ftype)
+    arch = checkpoint_architecture(checkpoint).name
+    plans = plan_gguf_tensors(checkpoint, ftype)
 
     def add_keys(writer) -> None:
         write_metadata(writer, checkpoint.folder, name, ftype)
         write_hparams(writer, checkpoint.config, arch)
-        read_vocab(checkpoint.folder, ConfigShape.of(checkpoint.config).n_vocab).add_to(writer)
+        read_hf_vocab(checkpoint.folder, ConfigShape.of(checkpoint.config).n_vocab).add_to(writer)
 
     return write_gguf(Path(dest), arch, plans, add_keys, progress)
 

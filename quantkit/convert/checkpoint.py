@@ -20,7 +20,7 @@ _MAX_HEADER = 100 << 20  # the safetensors format's own limit
 
 
 @dataclass(frozen=True)
-class TensorInfo:
+class CheckpointTensor:
     name: str
     dtype: str  # safetensors spelling: BF16, F16, F32
     shape: tuple[int, ...]
@@ -36,7 +36,7 @@ class TensorInfo:
 class Checkpoint:
     folder: Path
     config: dict
-    tensors: dict[str, TensorInfo] = field(default_factory=dict)
+    tensors: dict[str, CheckpointTensor] = field(default_factory=dict)
 
     @property
     def architecture(self) -> str:
@@ -73,7 +73,7 @@ def open_checkpoint(folder: str | Path) -> Checkpoint:
         raise CheckpointError(f"{folder} is a file, not a checkpoint folder")
     checkpoint = Checkpoint(folder, read_config(folder))
     for file in _weight_files(folder):
-        for info in read_header(file):
+        for info in read_safetensors_header(file):
             if info.name in checkpoint.tensors:
                 raise CheckpointError(f"tensor {info.name} appears in two files of {folder}")
             checkpoint.tensors[info.name] = info
@@ -106,7 +106,7 @@ def _weight_files(folder: Path) -> list[Path]:
     raise CheckpointError(f"{folder} holds no .safetensors weights")
 
 
-def read_header(file: Path) -> list[TensorInfo]:
+def read_safetensors_header(file: Path) -> list[CheckpointTensor]:
     """The tensors of one safetensors file, checked against the file's size."""
     size = file.stat().st_size
     with open(file, "rb") as f:
@@ -124,10 +124,10 @@ def read_header(file: Path) -> list[TensorInfo]:
     if not isinstance(header, dict):
         raise _corrupt(file, "its header is not a JSON object")
     header.pop("__metadata__", None)
-    return [_tensor_info(file, name, entry, 8 + n, size) for name, entry in header.items()]
+    return [_checkpoint_tensor(file, name, entry, 8 + n, size) for name, entry in header.items()]
 
 
-def _tensor_info(file: Path, name: str, entry: dict, base: int, size: int) -> TensorInfo:
+def _checkpoint_tensor(file: Path, name: str, entry: dict, base: int, size: int) -> CheckpointTensor:
     try:
         dtype, shape, (start, end) = entry["dtype"], tuple(int(d) for d in entry["shape"]), entry["data_offsets"]
     except (KeyError, TypeError, ValueError):
@@ -135,7 +135,7 @@ def _tensor_info(file: Path, name: str, entry: dict, base: int, size: int) -> Te
     if dtype not in _DTYPES:
         raise CheckpointError(f"tensor {name} in {file.name} is {dtype}; quantkit converts F32, F16 and BF16 weights",
                               hint="use an unquantized checkpoint")
-    info = TensorInfo(name, dtype, shape, file, base + int(start))
+    info = CheckpointTensor(name, dtype, shape, file, base + int(start))
     if int(end) - int(start) != info.n_bytes or base + int(end) > size:
         raise _corrupt(file, f"tensor {name} does not fit its shape {list(shape)} or the file")
     return info

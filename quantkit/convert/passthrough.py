@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .checkpoint import TensorInfo
+from .checkpoint import CheckpointTensor
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +46,7 @@ def _chunk_needs_quieting(chunk: np.ndarray, lanes: np.ndarray) -> bool:
     return has_signalling_nan(chunk[whole:])
 
 
-def needs_quieting(info: TensorInfo, stop: threading.Event | None = None) -> bool:
+def needs_quieting(info: CheckpointTensor, stop: threading.Event | None = None) -> bool:
     """Whether the bf16 tensor `info` holds a signalling NaN, read a cache-sized chunk at a time (read, not
     mapped, so the scan adds nothing to the process's resident memory)."""
     buffer = np.empty(_SCAN_BYTES // 2, dtype=np.uint16)
@@ -69,7 +69,7 @@ def needs_quieting(info: TensorInfo, stop: threading.Event | None = None) -> boo
 class NaNScan:
     """Scans the bf16 tensors in a background thread, in order; `needs_quieting(info)` waits for one's answer."""
 
-    def __init__(self, tensors: list[TensorInfo]):
+    def __init__(self, tensors: list[CheckpointTensor]):
         self._futures: dict[tuple[Path, int], Future] = {(t.file, t.offset): Future() for t in tensors}
         self._tensors = tensors
         self._stop = threading.Event()
@@ -87,7 +87,7 @@ class NaNScan:
             except BaseException as e:  # handed to the main thread, which raises it
                 future.set_exception(e)
 
-    def needs_quieting(self, info: TensorInfo) -> bool:
+    def needs_quieting(self, info: CheckpointTensor) -> bool:
         return self._futures[(info.file, info.offset)].result()
 
     def close(self) -> None:
@@ -101,7 +101,7 @@ class NaNScan:
         self.close()
 
 
-def copy_range(info: TensorInfo, fd_out: int, out_offset: int) -> bool:
+def copy_range(info: CheckpointTensor, fd_out: int, out_offset: int) -> bool:
     """Copy the tensor's bytes into `fd_out` at `out_offset` inside the kernel. False where the system cannot
     (another OS, an old kernel across file systems): the caller then writes the bytes itself."""
     copy = getattr(os, "copy_file_range", None)

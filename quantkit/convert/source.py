@@ -38,7 +38,7 @@ def resolve_source(source: str | Path, revision: str | None = None) -> Source:
         return Source(path, path.resolve().name)
     model = find_model(text)
     if model is not None:
-        if model.gguf_arch not in ("llama", "qwen2"):
+        if not model.arch.convertible:
             raise InputNotFoundError(f"{model.repo_id} ({model.label}) is not a distill quantkit converts",
                                      hint="convert one of the R1-Distill models (1.5B, 7B, 8B, 14B, 32B, 70B)")
         return download(model.repo_id, revision)

@@ -12,18 +12,12 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
-from gguf import (GGML_QUANT_SIZES, MODEL_ARCH, MODEL_ARCH_NAMES, MODEL_TENSOR, TENSOR_NAMES, GGMLQuantizationType,
-                  LlamaFileType, get_tensor_name_map, quant_shape_to_byte_shape, quants)
+from gguf import (GGML_QUANT_SIZES, MODEL_TENSOR, TENSOR_NAMES, GGMLQuantizationType, LlamaFileType,
+                  get_tensor_name_map, quant_shape_to_byte_shape, quants)
 
 from ..errors import CheckpointError, UnsupportedModelError
-from ..models import ConfigShape, llama3_rope
-from .checkpoint import Checkpoint, TensorInfo
-
-# HF architecture -> gguf architecture; whether q/k rows go from rotate-half to interleaved layout
-ARCHITECTURES: dict[str, tuple[MODEL_ARCH, bool]] = {
-    "LlamaForCausalLM": (MODEL_ARCH.LLAMA, True),
-    "Qwen2ForCausalLM": (MODEL_ARCH.QWEN2, False),
-}
+from ..models import CONVERTIBLE, Architecture, ConfigShape, architecture_of, llama3_rope
+from .checkpoint import Checkpoint, CheckpointTensor
 
 # --outtype -> llama.cpp file type and the type of the 2-D weights
 OUTTYPES: dict[str, LlamaFileType] = {
@@ -38,7 +32,7 @@ _WEIGHT_TYPE = {
     LlamaFileType.MOSTLY_BF16: GGMLQuantizationType.BF16,
     LlamaFileType.MOSTLY_Q8_0: GGMLQuantizationType.Q8_0,
 }
-_PERMUTED = ("q_proj.weight", "k_proj.weight")
+_QK_WEIGHTS = ("q_proj.weight", "k_proj.weight")
 _SAME_BITS = {"BF16": GGMLQuantizationType.BF16, "F16": GGMLQuantizationType.F16, "F32": GGMLQuantizationType.F32}
 _SKIPPED = (".rotary_emb.inv_freq", ".attention.masked_bias", ".attention.bias")
 _BLOCK_BYTES = 64 << 20  # float32 bytes converted at a time
@@ -46,13 +40,13 @@ Rows = Callable[[int, int], np.ndarray]  # (start, stop) -> float32 rows
 
 
 @dataclass(frozen=True)
-class TensorPlan:
+class ConvertedTensor:
     name: str  # in the GGUF
     shape: tuple[int, ...]  # numpy order: rows first
     qtype: GGMLQuantizationType
     rows: Rows
     stored_rows: Rows | None = None  # rows already in `qtype` (a bf16 weight kept bf16): no round trip
-    source: TensorInfo | None = None  # ... and whole in the checkpoint in the same order: a plain byte copy
+    source: CheckpointTensor | None = None  # ... and whole in the checkpoint in the same order: a plain byte copy
 
     @property
     def n_bytes(self) -> int:
@@ -77,40 +71,37 @@ class TensorPlan:
 _FLOAT_NP = {GGMLQuantizationType.F32: np.float32, GGMLQuantizationType.F16: np.float16}
 
 
-def gguf_arch(checkpoint: Checkpoint) -> MODEL_ARCH:
-    arch = checkpoint.architecture
-    if arch not in ARCHITECTURES:
+def checkpoint_architecture(checkpoint: Checkpoint) -> Architecture:
+    arch = architecture_of(checkpoint.architecture)
+    if arch is None or not arch.convertible:
         raise UnsupportedModelError(
-            f"architecture {arch or '(none in config.json)'!r} is not supported",
-            hint=f"quantkit converts {' and '.join(ARCHITECTURES)} checkpoints (the DeepSeek-R1-Distill family)",
+            f"architecture {checkpoint.architecture or '(none in config.json)'!r} is not supported",
+            hint=f"quantkit converts {' and '.join(a.hf_class for a in CONVERTIBLE)} checkpoints "
+                 "(the DeepSeek-R1-Distill family)",
         )
-    return ARCHITECTURES[arch][0]
+    return arch
 
 
-def arch_name(arch: MODEL_ARCH) -> str:
-    return MODEL_ARCH_NAMES[arch]
-
-
-def plan_tensors(checkpoint: Checkpoint, ftype: LlamaFileType) -> list[TensorPlan]:
+def plan_gguf_tensors(checkpoint: Checkpoint, ftype: LlamaFileType) -> list[ConvertedTensor]:
     """What the GGUF will hold, in order; nothing is read yet."""
-    arch = gguf_arch(checkpoint)
+    arch = checkpoint_architecture(checkpoint)
     hp = ConfigShape.of(checkpoint.config, str(checkpoint.folder))
-    names = get_tensor_name_map(arch, hp.n_layer)
+    names = get_tensor_name_map(arch.model_arch, hp.n_layer)
     plans = [_rope_freqs_plan(checkpoint.config, hp)] if llama3_rope(checkpoint.config) else []
     for hf_name, info in checkpoint.tensors.items():
         if hf_name.endswith(_SKIPPED):
             continue
         name = names.get_name(hf_name, try_suffixes=(".weight", ".bias"))
         if name is None:
-            raise CheckpointError(f"tensor {hf_name} has no llama.cpp name for {arch_name(arch)}",
+            raise CheckpointError(f"tensor {hf_name} has no llama.cpp name for {arch.name}",
                                   hint="the checkpoint does not look like a plain " + checkpoint.architecture)
         _check_shape(hf_name, info.shape, hp)
-        permute = hf_name.endswith(_PERMUTED) and ARCHITECTURES[checkpoint.architecture][1]
+        permute = hf_name.endswith(_QK_WEIGHTS) and arch.permuted_qk
         rows = _reader(checkpoint, hf_name, hp if permute else None)
         qtype = _stored_type(name, info.shape, ftype)
         same = qtype == _SAME_BITS.get(info.dtype) and not permute
         stored = _stored_reader(checkpoint, hf_name) if same else None
-        plans.append(TensorPlan(name, info.shape, qtype, rows, stored, info if same else None))
+        plans.append(ConvertedTensor(name, info.shape, qtype, rows, stored, info if same else None))
     _check_complete(checkpoint, plans, hp)
     return plans
 
@@ -180,11 +171,11 @@ def rope_theta(config: dict) -> float | None:
     return None if theta is None else float(theta)
 
 
-def _rope_freqs_plan(config: dict, hp: ConfigShape) -> TensorPlan:
+def _rope_freqs_plan(config: dict, hp: ConfigShape) -> ConvertedTensor:
     rope = llama3_rope(config) or {}
     factors = llama3_rope_factors(rope_theta(config) or 10000.0, hp.head_dim, rope)
     name = TENSOR_NAMES[MODEL_TENSOR.ROPE_FREQS] + ".weight"
-    return TensorPlan(name, factors.shape, GGMLQuantizationType.F32, lambda start, stop: factors)
+    return ConvertedTensor(name, factors.shape, GGMLQuantizationType.F32, lambda start, stop: factors)
 
 
 def llama3_rope_factors(base: float, dim: int, rope: dict) -> np.ndarray:
@@ -228,7 +219,7 @@ def _check_shape(hf_name: str, shape: tuple[int, ...], hp: ConfigShape) -> None:
             return
 
 
-def _check_complete(checkpoint: Checkpoint, plans: list[TensorPlan], hp: ConfigShape) -> None:
+def _check_complete(checkpoint: Checkpoint, plans: list[ConvertedTensor], hp: ConfigShape) -> None:
     have = {p.name for p in plans}
     token_embd = TENSOR_NAMES[MODEL_TENSOR.TOKEN_EMBD] + ".weight"
     wanted = [token_embd] + [TENSOR_NAMES[t].format(bid=b) + ".weight" for b in range(hp.n_layer)

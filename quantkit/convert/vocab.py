@@ -36,7 +36,7 @@ class Vocab:
         self.special.add_to_gguf(writer, quiet=True)
 
 
-def read_vocab(folder: Path, n_vocab: int) -> Vocab:
+def read_hf_vocab(folder: Path, n_vocab: int) -> Vocab:
     tokenizer = _load_json(folder / "tokenizer.json")
     config = _load_json(folder / "tokenizer_config.json", required=False)
     model = tokenizer.get("model") or {}

@@ -13,12 +13,11 @@ import numpy as np
 from gguf import GGUFEndian, GGUFValueType, GGUFWriter, quant_shape_to_byte_shape
 
 from ..errors import OutputError
-from ..files import atomic_file, check_free_space
+from ..files import WriteProgress, atomic_file, check_free_space
 from .passthrough import NaNScan, copy_range
-from .tensors import TensorPlan
+from .tensors import ConvertedTensor
 
 log = logging.getLogger(__name__)
-Progress = Callable[[int, int, str], None]
 _HEADER_ALLOWANCE = 64 << 20  # tokenizer arrays and the like, for the disk-space check
 
 
@@ -56,8 +55,8 @@ def _pack_strings(strings: list[str]) -> bytes:
     return b"".join([pack(len(e)) + e for e in (v.encode("utf-8") for v in strings)])
 
 
-def write_gguf(dest: Path, arch: str, plans: list[TensorPlan], add_keys: Callable[[GGUFWriter], None],
-               progress: Progress | None = None) -> int:
+def write_gguf(dest: Path, arch: str, plans: list[ConvertedTensor], add_keys: Callable[[GGUFWriter], None],
+               progress: WriteProgress | None = None) -> int:
     """Write the GGUF `dest`; `add_keys(writer)` adds the metadata once the tensors are announced (while a second
     thread already scans the bf16 tensors that will be copied as they are)."""
     total = sum(p.n_bytes for p in plans)
@@ -82,8 +81,8 @@ def write_gguf(dest: Path, arch: str, plans: list[TensorPlan], add_keys: Callabl
     return dest.stat().st_size
 
 
-def _write_data(fd: int, pos: int, alignment: int, plans: list[TensorPlan], scan: NaNScan, label: str,
-                progress: Progress | None) -> None:
+def _write_data(fd: int, pos: int, alignment: int, plans: list[ConvertedTensor], scan: NaNScan, label: str,
+                progress: WriteProgress | None) -> None:
     """Each tensor at its aligned offset after the header: copied by the kernel when its bytes are the
     checkpoint's, else converted a block of rows at a time."""
     total = sum(p.n_bytes for p in plans)
@@ -109,7 +108,7 @@ def _write_data(fd: int, pos: int, alignment: int, plans: list[TensorPlan], scan
             _write_blocks(fd, offset, p, lambda n: None)
 
 
-def _write_blocks(fd: int, pos: int, plan: TensorPlan, progress: Callable[[int], object]) -> int:
+def _write_blocks(fd: int, pos: int, plan: ConvertedTensor, progress: Callable[[int], object]) -> int:
     written = 0
     for block in plan.blocks():
         view = memoryview(np.ascontiguousarray(block)).cast("B")

@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -17,20 +16,20 @@ from typing import Any
 from gguf import MODEL_TENSOR, TENSOR_NAMES
 
 from ..errors import InvalidArgumentError, OutputError, UnsupportedModelError
-from ..files import atomic_dir, check_free_space, prepare_dir
+from ..files import WriteProgress, atomic_dir, check_free_space, prepare_dir
 from ..gguf_file import field as gguf_field
 from ..gguf_file import open_gguf, tensor_array
+from ..models import CONVERTIBLE, architecture_named
 from .config import generation_config, hf_config, read_hparams, rope_scaling
-from .safetensors import (DEFAULT_MAX_SHARD_BYTES, DTYPES, INDEX_FILE, TensorEntry, index_json, plan_shards,
+from .safetensors import (DEFAULT_MAX_SHARD_BYTES, DTYPES, INDEX_FILE, SafetensorsEntry, index_json, plan_shards,
                           shard_names, write_shard)
-from .tensors import ARCHITECTURES, iter_rows, plan_tensors
-from .tokenizer import read_vocab, tokenizer_config, tokenizer_json
+from .tensors import iter_rows, plan_hf_tensors
+from .tokenizer import read_gguf_vocab, tokenizer_config, tokenizer_json
 
 __all__ = ["ExportResult", "export_gguf"]
 
 log = logging.getLogger(__name__)
 
-Progress = Callable[[int, int, str], None]
 
 
 @dataclass
@@ -51,7 +50,7 @@ def export_gguf(
     dtype: str = "bf16",
     force: bool = False,
     max_shard_bytes: int = DEFAULT_MAX_SHARD_BYTES,
-    progress: Progress | None = None,
+    progress: WriteProgress | None = None,
 ) -> ExportResult:
     """Write the GGUF at `path` as a Hugging Face checkpoint in `out_dir` (weights in `dtype`: f32, f16 or bf16).
 
@@ -62,14 +61,14 @@ def export_gguf(
         raise InvalidArgumentError("the maximum shard size must be positive")
     started = time.monotonic()
     reader = open_gguf(path)
-    arch = gguf_field(reader, "general.architecture")
-    if arch not in ARCHITECTURES:
-        raise UnsupportedModelError(
-            f"cannot export architecture {arch!r}: supported architectures are {', '.join(ARCHITECTURES)}"
-        )
+    name = gguf_field(reader, "general.architecture")
+    arch = architecture_named(name)
+    if arch is None or not arch.convertible:
+        raise UnsupportedModelError(f"cannot export architecture {name!r}: supported architectures are "
+                                    f"{', '.join(a.name for a in CONVERTIBLE)}")
     hp = read_hparams(reader, arch)
-    vocab = read_vocab(reader)
-    plans = plan_tensors(reader, ARCHITECTURES[arch], hp)
+    vocab = read_gguf_vocab(reader)
+    plans = plan_hf_tensors(reader, arch, hp)
     by_name = {p.hf_name: p for p in plans}
     rope_name = TENSOR_NAMES[MODEL_TENSOR.ROPE_FREQS] + ".weight"
     rope_freqs = tensor_array(reader, rope_name) if any(t.name == rope_name for t in reader.tensors) else None
@@ -85,7 +84,7 @@ def export_gguf(
         dtype=dtype,
     )
 
-    entries = [TensorEntry(p.hf_name, p.shape, DTYPES[dtype]) for p in plans]
+    entries = [SafetensorsEntry(p.hf_name, p.shape, DTYPES[dtype]) for p in plans]
     shards = plan_shards(entries, max_shard_bytes)
     names = shard_names(len(shards))
     total = sum(e.n_bytes for e in entries)
@@ -102,7 +101,7 @@ def export_gguf(
         if progress is not None:
             progress(done, total, "export")
 
-    log.info("exporting %s (%s, %d tensors) to %s as %s", path, arch, len(entries), out_dir, dtype)
+    log.info("exporting %s (%s, %d tensors) to %s as %s", path, arch.name, len(entries), out_dir, dtype)
     with atomic_dir(out_dir, overwrite=True) as tmp:
         check_free_space(tmp, total + (64 << 20))  # here, once the folder is known to be writable
         for shard, name in zip(shards, names):
@@ -116,7 +115,7 @@ def export_gguf(
         files.append(_write_json(tmp / "tokenizer_config.json", tokenizer_config(vocab, hp["context_length"])))
     seconds = time.monotonic() - started
     log.info("exported %s in %.1f s", out_dir, seconds)
-    return ExportResult(out_dir, arch, dtype, len(entries), total, files, seconds)
+    return ExportResult(out_dir, arch.name, dtype, len(entries), total, files, seconds)
 
 
 def _check_destination(out_dir: Path, force: bool) -> None:

@@ -10,30 +10,32 @@ import math
 from typing import Any
 
 import numpy as np
-from gguf import GGUFReader
+from gguf import MODEL_ARCH, GGUFReader
 
+from ..convert.tensors import llama3_rope_factors
 from ..errors import UnsupportedModelError
 from ..gguf_file import arch_field
+from ..models import Architecture
 from .tokenizer import GGUFVocab
 
 log = logging.getLogger(__name__)
 
-HF_CLASSES = {"llama": ("LlamaForCausalLM", "llama"), "qwen2": ("Qwen2ForCausalLM", "qwen2")}
 TORCH_DTYPES = {"f32": "float32", "f16": "float16", "bf16": "bfloat16"}
 
 # Llama-3.1's values, used when the factors have too few points between the two cut-offs to fit them.
 LLAMA31_ROPE = {"low_freq_factor": 1.0, "high_freq_factor": 4.0, "original_max_position_embeddings": 8192}
 
 
-def read_hparams(reader: GGUFReader, arch: str) -> dict[str, Any]:
+def read_hparams(reader: GGUFReader, arch: Architecture) -> dict[str, Any]:
     """The shape metadata, as plain numbers, with llama.cpp's defaults for what may be left out."""
 
     def number(suffix: str, default: Any = None) -> Any:
         value = arch_field(reader, suffix, default)
         if isinstance(value, list):
-            raise UnsupportedModelError(f"{arch}.{suffix} varies per layer, which {arch} checkpoints cannot express")
+            raise UnsupportedModelError(
+                f"{arch.name}.{suffix} varies per layer, which {arch.name} checkpoints cannot express")
         if value is None:
-            raise UnsupportedModelError(f"the GGUF has no {arch}.{suffix}")
+            raise UnsupportedModelError(f"the GGUF has no {arch.name}.{suffix}")
         return value
 
     hp: dict[str, Any] = {
@@ -54,8 +56,8 @@ def read_hparams(reader: GGUFReader, arch: str) -> dict[str, Any]:
         raise UnsupportedModelError("the GGUF's key and value head sizes differ")
     if number("rope.dimension_count", hp["head_dim"]) != hp["head_dim"]:
         raise UnsupportedModelError("the GGUF uses rope on part of each head, which this architecture cannot express")
-    if arch == "qwen2" and hp["head_dim"] * hp["head_count"] != hp["embedding_length"]:
-        raise UnsupportedModelError("Qwen2ForCausalLM needs head size × heads = hidden size")
+    if arch.model_arch == MODEL_ARCH.QWEN2 and hp["head_dim"] * hp["head_count"] != hp["embedding_length"]:
+        raise UnsupportedModelError(f"{arch.hf_class} needs head size × heads = hidden size")
     return hp
 
 
@@ -72,17 +74,6 @@ def rope_scaling(hp: dict[str, Any], rope_freqs: np.ndarray | None) -> dict[str,
         original = hp["rope_original_context"] or hp["context_length"]
         return {"rope_type": "yarn", "factor": float(factor), "original_max_position_embeddings": int(original)}
     raise UnsupportedModelError(f"rope scaling {kind!r} is not supported (supported: linear, yarn, llama3)")
-
-
-def llama3_factors(theta: float, head_dim: int, factor: float, low_freq_factor: float, high_freq_factor: float,
-                   original_max_position_embeddings: float) -> np.ndarray:
-    """Per-frequency divisors of llama3 rope scaling, as llama.cpp's converter and transformers compute them."""
-    freqs = 1.0 / (theta ** (np.arange(0, head_dim, 2, dtype=np.float32) / np.float32(head_dim)))
-    wavelen = 2 * math.pi / freqs.astype(np.float64)
-    old = original_max_position_embeddings
-    smooth = (old / wavelen - low_freq_factor) / (high_freq_factor - low_freq_factor)
-    middle = 1.0 / ((1 - smooth) / factor + smooth)
-    return np.where(wavelen < old / high_freq_factor, 1.0, np.where(wavelen > old / low_freq_factor, factor, middle))
 
 
 def llama3_rope_scaling(rope_freqs: np.ndarray, theta: float, head_dim: int) -> dict[str, Any]:
@@ -109,7 +100,9 @@ def llama3_rope_scaling(rope_freqs: np.ndarray, theta: float, head_dim: int) -> 
             candidates += [(1.0, round(high, 3), round(old)), (1.0, high, old)]
     candidates.append(tuple(LLAMA31_ROPE.values()))
     for low, high, old in candidates:
-        if np.allclose(llama3_factors(theta, head_dim, factor, low, high, old), factors, rtol=1e-4, atol=0):
+        rope = {"factor": factor, "low_freq_factor": low, "high_freq_factor": high,
+                "original_max_position_embeddings": old}
+        if np.allclose(llama3_rope_factors(theta, head_dim, rope), factors, rtol=1e-4, atol=0):
             return {"rope_type": "llama3", "factor": factor, "low_freq_factor": float(low),
                     "high_freq_factor": float(high), "original_max_position_embeddings": int(round(old))}
     raise UnsupportedModelError(
@@ -119,14 +112,13 @@ def llama3_rope_scaling(rope_freqs: np.ndarray, theta: float, head_dim: int) -> 
 
 
 def hf_config(
-    arch: str, hp: dict[str, Any], vocab: GGUFVocab, *, vocab_size: int, tied: bool, attention_bias: bool,
+    arch: Architecture, hp: dict[str, Any], vocab: GGUFVocab, *, vocab_size: int, tied: bool, attention_bias: bool,
     rope: dict[str, Any] | None, dtype: str,
 ) -> dict[str, Any]:
-    class_name, model_type = HF_CLASSES[arch]
     torch_dtype = TORCH_DTYPES[dtype]
     config: dict[str, Any] = {
-        "architectures": [class_name],
-        "model_type": model_type,
+        "architectures": [arch.hf_class],
+        "model_type": arch.model_type,
         "vocab_size": vocab_size,
         "hidden_size": hp["embedding_length"],
         "intermediate_size": hp["feed_forward_length"],
@@ -150,7 +142,7 @@ def hf_config(
         "torch_dtype": torch_dtype,
         "dtype": torch_dtype,
     }
-    if arch == "llama":
+    if arch.model_arch == MODEL_ARCH.LLAMA:
         config.update(head_dim=hp["head_dim"], attention_bias=attention_bias, mlp_bias=False, pretraining_tp=1)
     else:
         config.update(use_sliding_window=False, sliding_window=hp["context_length"],

@@ -22,7 +22,7 @@ DEFAULT_MAX_SHARD_BYTES = 5 * 10**9  # transformers' default max_shard_size, "5G
 
 
 @dataclass(frozen=True)
-class TensorEntry:
+class SafetensorsEntry:
     name: str
     shape: tuple[int, ...]
     dtype: str  # safetensors dtype: F32, F16, BF16
@@ -54,7 +54,7 @@ def encode(values: np.ndarray, dtype: str) -> np.ndarray:
     raise ValueError(dtype)
 
 
-def header_bytes(entries: Iterable[TensorEntry]) -> bytes:
+def header_bytes(entries: Iterable[SafetensorsEntry]) -> bytes:
     header: dict[str, dict] = {"__metadata__": {"format": "pt"}}
     offset = 0
     for e in entries:
@@ -65,9 +65,9 @@ def header_bytes(entries: Iterable[TensorEntry]) -> bytes:
     return struct.pack("<Q", len(text)) + text
 
 
-def plan_shards(entries: list[TensorEntry], max_shard_bytes: int) -> list[list[TensorEntry]]:
+def plan_shards(entries: list[SafetensorsEntry], max_shard_bytes: int) -> list[list[SafetensorsEntry]]:
     """Consecutive groups of tensors of at most `max_shard_bytes` each (a larger tensor gets a shard alone)."""
-    shards: list[list[TensorEntry]] = [[]]
+    shards: list[list[SafetensorsEntry]] = [[]]
     size = 0
     for e in entries:
         if shards[-1] and size + e.n_bytes > max_shard_bytes:
@@ -86,8 +86,8 @@ def shard_names(n_shards: int) -> list[str]:
 
 def write_shard(
     path: Path,
-    entries: list[TensorEntry],
-    blocks: Callable[[TensorEntry], Iterator[np.ndarray]],
+    entries: list[SafetensorsEntry],
+    blocks: Callable[[SafetensorsEntry], Iterator[np.ndarray]],
     on_bytes: Callable[[int], None] = lambda n: None,
 ) -> None:
     """Write one safetensors file; `blocks(entry)` yields the entry's float32 values a block of rows at a time."""
@@ -104,7 +104,7 @@ def write_shard(
                 raise AssertionError(f"{e.name}: wrote {written} bytes, header says {e.n_bytes}")
 
 
-def index_json(shards: list[list[TensorEntry]], names: list[str]) -> dict:
+def index_json(shards: list[list[SafetensorsEntry]], names: list[str]) -> dict:
     return {
         "metadata": {"total_size": sum(e.n_bytes for shard in shards for e in shard)},
         "weight_map": {e.name: name for shard, name in zip(shards, names) for e in shard},

@@ -7,19 +7,17 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
-from gguf import (MODEL_ARCH, MODEL_TENSOR, TENSOR_NAMES, GGMLQuantizationType, GGUFReader, ReaderTensor,
-                  TensorNameMap)
+from gguf import MODEL_TENSOR, TENSOR_NAMES, GGMLQuantizationType, GGUFReader, ReaderTensor, TensorNameMap
 from gguf.quants import _type_traits as _DEQUANTIZERS
 
 from ..errors import UnsupportedModelError, UnsupportedTensorTypeError
+from ..models import Architecture
 
 log = logging.getLogger(__name__)
 
-# The architectures quantkit exports, by `general.architecture`; the HF class that reads each comes from config.py.
-ARCHITECTURES = {"llama": MODEL_ARCH.LLAMA, "qwen2": MODEL_ARCH.QWEN2}
-
-# llama.cpp's converter permutes these rows for llama (rotate-half → interleaved pairs); qwen2 is stored as is.
-_PERMUTED = {MODEL_ARCH.LLAMA: {MODEL_TENSOR.ATTN_Q: "head_count", MODEL_TENSOR.ATTN_K: "head_count_kv"}}
+# The rows llama.cpp's converter permutes (rotate-half → interleaved pairs) where the architecture's table says
+# so, and the head count each is permuted over.
+_QK_HEADS = {MODEL_TENSOR.ATTN_Q: "head_count", MODEL_TENSOR.ATTN_K: "head_count_kv"}
 
 # Tensors that are not weights of the HF model: the llama3 rope factors become config.json's rope_scaling.
 _INTO_CONFIG = {MODEL_TENSOR.ROPE_FREQS}
@@ -29,7 +27,7 @@ _CHUNK_BYTES = 64 << 20  # f32 bytes dequantized at a time
 
 
 @dataclass(frozen=True)
-class TensorPlan:
+class ExportedTensor:
     """One tensor of the checkpoint: where it comes from and how it is turned into the HF layout."""
 
     hf_name: str
@@ -86,12 +84,12 @@ def _tensor_kind(name_map: TensorNameMap, name: str) -> tuple[MODEL_TENSOR, int 
     return found[0], bid
 
 
-def plan_tensors(reader: GGUFReader, arch: MODEL_ARCH, hparams: dict) -> list[TensorPlan]:
+def plan_hf_tensors(reader: GGUFReader, arch: Architecture, hparams: dict) -> list[ExportedTensor]:
     """The checkpoint's tensors, in the GGUF's order; checks every tensor can be read before anything is written."""
-    name_map = TensorNameMap(arch, hparams["block_count"])
+    name_map = TensorNameMap(arch.model_arch, hparams["block_count"])
     hf_names = HFNames(name_map)
-    permuted = _PERMUTED.get(arch, {})
-    plans: list[TensorPlan] = []
+    permuted = _QK_HEADS if arch.permuted_qk else {}
+    plans: list[ExportedTensor] = []
     for t in reader.tensors:
         kind, bid = _tensor_kind(name_map, t.name)
         if kind in _INTO_CONFIG:
@@ -101,7 +99,7 @@ def plan_tensors(reader: GGUFReader, arch: MODEL_ARCH, hparams: dict) -> list[Te
         heads = hparams[permuted[kind]] if kind in permuted else 0
         if heads and shape[0] % (2 * heads):
             raise UnsupportedModelError(f"{t.name} has {shape[0]} rows, not a whole number of heads ({heads})")
-        plans.append(TensorPlan(hf_names(t.name, kind, bid), shape, t, heads))
+        plans.append(ExportedTensor(hf_names(t.name, kind, bid), shape, t, heads))
     plans += _zero_biases(hf_names, plans, _bias_set(arch, plans), hparams["block_count"])
     return plans
 
@@ -111,16 +109,16 @@ def plan_tensors(reader: GGUFReader, arch: MODEL_ARCH, hparams: dict) -> list[Te
 _QKV = (MODEL_TENSOR.ATTN_Q, MODEL_TENSOR.ATTN_K, MODEL_TENSOR.ATTN_V)
 
 
-def _bias_set(arch: MODEL_ARCH, plans: list[TensorPlan]) -> tuple[MODEL_TENSOR, ...]:
-    if arch == MODEL_ARCH.QWEN2:
+def _bias_set(arch: Architecture, plans: list[ExportedTensor]) -> tuple[MODEL_TENSOR, ...]:
+    if arch.qkv_bias:
         return _QKV
     if any(p.hf_name.endswith("_proj.bias") and ".self_attn." in p.hf_name for p in plans):
         return (*_QKV, MODEL_TENSOR.ATTN_OUT)
     return ()
 
 
-def _zero_biases(hf_names: HFNames, plans: list[TensorPlan], kinds: tuple[MODEL_TENSOR, ...],
-                 n_blocks: int) -> list[TensorPlan]:
+def _zero_biases(hf_names: HFNames, plans: list[ExportedTensor], kinds: tuple[MODEL_TENSOR, ...],
+                 n_blocks: int) -> list[ExportedTensor]:
     """Zeros for the biases the HF class will have but the GGUF does not store; transformers would otherwise
     fill them with random values. Zeros are what llama.cpp computes with."""
     by_name = {p.hf_name: p for p in plans}
@@ -131,7 +129,7 @@ def _zero_biases(hf_names: HFNames, plans: list[TensorPlan], kinds: tuple[MODEL_
             bias = weight.removesuffix(".weight") + ".bias"
             if bias not in by_name and weight in by_name:
                 log.info("%s is not in the GGUF: writing zeros", bias)
-                extra.append(TensorPlan(bias, (by_name[weight].shape[0],), None))
+                extra.append(ExportedTensor(bias, (by_name[weight].shape[0],), None))
     return extra
 
 
@@ -149,7 +147,7 @@ def unpermute(rows: np.ndarray, n_head: int) -> np.ndarray:
     return rows.reshape(n_head, head_dim // 2, 2, *rows.shape[1:]).swapaxes(1, 2).reshape(rows.shape)
 
 
-def iter_rows(plan: TensorPlan) -> Iterator[np.ndarray]:
+def iter_rows(plan: ExportedTensor) -> Iterator[np.ndarray]:
     """The tensor's values as float32 in HF layout, a block of rows at a time (whole heads for q/k)."""
     if plan.source is None:
         yield np.zeros(plan.shape, dtype=np.float32)

@@ -29,7 +29,7 @@ class GGUFVocab:
         return None if token_id is None else self.tokens[token_id]
 
 
-def read_vocab(reader: GGUFReader) -> GGUFVocab:
+def read_gguf_vocab(reader: GGUFReader) -> GGUFVocab:
     model = field(reader, "tokenizer.ggml.model")
     if model != "gpt2":
         raise UnsupportedModelError(

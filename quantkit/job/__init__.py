@@ -15,6 +15,8 @@ from pathlib import Path
 from ..errors import InvalidArgumentError
 from ..files import prepare_dir
 from ..recipes import Recipe
+from ..report import REPORT_FILES
+from .facts import report_facts
 from .progress import Callback, JobProgress
 from .state import StepStore
 from .steps import STEPS, Job, remove_stale_partials, units
@@ -81,10 +83,8 @@ def run_recipe(recipe: Recipe, out_dir: str | Path | None = None, *, only: list[
 
 
 def _result(job: Job, outcomes: list[StepOutcome], seconds: float) -> JobResult:
-    from ..report import REPORT_FILES, collect
-
     result = JobResult(job.recipe.name, job.out_dir, outcomes, seconds)
-    facts = collect(job)
+    facts = report_facts(job.recipe, job.store)
     result.files = [row["path"] for row in facts.rows]
     result.report = {fmt: str(job.out_dir / name) for fmt, name in REPORT_FILES.items()
                      if (job.out_dir / name).exists()}

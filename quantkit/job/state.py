@@ -12,6 +12,11 @@ from ..files import atomic_file, prepare_dir
 from ..jsonable import to_json
 
 
+def rung_key(step: str, qtype: str) -> str:
+    """The name of the record of a step done once per file of the ladder (a step done once is named itself)."""
+    return f"{step}-{qtype}"
+
+
 def fingerprint(path: str | Path) -> dict:
     """A file as a step's input: a rebuilt file has another mtime, so every step that read it runs again."""
     st = Path(path).stat()

@@ -8,6 +8,7 @@ storing its result unchanged. A step whose stored record still matches its input
     bench       pp/tg tokens/s of every file (as `quantkit bench`)
     memory      memory at the recipe's context, and the fit on each GPU size (as `quantkit estimate-memory`)
     chat        one answer from the recommended rung (as `quantkit chat --prompt`)
+    eval        pass@1 of every file on the recipe's [eval] task, each rung against the base (as `quantkit eval`)
     report      report.md, .csv, .json and .png from the records above
 """
 from __future__ import annotations
@@ -21,8 +22,10 @@ from pathlib import Path
 
 from ..errors import RunStateError
 from ..recipes import EMBEDDED_MODELS, Recipe
+from ..report import GPU_SIZES_GIB, write_report
+from .facts import chat_rung, report_facts
 from .progress import JobProgress
-from .state import StepStore, fingerprint
+from .state import StepStore, fingerprint, rung_key
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +59,7 @@ class Job:
         base = self.base()["base"]
         out = [(base["type"], Path(base["path"]))]
         for qtype in self.recipe.ladder:
-            result = self.store.result(f"quantize-{qtype}")
+            result = self.store.result(rung_key("quantize", qtype))
             if result is None or not Path(result["path"]).is_file():
                 raise RunStateError(f"the {qtype} rung has not been made yet (the quantize step)")
             out.append((qtype, Path(result["path"])))
@@ -137,7 +140,7 @@ def quantize(job: Job) -> str:
     imatrix = job.recipe.imatrix_path
     statuses = []
     for qtype in job.recipe.ladder:
-        key = f"quantize-{qtype}"
+        key = rung_key("quantize", qtype)
         dest = job.models_dir / output_name(convert_result["name"], qtype)
         inputs = {"base": fingerprint(base), "type": qtype, "imatrix": fingerprint(imatrix) if imatrix else None}
         job.progress.start(f"quantize {qtype}")
@@ -223,7 +226,7 @@ def bench(job: Job) -> str:
     b = job.recipe.bench
     statuses = []
     for qtype, path in job.models():
-        key = f"bench-{qtype}"
+        key = rung_key("bench", qtype)
         inputs = {"file": fingerprint(path), "n_prompt": b.n_prompt, "n_gen": b.n_gen,
                   "repetitions": b.repetitions, "threads": job.threads, "n_gpu_layers": job.n_gpu_layers}
         job.progress.start(f"bench {qtype}")
@@ -239,12 +242,11 @@ def bench(job: Job) -> str:
 
 def memory(job: Job) -> str:
     from ..memory import estimate_memory
-    from ..report import GPU_SIZES_GIB
 
     m = job.recipe.memory
     statuses = []
     for qtype, path in job.models():
-        key = f"memory-{qtype}"
+        key = rung_key("memory", qtype)
         inputs = {"file": fingerprint(path), "ctx": m.ctx, "kv_type": m.kv_type, "gpus_gib": list(GPU_SIZES_GIB)}
         job.progress.start(f"memory {qtype}")
         if job.kept(key, inputs) is not None:
@@ -265,11 +267,10 @@ def memory(job: Job) -> str:
 
 def chat(job: Job) -> str:
     from ..chat import ChatSession, Sampling
-    from ..report import chat_rung, collect
 
     c = job.recipe.chat
     job.progress.start("chat")
-    qtype = chat_rung(collect(job))
+    qtype = chat_rung(report_facts(job.recipe, job.store))
     path = dict(job.models())[qtype]
     inputs = {"file": fingerprint(path), "prompt": c.prompt, "max_tokens": c.max_tokens,
               "temperature": c.temperature, "top_p": c.top_p, "ctx": c.ctx, "seed": c.seed}
@@ -290,20 +291,63 @@ def chat(job: Job) -> str:
     return status
 
 
+def evaluate(job: Job) -> str:
+    """pass@1 of every file on the recipe's task, each rung against the base (as `quantkit eval`)."""
+    import json
+    from dataclasses import asdict
+
+    from ..eval.runner import Protocol, eval_table, evaluate as run_eval
+    from ..eval.tasks import load_task
+
+    e = job.recipe.eval
+    models = job.models()
+    if e is None:
+        job.progress.finish(len(models))
+        return "skipped"
+    protocol = Protocol(samples=e.samples, limit=e.limit, max_tokens=e.max_tokens, temperature=e.temperature,
+                        top_p=e.top_p, seed=e.seed)
+    inputs = {"files": [fingerprint(path) for _, path in models], "task": e.task, "protocol": asdict(protocol),
+              "ctx": e.ctx}
+    if job.kept("eval", inputs) is not None:
+        job.progress.finish(len(models))
+        return "kept"
+    # the samples files of these very files and settings: a run stopped midway resumes from them
+    folder = job.out_dir / "eval" / hashlib.sha256(json.dumps(inputs, sort_keys=True).encode()).hexdigest()[:12]
+    names = [path.name for _, path in models]
+    start = job.progress.done
+
+    def progress(name: str, done: int, total: int) -> None:
+        index = names.index(name)
+        job.progress.done = start + index
+        job.progress.start(f"eval {models[index][0]}")
+        job.progress.part(done / max(total, 1))
+
+    def run() -> dict:
+        result = run_eval([path for _, path in models], load_task(e.task), e.task, protocol, out_dir=folder,
+                          parallel=e.parallel, n_ctx=e.ctx, n_gpu_layers=job.n_gpu_layers, threads=job.threads,
+                          progress=progress)
+        return {"task": e.task, "problems": result.problems, "protocol": protocol, "rows": eval_table(result)}
+
+    status = _timed(job, "eval", inputs, run)
+    job.progress.done = start
+    job.progress.finish(len(models))
+    return status
+
+
 def report(job: Job) -> str:
-    from ..report import collect, write_report
+    from ..runtime import describe_device
 
     job.progress.start("report")
-    write_report(collect(job), job.out_dir)
+    write_report(report_facts(job.recipe, job.store, describe_device()), job.out_dir)
     job.progress.finish()
     return "done"
 
 
 STEPS: dict[str, Step] = {"source": source, "convert": convert, "quantize": quantize, "perplexity": perplexity,
-                          "bench": bench, "memory": memory, "chat": chat, "report": report}
+                          "bench": bench, "memory": memory, "chat": chat, "eval": evaluate, "report": report}
 
 
 def units(step: str, recipe: Recipe) -> int:
     """How many progress units a step counts for."""
     n = len(recipe.ladder)
-    return {"quantize": n, "perplexity": n + 1, "bench": n + 1, "memory": n + 1}.get(step, 1)
+    return {"quantize": n, "perplexity": n + 1, "bench": n + 1, "memory": n + 1, "eval": n + 1}.get(step, 1)

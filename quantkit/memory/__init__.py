@@ -1,7 +1,7 @@
 """`estimate-memory`: what a model needs per quant type, before anything is downloaded.
 
 Weights are computed tensor by tensor with libllama's own per-tensor type choices (tensor_types), runtime memory
-from llama.cpp's KV cache layout and a model of its compute buffers (runtime), and the GPU fit from how llama.cpp
+from llama.cpp's KV cache layout and a model of its compute buffers (buffers), and the GPU fit from how llama.cpp
 places layers. Pure computation: the only I/O is reading a config.json or a GGUF header (shapes, header).
 """
 from __future__ import annotations
@@ -13,8 +13,8 @@ from pathlib import Path
 from gguf import GGUF_DEFAULT_ALIGNMENT
 
 from ..quant_types import LADDER
-from ..gguf_header import TensorInfo, padded, tensor_bytes
-from .runtime import CTX_PAD, RuntimeMemory, placement, runtime_memory
+from ..gguf_header import padded, tensor_bytes
+from .buffers import CTX_PAD, RuntimeMemory, placement, runtime_memory
 from .shapes import ModelSpec, resolve_target
 from .tensor_types import DEFAULT_TYPE, QuantModel, choose_types, model_type_is_70b
 
@@ -29,7 +29,7 @@ __all__ = ["estimate_memory", "auto_gpu_layers", "weights_plan", "MemoryEstimate
 
 
 @dataclass
-class TensorPlan:
+class TensorEstimate:
     name: str
     shape: list[int]
     type: str
@@ -60,7 +60,7 @@ class TypeEstimate:
     total_bytes: int  # weights + KV + compute + output
     cpu_only_bytes: int  # token_embd, which llama.cpp keeps on the CPU
     fit: Fit | None = None
-    tensors: list[TensorPlan] = field(default_factory=list)
+    tensors: list[TensorEstimate] = field(default_factory=list)
 
 
 @dataclass
@@ -97,9 +97,9 @@ def _output_header_bytes(spec: ModelSpec) -> int:
     return padded(spec.header_bytes_estimate + infos, GGUF_DEFAULT_ALIGNMENT)
 
 
-def weights_plan(spec: ModelSpec, qtype: str) -> list[TensorPlan]:
+def weights_plan(spec: ModelSpec, qtype: str) -> list[TensorEstimate]:
     types = choose_types(_quant_model(spec), spec.tensors, qtype)
-    return [TensorPlan(t.name, list(t.shape), types[t.name].name, tensor_bytes(types[t.name], t.shape))
+    return [TensorEstimate(t.name, list(t.shape), types[t.name].name, tensor_bytes(types[t.name], t.shape))
             for t in spec.tensors]
 
 

@@ -9,12 +9,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from gguf import MODEL_ARCH
 from gguf import GGMLQuantizationType as T
 
 from ..errors import FetchError, InvalidArgumentError, ModelConfigError, UnsupportedModelError
 from ..hub import endpoint, hub_settings
-from ..models import GGUF_ARCHS, R1, R1_DISTILLS, ConfigShape, ModelShape, find_model, llama3_rope
-from ..gguf_header import GGUFHeader, TensorInfo, read_local_header, read_remote_header
+from ..models import (R1, R1_DISTILLS, Architecture, ConfigShape, ModelShape, architecture_named, architecture_of,
+                      find_model, llama3_rope)
+from ..gguf_header import GGUFHeader, HeaderTensor, read_local_header, read_remote_header
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +38,7 @@ class ModelSpec(ConfigShape):
     name: str
     arch: str
     max_context: int
-    tensors: list[TensorInfo]
+    tensors: list[HeaderTensor]
     header_bytes_estimate: int
     n_expert: int = 0
     kv_lora_rank: int = 0  # MLA (deepseek2): the cache holds kv_lora_rank + rope dims per token, no V
@@ -50,33 +52,34 @@ class ModelSpec(ConfigShape):
         return sum(t.n_elements for t in self.tensors)
 
 
-def _dense_tensors(arch: str, n_layer: int, n_embd: int, n_head: int, n_head_kv: int, head_dim: int, n_ff: int,
-                   n_vocab: int, tied: bool, rope_freqs: bool) -> list[TensorInfo]:
+def _dense_tensors(arch: Architecture, n_layer: int, n_embd: int, n_head: int, n_head_kv: int, head_dim: int, n_ff: int,
+                   n_vocab: int, tied: bool, rope_freqs: bool) -> list[HeaderTensor]:
     """The tensors convert_hf_to_gguf.py writes for a llama/qwen2 checkpoint (2-D in F16, 1-D in F32)."""
     q, kv = n_head * head_dim, n_head_kv * head_dim
-    ts = [TensorInfo("token_embd.weight", (n_embd, n_vocab), T.F16), TensorInfo("output_norm.weight", (n_embd,), T.F32)]
+    ts = [HeaderTensor("token_embd.weight", (n_embd, n_vocab), T.F16),
+          HeaderTensor("output_norm.weight", (n_embd,), T.F32)]
     if not tied:
-        ts.append(TensorInfo("output.weight", (n_embd, n_vocab), T.F16))
+        ts.append(HeaderTensor("output.weight", (n_embd, n_vocab), T.F16))
     if rope_freqs:
-        ts.append(TensorInfo("rope_freqs.weight", (head_dim // 2,), T.F32))
+        ts.append(HeaderTensor("rope_freqs.weight", (head_dim // 2,), T.F32))
     for i in range(n_layer):
         p = f"blk.{i}."
-        ts += [TensorInfo(p + "attn_norm.weight", (n_embd,), T.F32),
-               TensorInfo(p + "attn_q.weight", (n_embd, q), T.F16),
-               TensorInfo(p + "attn_k.weight", (n_embd, kv), T.F16),
-               TensorInfo(p + "attn_v.weight", (n_embd, kv), T.F16),
-               TensorInfo(p + "attn_output.weight", (q, n_embd), T.F16),
-               TensorInfo(p + "ffn_norm.weight", (n_embd,), T.F32),
-               TensorInfo(p + "ffn_gate.weight", (n_embd, n_ff), T.F16),
-               TensorInfo(p + "ffn_up.weight", (n_embd, n_ff), T.F16),
-               TensorInfo(p + "ffn_down.weight", (n_ff, n_embd), T.F16)]
-        if arch == "qwen2":
-            ts += [TensorInfo(p + "attn_q.bias", (q,), T.F32), TensorInfo(p + "attn_k.bias", (kv,), T.F32),
-                   TensorInfo(p + "attn_v.bias", (kv,), T.F32)]
+        ts += [HeaderTensor(p + "attn_norm.weight", (n_embd,), T.F32),
+               HeaderTensor(p + "attn_q.weight", (n_embd, q), T.F16),
+               HeaderTensor(p + "attn_k.weight", (n_embd, kv), T.F16),
+               HeaderTensor(p + "attn_v.weight", (n_embd, kv), T.F16),
+               HeaderTensor(p + "attn_output.weight", (q, n_embd), T.F16),
+               HeaderTensor(p + "ffn_norm.weight", (n_embd,), T.F32),
+               HeaderTensor(p + "ffn_gate.weight", (n_embd, n_ff), T.F16),
+               HeaderTensor(p + "ffn_up.weight", (n_embd, n_ff), T.F16),
+               HeaderTensor(p + "ffn_down.weight", (n_ff, n_embd), T.F16)]
+        if arch.qkv_bias:
+            ts += [HeaderTensor(p + "attn_q.bias", (q,), T.F32), HeaderTensor(p + "attn_k.bias", (kv,), T.F32),
+                   HeaderTensor(p + "attn_v.bias", (kv,), T.F32)]
     return ts
 
 
-def _deepseek_tensors(cfg: dict) -> list[TensorInfo]:
+def _deepseek_tensors(cfg: dict) -> list[HeaderTensor]:
     """DeepSeek-V3/R1 as current convert_hf_to_gguf.py writes it (MLA with split attn_k_b/attn_v_b; the MTP
     layer left out)."""
     n_embd, n_layer, n_head = cfg["hidden_size"], cfg["num_hidden_layers"], cfg["num_attention_heads"]
@@ -84,34 +87,35 @@ def _deepseek_tensors(cfg: dict) -> list[TensorInfo]:
     nope, rope, v_dim = cfg["qk_nope_head_dim"], cfg["qk_rope_head_dim"], cfg["v_head_dim"]
     n_vocab, n_ff, n_ff_exp = cfg["vocab_size"], cfg["intermediate_size"], cfg["moe_intermediate_size"]
     n_exp, n_shared, first_dense = cfg["n_routed_experts"], cfg.get("n_shared_experts", 1), cfg.get("first_k_dense_replace", 0)
-    ts = [TensorInfo("token_embd.weight", (n_embd, n_vocab), T.BF16), TensorInfo("output_norm.weight", (n_embd,), T.F32),
-          TensorInfo("output.weight", (n_embd, n_vocab), T.BF16)]
+    ts = [HeaderTensor("token_embd.weight", (n_embd, n_vocab), T.BF16),
+          HeaderTensor("output_norm.weight", (n_embd,), T.F32),
+          HeaderTensor("output.weight", (n_embd, n_vocab), T.BF16)]
     for i in range(n_layer):
         p = f"blk.{i}."
-        ts += [TensorInfo(p + "attn_norm.weight", (n_embd,), T.F32),
-               TensorInfo(p + "attn_q_a_norm.weight", (q_lora,), T.F32),
-               TensorInfo(p + "attn_kv_a_norm.weight", (kv_lora,), T.F32),
-               TensorInfo(p + "attn_q_a.weight", (n_embd, q_lora), T.BF16),
-               TensorInfo(p + "attn_q_b.weight", (q_lora, n_head * (nope + rope)), T.BF16),
-               TensorInfo(p + "attn_kv_a_mqa.weight", (n_embd, kv_lora + rope), T.BF16),
-               TensorInfo(p + "attn_k_b.weight", (nope, kv_lora, n_head), T.BF16),
-               TensorInfo(p + "attn_v_b.weight", (kv_lora, v_dim, n_head), T.BF16),
-               TensorInfo(p + "attn_output.weight", (n_head * v_dim, n_embd), T.BF16),
-               TensorInfo(p + "ffn_norm.weight", (n_embd,), T.F32)]
+        ts += [HeaderTensor(p + "attn_norm.weight", (n_embd,), T.F32),
+               HeaderTensor(p + "attn_q_a_norm.weight", (q_lora,), T.F32),
+               HeaderTensor(p + "attn_kv_a_norm.weight", (kv_lora,), T.F32),
+               HeaderTensor(p + "attn_q_a.weight", (n_embd, q_lora), T.BF16),
+               HeaderTensor(p + "attn_q_b.weight", (q_lora, n_head * (nope + rope)), T.BF16),
+               HeaderTensor(p + "attn_kv_a_mqa.weight", (n_embd, kv_lora + rope), T.BF16),
+               HeaderTensor(p + "attn_k_b.weight", (nope, kv_lora, n_head), T.BF16),
+               HeaderTensor(p + "attn_v_b.weight", (kv_lora, v_dim, n_head), T.BF16),
+               HeaderTensor(p + "attn_output.weight", (n_head * v_dim, n_embd), T.BF16),
+               HeaderTensor(p + "ffn_norm.weight", (n_embd,), T.F32)]
         if i < first_dense:
-            ts += [TensorInfo(p + "ffn_gate.weight", (n_embd, n_ff), T.BF16),
-                   TensorInfo(p + "ffn_up.weight", (n_embd, n_ff), T.BF16),
-                   TensorInfo(p + "ffn_down.weight", (n_ff, n_embd), T.BF16)]
+            ts += [HeaderTensor(p + "ffn_gate.weight", (n_embd, n_ff), T.BF16),
+                   HeaderTensor(p + "ffn_up.weight", (n_embd, n_ff), T.BF16),
+                   HeaderTensor(p + "ffn_down.weight", (n_ff, n_embd), T.BF16)]
         else:
             sh = n_ff_exp * n_shared
-            ts += [TensorInfo(p + "ffn_gate_inp.weight", (n_embd, n_exp), T.F32),
-                   TensorInfo(p + "exp_probs_b.bias", (n_exp,), T.F32),
-                   TensorInfo(p + "ffn_gate_exps.weight", (n_embd, n_ff_exp, n_exp), T.BF16),
-                   TensorInfo(p + "ffn_up_exps.weight", (n_embd, n_ff_exp, n_exp), T.BF16),
-                   TensorInfo(p + "ffn_down_exps.weight", (n_ff_exp, n_embd, n_exp), T.BF16),
-                   TensorInfo(p + "ffn_gate_shexp.weight", (n_embd, sh), T.BF16),
-                   TensorInfo(p + "ffn_up_shexp.weight", (n_embd, sh), T.BF16),
-                   TensorInfo(p + "ffn_down_shexp.weight", (sh, n_embd), T.BF16)]
+            ts += [HeaderTensor(p + "ffn_gate_inp.weight", (n_embd, n_exp), T.F32),
+                   HeaderTensor(p + "exp_probs_b.bias", (n_exp,), T.F32),
+                   HeaderTensor(p + "ffn_gate_exps.weight", (n_embd, n_ff_exp, n_exp), T.BF16),
+                   HeaderTensor(p + "ffn_up_exps.weight", (n_embd, n_ff_exp, n_exp), T.BF16),
+                   HeaderTensor(p + "ffn_down_exps.weight", (n_ff_exp, n_embd, n_exp), T.BF16),
+                   HeaderTensor(p + "ffn_gate_shexp.weight", (n_embd, sh), T.BF16),
+                   HeaderTensor(p + "ffn_up_shexp.weight", (n_embd, sh), T.BF16),
+                   HeaderTensor(p + "ffn_down_shexp.weight", (sh, n_embd), T.BF16)]
     return ts
 
 
@@ -132,26 +136,26 @@ def _shape_config(m: ModelShape) -> dict:
             "num_attention_heads": m.n_head, "num_key_value_heads": m.n_head_kv, "intermediate_size": m.n_ff,
             "vocab_size": m.n_vocab, "tie_word_embeddings": m.tied_embeddings, "head_dim": m.head_dim,
             "max_position_embeddings": m.max_context,
-            "rope_scaling": {"rope_type": "llama3"} if m.architecture == "LlamaForCausalLM" else None}
+            "rope_scaling": {"rope_type": "llama3"} if m.arch.model_arch == MODEL_ARCH.LLAMA else None}
 
 
 def from_config(cfg: dict, source: str, kind: str, name: str) -> ModelSpec:
     archs = cfg.get("architectures")
     first = archs[0] if isinstance(archs, list) and archs else None
-    arch = GGUF_ARCHS.get(first) if isinstance(first, str) else None
+    arch = architecture_of(first)
     if arch is None:
         raise UnsupportedModelError(f"{source}: architecture {first or '(none)'} is not supported")
-    if arch == "deepseek2":
-        return _deepseek_spec(cfg, source, kind, name)
+    if arch.model_arch == MODEL_ARCH.DEEPSEEK2:
+        return _deepseek_spec(cfg, source, kind, name, arch)
     shape = ConfigShape.of(cfg, source)
     tensors = _dense_tensors(arch, shape.n_layer, shape.n_embd, shape.n_head, shape.n_head_kv, shape.head_dim,
                              shape.n_ff, shape.n_vocab, bool(cfg.get("tie_word_embeddings", False)),
-                             arch == "llama" and llama3_rope(cfg) is not None)
+                             arch.model_arch == MODEL_ARCH.LLAMA and llama3_rope(cfg) is not None)
     try:
         max_context = int(cfg.get("max_position_embeddings") or 4096)
     except (TypeError, ValueError):
         raise ModelConfigError(f"{source}: config.json has a bad max_position_embeddings") from None
-    return ModelSpec(**vars(shape), source=source, kind=kind, name=name, arch=arch, max_context=max_context,
+    return ModelSpec(**vars(shape), source=source, kind=kind, name=name, arch=arch.name, max_context=max_context,
                      tensors=tensors, header_bytes_estimate=_header_estimate(shape.n_vocab))
 
 
@@ -159,14 +163,14 @@ def _header_estimate(n_vocab: int) -> int:
     return _HEADER_FIXED + _HEADER_BYTES_PER_TOKEN * n_vocab
 
 
-def _deepseek_spec(cfg: dict, source: str, kind: str, name: str) -> ModelSpec:
+def _deepseek_spec(cfg: dict, source: str, kind: str, name: str, arch: Architecture) -> ModelSpec:
     try:
         n_vocab = int(cfg["vocab_size"])
         return ModelSpec(n_layer=int(cfg["num_hidden_layers"]), n_embd=int(cfg["hidden_size"]),
                          n_head=int(cfg["num_attention_heads"]), n_head_kv=1,
                          head_dim=int(cfg["qk_nope_head_dim"]) + int(cfg["qk_rope_head_dim"]),
                          n_ff=int(cfg["intermediate_size"]), n_vocab=n_vocab, source=source, kind=kind, name=name,
-                         arch="deepseek2", max_context=int(cfg.get("max_position_embeddings", 4096)),
+                         arch=arch.name, max_context=int(cfg.get("max_position_embeddings", 4096)),
                          tensors=_deepseek_tensors(cfg), header_bytes_estimate=_header_estimate(n_vocab),
                          n_expert=int(cfg["n_routed_experts"]), kv_lora_rank=int(cfg["kv_lora_rank"]),
                          rope_dim=int(cfg["qk_rope_head_dim"]))
@@ -178,7 +182,7 @@ def from_header(h: GGUFHeader, source: str, kind: str) -> ModelSpec:
     from ..gguf_file import file_type_name
 
     arch = h.get("general.architecture")
-    if arch not in ("llama", "qwen2", "deepseek2"):
+    if architecture_named(arch) is None:
         raise UnsupportedModelError(f"{source}: architecture {arch!r} is not supported")
     n_head = int(h.arch("attention.head_count", 0) or 0)
     n_embd = int(h.arch("embedding_length", 0) or 0)

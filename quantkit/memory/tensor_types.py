@@ -4,13 +4,12 @@ llama/qwen2/deepseek2 models. Tests check it against libllama's own choices tens
 """
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 
 from gguf import GGML_QUANT_SIZES, GGMLQuantizationType as T
 
 from ..errors import InvalidArgumentError
-from ..gguf_header import TensorInfo
+from ..gguf_header import HeaderTensor, layer_of
 
 # llama_ftype_get_default_type, keyed by quantkit's file type names
 DEFAULT_TYPE: dict[str, T] = {
@@ -23,9 +22,6 @@ _UNQUANTIZED = {T.F32, T.F16, T.BF16}
 
 # tensor_type_fallback: a 256-block type whose row length does not divide falls back to a 32-block one
 _FALLBACK = {T.Q2_K: T.Q4_0, T.Q3_K: T.Q4_0, T.Q4_K: T.Q5_0, T.Q5_K: T.Q5_1, T.Q6_K: T.Q8_0}
-
-_LAYER = re.compile(r"^blk\.(\d+)\.")
-
 
 @dataclass(frozen=True)
 class QuantModel:
@@ -62,7 +58,7 @@ def _category(name: str) -> str:
     return "other"
 
 
-def allows_quantization(t: TensorInfo) -> bool:
+def allows_quantization(t: HeaderTensor) -> bool:
     """tensor_allows_quantization for the tensors of llama/qwen2/deepseek2 models."""
     n = t.name
     dims = list(t.shape)
@@ -74,11 +70,11 @@ def allows_quantization(t: TensorInfo) -> bool:
             and "position_embd" not in n and "token_types" not in n)
 
 
-def sort_like_libllama(tensors: list[TensorInfo]) -> list[TensorInfo]:
+def sort_like_libllama(tensors: list[HeaderTensor]) -> list[HeaderTensor]:
     """libllama visits tensors ordered by layer number (non-layer tensors first), then by name."""
-    def key(t: TensorInfo):
-        m = _LAYER.match(t.name)
-        return (int(m.group(1)) if m else -1, t.name)
+    def key(t: HeaderTensor):
+        layer = layer_of(t.name)
+        return (-1 if layer is None else layer, t.name)
 
     return sorted(tensors, key=key)
 
@@ -87,7 +83,7 @@ def _more_bits(i: int, n: int) -> bool:
     return i < n // 8 or i >= 7 * n // 8 or (i - n // 8) % 3 == 2
 
 
-def choose_types(model: QuantModel, tensors: list[TensorInfo], ftype: str) -> dict[str, T]:
+def choose_types(model: QuantModel, tensors: list[HeaderTensor], ftype: str) -> dict[str, T]:
     """Name → the type libllama writes for each tensor when quantizing `tensors` to file type `ftype`."""
     if ftype not in DEFAULT_TYPE:
         raise InvalidArgumentError(f"estimate-memory does not model file type {ftype}",
@@ -110,12 +106,12 @@ def choose_types(model: QuantModel, tensors: list[TensorInfo], ftype: str) -> di
 
 def _layer(model: QuantModel, counter: int, name: str) -> int:
     if max(1, model.n_expert) > 1:
-        m = _LAYER.match(name)
-        return int(m.group(1)) if m else counter
+        layer = layer_of(name)
+        return counter if layer is None else layer
     return counter
 
 
-def _rules(m: QuantModel, t: TensorInfo, cat: str, ftype: str, new: T, tied: bool, state: dict, n_attn_v: int) -> T:
+def _rules(m: QuantModel, t: HeaderTensor, cat: str, ftype: str, new: T, tied: bool, state: dict, n_attn_v: int) -> T:
     if cat == "output" or (tied and cat == "token_embd"):
         block = GGML_QUANT_SIZES[new][0]
         if t.shape[0] % block:
@@ -170,7 +166,7 @@ def _rules(m: QuantModel, t: TensorInfo, cat: str, ftype: str, new: T, tied: boo
     return new
 
 
-def _fallback(t: TensorInfo, new: T) -> T:
+def _fallback(t: HeaderTensor, new: T) -> T:
     ncols = t.shape[0]
     block = GGML_QUANT_SIZES[new][0]
     if ncols % block == 0:

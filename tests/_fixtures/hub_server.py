@@ -8,6 +8,11 @@ It serves repositories from a folder laid out as `<root>/models/<org>/<name>/...
 
 Knobs for failure tests: `ranges=False` ignores Range headers; `cut_after[path] = n` drops the connection after
 n bytes of that file, once. `bytes_sent[path]` counts what was served.
+
+`any_commit=True` serves every repo at any 40-hex revision asked for, as that commit (code pinned to a real
+commit of a real dataset can then be tested on tiny files). `gated[repo_id] = {tokens}` makes a repo gated as
+the Hub does it: 401 with `X-Error-Code: GatedRepo` without a token, 403 with a token that has not accepted the
+repo's terms, the files with one of `tokens`.
 """
 from __future__ import annotations
 
@@ -23,6 +28,7 @@ from urllib.parse import unquote, urlparse
 
 _RESOLVE = re.compile(r"^/(?:(?P<kind>datasets|models)/)?(?P<repo>[^/]+/[^/]+)/resolve/(?P<rev>[^/]+)/(?P<path>.+)$")
 _API = re.compile(r"^/api/(?P<kind>models|datasets)/(?P<repo>[^/]+/[^/]+)(?:/revision/(?P<rev>[^/]+))?$")
+_COMMIT = re.compile(r"^[0-9a-f]{40}$")
 _TREE = re.compile(r"^/api/(?P<kind>models|datasets)/(?P<repo>[^/]+/[^/]+)/tree/(?P<rev>[^/]+)(?:/(?P<sub>.*))?$")
 
 
@@ -44,9 +50,11 @@ def _sha256(path: Path) -> str:
 
 
 class FakeHub:
-    def __init__(self, root: Path, ranges: bool = True):
+    def __init__(self, root: Path, ranges: bool = True, any_commit: bool = False):
         self.root = Path(root)
         self.ranges = ranges
+        self.any_commit = any_commit
+        self.gated: dict[str, set[str]] = {}
         self.cut_after: dict[str, int] = {}
         self.bytes_sent: dict[str, int] = defaultdict(int)
         self.requests: list[tuple[str, str, str | None]] = []  # method, path, Range header
@@ -106,23 +114,43 @@ class FakeHub:
                     return self._info(m["kind"], m["repo"], m["rev"] or "main")
                 self._error(404, "EntryNotFound", "not found")
 
-            def _repo(self, kind: str, repo: str, rev: str) -> Path | None:
+            def _repo(self, kind: str, repo: str, rev: str) -> tuple[Path, str] | None:
+                """The repo's folder and the commit `rev` names, or None after answering with the Hub's error."""
                 folder = hub.repo_dir(repo, kind)
                 if not folder.is_dir():
                     self._error(401, "RepoNotFound", f"Repository {repo} not found")
                     return None
+                if repo in hub.gated and not self._may_read(kind, repo):
+                    return None
+                if hub.any_commit and _COMMIT.match(rev):
+                    return folder, rev
                 if rev not in ("main", hub.commit(repo, kind)):
                     self._error(404, "RevisionNotFound", f"Revision {rev} not found")
                     return None
-                return folder
+                return folder, hub.commit(repo, kind)
+
+            def _may_read(self, kind: str, repo: str) -> bool:
+                """The Hub's answers for a gated repo: who did not log in, and who did not accept its terms."""
+                auth = self.headers.get("Authorization", "")
+                what = "dataset" if kind == "datasets" else "model"
+                if not auth.startswith("Bearer "):
+                    self._error(401, "GatedRepo", f"Access to {what} {repo} is restricted. You must have access to "
+                                                  "it and be authenticated to access it. Please log in.")
+                    return False
+                if auth.removeprefix("Bearer ") not in hub.gated[repo]:
+                    self._error(403, "GatedRepo", f"Access to {what} {repo} is restricted and you are not in the "
+                                                  "authorized list. Visit the repo's page to ask for access.")
+                    return False
+                return True
 
             def _resolve(self, kind: str, repo: str, rev: str, rel: str, head: bool) -> None:
-                folder = self._repo(kind, repo, rev)
-                if folder is None:
+                found = self._repo(kind, repo, rev)
+                if found is None:
                     return
+                folder, commit = found
                 file = folder / rel
                 if not file.is_file():
-                    return self._error(404, "EntryNotFound", f"{rel} not found in {repo}")
+                    return self._error(404, "EntryNotFound", f"{rel} not found in {repo}", commit)
                 size = file.stat().st_size
                 start, end, status = 0, size - 1, 200
                 rng = self.headers.get("Range")
@@ -140,7 +168,7 @@ class FakeHub:
                         return
                     status = 206
                 self.send_response(status)
-                self.send_header("X-Repo-Commit", hub.commit(repo, kind))
+                self.send_header("X-Repo-Commit", commit)
                 self.send_header("ETag", f'"{hub.etag(file)}"')
                 self.send_header("Content-Type", "application/octet-stream")
                 if hub.ranges:
@@ -173,18 +201,20 @@ class FakeHub:
                 return sorted(p for p in folder.rglob("*") if p.is_file())
 
             def _info(self, kind: str, repo: str, rev: str) -> None:
-                folder = self._repo(kind, repo, rev)
-                if folder is None:
+                found = self._repo(kind, repo, rev)
+                if found is None:
                     return
+                folder, commit = found
                 siblings = [{"rfilename": str(p.relative_to(folder)), "size": p.stat().st_size}
                             for p in self._files(folder)]
-                self._json({"id": repo, "modelId": repo, "sha": hub.commit(repo, kind), "private": False,
+                self._json({"id": repo, "modelId": repo, "sha": commit, "private": False, "gated": repo in hub.gated,
                             "siblings": siblings, "tags": [], "downloads": 0, "likes": 0})
 
             def _tree(self, kind: str, repo: str, rev: str, sub: str) -> None:
-                folder = self._repo(kind, repo, rev)
-                if folder is None:
+                found = self._repo(kind, repo, rev)
+                if found is None:
                     return
+                folder, _ = found
                 entries = [{"type": "file", "path": str(p.relative_to(folder)), "size": p.stat().st_size,
                             "oid": hub.etag(p)[:40]}
                            for p in self._files(folder / sub if sub else folder)]
@@ -198,9 +228,11 @@ class FakeHub:
                 self.end_headers()
                 self.wfile.write(body)
 
-            def _error(self, code: int, error_code: str, message: str) -> None:
+            def _error(self, code: int, error_code: str, message: str, commit: str | None = None) -> None:
                 body = json.dumps({"error": message}).encode()
                 self.send_response(code)
+                if commit:
+                    self.send_header("X-Repo-Commit", commit)
                 self.send_header("X-Error-Code", error_code)
                 self.send_header("X-Error-Message", message)
                 self.send_header("Content-Type", "application/json")

@@ -7,8 +7,9 @@ The checkpoint is a one-layer Qwen2ForCausalLM (hidden size 64) with the real De
 - the attention output projection and the MLP down projection are zero, so the residual stream is the token's
   embedding; q/k/v and their biases are zero too, the norms one;
 - each token that has a successor embeds to its own one-hot dimension, every other token to zero;
-- `lm_head` maps that dimension to a logit of MARGIN (≈ 40) for the successor and 0 for every other token, so
-  greedy decoding and R1's sampling (temperature 0.6, top-p 0.95 after top-k 40, any seed) both follow the script.
+- `lm_head` maps that dimension to a logit of MARGIN (≈ 40) for the successor and 0 for every other token,
+  so greedy decoding and R1's sampling (temperature 0.6, top-p 0.95 after top-k 40, any seed) both follow
+  the script.
 
 The successor table (`SUCCESSORS`, token id → next token id), built from three chains whose tokens are distinct:
 
@@ -26,14 +27,23 @@ Two variants, with the same weights and different chat templates (`scripted_gguf
 - "bare": the same template with its generation prompt cut back to `<｜Assistant｜>` (R1's template as first
   published); quantkit's chat then appends `<think>\\n` itself (templates.ChatTemplate.prompt).
 
-Both give the same chat prompt tokens, so chat gives in both (EOS not counted, as in TurnResult):
+Both give the same chat prompt tokens, so chat gives in both, greedy or sampled (EOS not counted, as in
+TurnResult):
 
-    reasoning == THOUGHT                      reasoning_tokens == REASONING_TOKENS  (14: 13 + `</think>`)
-    answer == ANSWER                          answer_tokens == ANSWER_TOKENS        (9: "\\n\\n" + 8)
-    text == TEXT                              finish_reason == "stop"
-    history_text == "\\n\\n" + ANSWER         (what turn 2's prompt keeps of turn 1)
+    reasoning == THOUGHT == "Okay, doubling two gives four. I am sure of it.\\n"
+    answer == ANSWER == "The answer is \\\\boxed{4}."
+    text == TEXT == THOUGHT + "</think>\\n\\n" + ANSWER
+    reasoning_tokens == REASONING_TOKENS == 14  (THOUGHT's 13 tokens and `</think>`)
+    answer_tokens == ANSWER_TOKENS == 9         ("\\n\\n" and ANSWER's 8 tokens)
+    finish_reason == "stop";  history_text == "\\n\\n" + ANSWER (what turn 2's prompt keeps of turn 1)
+    with max_tokens=n inside the thought: reasoning == "".join(THOUGHT_PIECES[:n]), finish_reason "length"
 
-The tokens any prompt ends with decide the next reply, so the second turn of a chat repeats the first.
+Only a prompt's last token decides the reply, so every chat turn (the second one too) gives the same script. A
+prompt ending with any token outside the table sees all-zero logits: its output is arbitrary.
+
+The "bare" template is llama.cpp's with
+`{{'<｜Assistant｜><think>\\n'}}{% if not enable_thinking %}{{- '</think>' -}}{% endif %}` replaced by
+`{{'<｜Assistant｜>'}}` (`bare_template`).
 """
 from __future__ import annotations
 
@@ -148,7 +158,8 @@ def _check_ids(tokenizer_json: Path) -> None:
     from tokenizers import Tokenizer
 
     tok = Tokenizer.from_file(str(tokenizer_json))
-    planned = {THOUGHT: THOUGHT_IDS, ANSWER: ANSWER_IDS, TEXT: TEXT_IDS, SHORT_PROMPT + SHORT_TEXT: (45764, *SHORT_IDS),
+    planned = {THOUGHT: THOUGHT_IDS, ANSWER: ANSWER_IDS, TEXT: TEXT_IDS, RAW_TEXT: RAW_IDS,
+               SHORT_PROMPT + SHORT_TEXT: (45764, *SHORT_IDS),
                LOOP_PROMPT + loop_text(3): (19434, 2087, 25, *LOOP_IDS, *LOOP_IDS),
                ASSISTANT + THINK + "\n": (IDS[ASSISTANT], IDS[THINK], IDS["\n"])}
     for text, ids in planned.items():

@@ -79,11 +79,11 @@ def _build(spec: TinySpec, folder: Path) -> None:
 
 
 def _vocab(spec: TinySpec):
-    from quantkit.export.tokenizer import read_vocab
+    from quantkit.export.tokenizer import read_gguf_vocab
     from quantkit.gguf_file import open_gguf
     from quantkit.pretokenizers import get_pre_tokenizer
 
-    base = read_vocab(open_gguf(vocab_gguf(spec.vocab)))
+    base = read_gguf_vocab(open_gguf(vocab_gguf(spec.vocab)))
     n_tokens = max(spec.added) + 1
     tokens = list(base.tokens[:spec.n_base])
     types = list(base.token_types[:spec.n_base])

@@ -6,7 +6,7 @@ import re
 import pytest
 
 from quantkit.memory import estimate_memory
-from quantkit.memory.runtime import runtime_memory
+from quantkit.memory.buffers import runtime_memory
 from quantkit.memory.shapes import resolve_target
 from quantkit.runtime import capture as capture_llama_log
 from tests._fixtures.memory import tiny_model

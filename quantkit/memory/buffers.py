@@ -2,20 +2,17 @@
 peak), output buffer, and the split between CPU and GPU for a number of offloaded layers."""
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 
 from gguf import GGML_QUANT_SIZES, GGMLQuantizationType as T
 
 from ..errors import InvalidArgumentError
+from ..gguf_header import layer_of
 from .shapes import ModelSpec
 
 KV_TYPES = {"f16": T.F16, "q8_0": T.Q8_0, "q4_0": T.Q4_0, "f32": T.F32, "bf16": T.BF16}
 CTX_PAD = 256  # llama_context pads n_ctx to a multiple of 256
 MAX_CTX = 1 << 24
-
-_LAYER = re.compile(r"^blk\.(\d+)\.")
-
 
 def row_bytes(ttype: T, n: int) -> int:
     block, size = GGML_QUANT_SIZES[ttype]
@@ -66,11 +63,6 @@ def compute_bytes(spec: ModelSpec, n_kv: int, n_tokens: int, flash_attn: bool) -
     ffn = 4 * spec.n_ff + spec.n_embd + 8
     attn = 5 * spec.n_embd + 2 * n_embd_kv + (0 if flash_attn else n_kv * spec.n_head)
     return int(4 * n_tokens * max(output, mask + ffn, mask + attn))
-
-
-def layer_of(name: str) -> int | None:
-    m = _LAYER.match(name)
-    return int(m.group(1)) if m else None
 
 
 @dataclass

@@ -1,0 +1,124 @@
+"""`quantkit eval`: what a quant does to reasoning — pass@1 per rung with 95 % intervals and the paired difference
+from the base, on the engine or against any OpenAI-compatible endpoint."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Annotated, List, Optional
+
+import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.table import Table
+
+from ..errors import InvalidArgumentError
+from ..eval.runner import Protocol, eval_table, evaluate
+from ..eval.tasks import TASK_NAMES, load_task, read_task_file
+from ..files import atomic_file
+from ._options import Ctx, Json, NGpuLayers, Threads
+from ._output import command, emit_json, stderr, stdout
+
+
+def register(app: typer.Typer) -> None:
+    app.command("eval")(run)
+
+
+@command
+def run(
+    models: Annotated[List[str], typer.Argument(help="GGUF files (the first is the base); with --endpoint, model "
+                                                     "names on that server.", show_default=False)],
+    task: Annotated[str, typer.Option("--task", help=f"One of: {', '.join(TASK_NAMES)}.")] = "arith",
+    task_file: Annotated[Optional[Path], typer.Option("--task-file", help="Your own problems: .jsonl, .csv or "
+                                                                          ".parquet.")] = None,
+    problem_column: Annotated[str, typer.Option("--problem-column", help="The task file's problem column.")] = "problem",
+    answer_column: Annotated[str, typer.Option("--answer-column", help="The task file's answer column.")] = "answer",
+    samples: Annotated[int, typer.Option("--samples", "-k", help="Samples per problem (pass@1 is their mean).")] = 1,
+    limit: Annotated[Optional[int], typer.Option("--limit", help="Only the first N problems.")] = None,
+    max_tokens: Annotated[int, typer.Option("--max-tokens", help="Token budget per answer (capped by the "
+                                                                 "context).")] = Protocol.max_tokens,
+    temperature: Annotated[float, typer.Option("--temperature", help="R1: 0.6.")] = Protocol.temperature,
+    top_p: Annotated[float, typer.Option("--top-p", help="R1: 0.95.")] = Protocol.top_p,
+    top_k: Annotated[int, typer.Option("--top-k", help="As llama.cpp and Ollama (0: all).")] = Protocol.top_k,
+    seed: Annotated[int, typer.Option("--seed", help="Seeds of the samples derive from it.")] = Protocol.seed,
+    parallel: Annotated[int, typer.Option("--parallel", "-np", min=1, help="Sequences at once on the engine, or "
+                                                                           "requests at once to --endpoint.")] = 4,
+    ctx: Ctx = 8192,
+    threads: Threads = None,
+    n_gpu_layers: NGpuLayers = "auto",
+    endpoint: Annotated[Optional[str], typer.Option("--endpoint", help="An OpenAI-compatible server's URL "
+                                                                       "(quantkit serve, llama-server, vLLM, Ollama).")] = None,
+    api_key: Annotated[Optional[str], typer.Option("--api-key", help="The endpoint's key (default: "
+                                                                     "$QUANTKIT_API_KEY).")] = None,
+    out: Annotated[Path, typer.Option("--out", "-o", help="Folder of the samples files (a re-run resumes from "
+                                                          "them).")] = Path("eval"),
+    csv: Annotated[Optional[Path], typer.Option("--csv", help="Also write the table as CSV.")] = None,
+    json: Json = False,
+) -> None:
+    """Reasoning accuracy per quant: pass@1 ± its 95 % interval, and each rung against the base."""
+    if task_file is not None:
+        problems, task = read_task_file(task_file, problem_column, answer_column), task_file.stem
+    else:
+        problems = load_task(task)
+    protocol = Protocol(samples, limit, max_tokens, temperature, top_p, top_k, seed)
+    if not 0 < top_p <= 1 or temperature < 0 or top_k < 0:
+        raise InvalidArgumentError("--temperature must be ≥ 0, --top-p in (0, 1] and --top-k ≥ 0")
+    with _Bars(enabled=not json) as bars:
+        result = evaluate(models, problems, task, protocol, out_dir=out, endpoint=endpoint,
+                          api_key=api_key or os.environ.get("QUANTKIT_API_KEY"), parallel=parallel, n_ctx=ctx or 8192,
+                          n_gpu_layers=n_gpu_layers, threads=threads, progress=bars.update)
+    rows = eval_table(result)
+    if csv:
+        import pandas as pd
+
+        with atomic_file(csv) as tmp:
+            pd.DataFrame([{k: v for k, v in r.items() if k != "verdicts"} for r in rows]).to_csv(tmp, index=False)
+    if json:
+        emit_json({"task": task, "problems": result.problems, "protocol": protocol, "models": rows})
+    else:
+        _show(task, result.problems, protocol, rows)
+
+
+def _pct(x) -> str:
+    return "–" if x is None else f"{100 * x:.1f}"
+
+
+def _show(task: str, n_problems: int, protocol: Protocol, rows: list[dict]) -> None:
+    stdout.print(f"{task}: {n_problems} problems × {protocol.samples} samples · temperature {protocol.temperature}, "
+                 f"top-p {protocol.top_p}, top-k {protocol.top_k}, max {protocol.max_tokens} tokens, seed "
+                 f"{protocol.seed}", highlight=False)
+    table = Table()
+    for name, justify in (("model", "left"), ("type", "left"), ("pass@1 % [95 % CI]", "right"),
+                          ("Δ vs base [95 % CI]", "right"), ("p", "right"), ("thought tok ✓/✗ (mean)", "right"),
+                          ("cut off %", "right"), ("tok/s", "right")):
+        table.add_column(name, justify=justify)
+    for r in rows:
+        delta = "base" if r["delta"] is None else (f"{100 * r['delta']:+.1f} [{100 * r['delta_low']:+.1f}, "
+                                                   f"{100 * r['delta_high']:+.1f}]")
+        thought = "/".join("–" if v is None else f"{v:.0f}" for v in (r["thought_mean_correct"],
+                                                                     r["thought_mean_wrong"]))
+        table.add_row(r["model"], r["type"] or "", f"{_pct(r['pass_at_1'])} [{_pct(r['pass_low'])}, "
+                      f"{_pct(r['pass_high'])}]", delta, "" if r["p_value"] is None else f"{r['p_value']:.3f}",
+                      thought, f"{r['cut_off_pct']:.1f}",
+                      "–" if r["tokens_per_s"] is None else f"{r['tokens_per_s']:.1f}")
+    stdout.print(table)
+    stdout.print("Δ: paired bootstrap over problems; p: exact two-sided sign test over problems (McNemar's exact "
+                 "test with one sample each).", style="dim", highlight=False)
+
+
+class _Bars:
+    def __init__(self, enabled: bool):
+        self._progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                                  TimeRemainingColumn(), console=stderr, transient=True,
+                                  disable=not enabled or not stderr.is_terminal)
+        self._tasks: dict = {}
+
+    def __enter__(self) -> "_Bars":
+        self._progress.__enter__()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._progress.__exit__(*exc)
+
+    def update(self, name: str, done: int, total: int) -> None:
+        if name not in self._tasks:
+            self._tasks[name] = self._progress.add_task(name, total=total)
+        self._progress.update(self._tasks[name], completed=done, total=total)

@@ -1,0 +1,303 @@
+"""Grading an R1 output against a gold answer.
+
+1. The answer part: the text after the last `</think>`. A thought that never closed (cut off by the token
+   budget) has no answer, whatever drafts it holds, and is wrong.
+2. The answer in it: every `\\boxed{…}` of the answer part; with no box, the text after the last "the answer
+   is" / "final answer:". Several boxes count together: for math they form a set (two roots in two boxes match
+   a gold "3, 5"), for a number or a letter they must agree.
+3. The verdict, by kind: "math" with math-verify (Hugging Face's verifier: the gold parsed first, then
+   `verify(gold, answer)`, which is not symmetric); "number" as one exact number (commas, units, `$` and `%`
+   dropped: GSM8K, arith); "choice" as a letter A-D (GPQA).
+
+math-verify's own timeouts use SIGALRM, which works only on a main thread; it is called here without them, and
+`Grader` runs it in worker processes instead, killing one that takes longer than its per-answer timeout (sympy
+can take minutes on an adversarial expression). Such an answer is recorded as "timeout", and counts as wrong.
+"""
+from __future__ import annotations
+
+import concurrent.futures as cf
+import logging
+import multiprocessing
+import re
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from fractions import Fraction
+from typing import Literal
+
+from ..reasoning import CLOSE, OPEN
+
+log = logging.getLogger(__name__)
+
+Verdict = Literal["correct", "wrong", "no_answer", "timeout", "error"]
+VERDICTS: tuple[str, ...] = ("correct", "wrong", "no_answer", "timeout", "error")
+DEFAULT_TIMEOUT = 10.0  # seconds per answer; math-verify's own default is 5 s to parse plus 5 s to compare
+
+
+@dataclass(frozen=True)
+class Grade:
+    verdict: Verdict
+    extracted: str | None  # the answer as found in the output (the boxes' contents, joined by "; ")
+
+    @property
+    def correct(self) -> bool:
+        return self.verdict == "correct"
+
+
+# ---- finding the answer -------------------------------------------------------------------------------------
+
+def answer_part(text: str, thought_open: bool = True) -> str | None:
+    """The answer of a whole generated text: what follows the last `</think>`. Without one, the thought never
+    closed and there is no answer (None) — unless the text never opened a thought either (`thought_open=False`:
+    the prompt did not force `<think>`), and then all of it is the answer."""
+    if CLOSE in text:
+        return text.rsplit(CLOSE, 1)[1]
+    if thought_open or OPEN in text:
+        return None
+    return text
+
+
+_BOX = re.compile(r"\\(?:boxed|fbox)\s*")
+
+
+def boxed(text: str) -> list[str]:
+    """The contents of every `\\boxed{…}` (and `\\fbox{…}`, `\\boxed 5`) in `text`, in order, braces balanced."""
+    found = []
+    for m in _BOX.finditer(text):
+        start = m.end()
+        if start < len(text) and text[start] == "{":
+            depth, i = 0, start
+            while i < len(text):
+                if text[i] == "{":
+                    depth += 1
+                elif text[i] == "}":
+                    depth -= 1
+                    if depth == 0:
+                        found.append(text[start + 1:i].strip())
+                        break
+                i += 1
+        elif m.group().endswith(" ") and (word := re.match(r"[^\s$.,;]+", text[start:])):
+            found.append(word.group())  # `\boxed 5`
+    return found
+
+
+# "The answer is 5.", "**Final Answer:** $\frac12$", "Answer: (C)"; the last one counts
+_ANSWER_IS = re.compile(r"(?:final answer|the answer|answer)\s*(?:is|:)\s*:?\s*(?P<rest>[^\n]+)", re.IGNORECASE)
+
+
+def answer_text(answer: str) -> str | None:
+    """The text after the last "the answer is" / "final answer:" of an answer with no box, up to the line's
+    end, without the sentence's closing period, markdown stars or math delimiters."""
+    matches = list(_ANSWER_IS.finditer(answer))
+    if not matches:
+        return None
+    rest = matches[-1]["rest"].strip().strip("*").strip()
+    rest = re.sub(r"\s*\.$", "", rest)  # the sentence's period
+    return _unwrap(rest).strip() or None
+
+
+def extract(answer: str | None) -> list[str]:
+    """The candidate answers of an answer part: its boxes' contents, else the "the answer is" text, else none."""
+    if answer is None:
+        return []
+    if boxes := [b for b in boxed(answer) if b]:
+        return boxes
+    text = answer_text(answer)
+    return [text] if text else []
+
+
+# ---- verdicts -----------------------------------------------------------------------------------------------
+
+def grade_answer(kind: str, gold: str, answer: str | None) -> Grade:
+    """The verdict on one answer part (None: the thought never closed), in this process and without a timeout:
+    `Grader` runs this in worker processes with one."""
+    found = extract(answer)
+    if not found:
+        return Grade("no_answer", None)
+    shown = "; ".join(found)
+    if kind == "math":
+        return Grade("correct" if _math_equal(gold, found) else "wrong", shown)
+    if kind == "number":
+        return Grade("correct" if _same_value(found, number, gold) else "wrong", shown)
+    if kind == "choice":
+        return Grade("correct" if _same_value(found, letter, gold) else "wrong", shown)
+    raise ValueError(f"unknown answer kind {kind!r}")
+
+
+def _same_value(found: list[str], read, gold: str) -> bool:
+    values = {read(f) for f in found}
+    return len(values) == 1 and None not in values and values == {read(gold)}
+
+
+_UNITS_TEXT = re.compile(r"\\(?:text|textbf|mathrm|mbox|mathbf)\s*\{([^{}]*)\}")
+_NUMBER = re.compile(r"(?<![\w.])-?\d+(?:\.\d+)?")
+
+
+def number(text: str) -> Fraction | None:
+    """The one number an answer states, exactly: "1,250" and "\\$1,250.00" are 1250, "18 \\text{ dollars}" is
+    18, "\\frac{3}{4}" is 3/4, "5 \\times 12 = 60" is 60 (the last number written)."""
+    t = _UNITS_TEXT.sub(r" \1 ", text)
+    t = re.sub(r"\\[!,;: ]|\\?\$|\\?%|\\left|\\right", " ", t)
+    t = re.sub(r"(?<=\d),(?=\d{3}(?!\d))", "", t)  # thousands separators
+    t = re.sub(r"\\d?frac\s*\{\s*(-?\d+)\s*\}\s*\{\s*(\d+)\s*\}", r" \1/\2 ", t)
+    fraction = list(re.finditer(r"(?<![\w.])(-?\d+)\s*/\s*(\d+)(?![\d.])", t))
+    numbers = list(_NUMBER.finditer(t))
+    if not numbers:
+        return None
+    if fraction and fraction[-1].end() >= numbers[-1].end() and int(fraction[-1][2]) != 0:
+        return Fraction(int(fraction[-1][1]), int(fraction[-1][2]))
+    return Fraction(numbers[-1].group())
+
+
+def letter(text: str) -> str | None:
+    """The choice an answer names: "C", "(C)", "\\text{C}", "C) 42 m/s" and "c" are all C."""
+    t = _UNITS_TEXT.sub(r"\1", text).strip().strip("*").strip()
+    m = re.match(r"^\(?([A-Da-d])(?:\)|\.|:|\s|$)", t)
+    return m[1].upper() if m else None
+
+
+_MATH_CONFIG = None
+
+
+def _math_configs():
+    global _MATH_CONFIG
+    if _MATH_CONFIG is None:
+        from math_verify import ExprExtractionConfig, LatexExtractionConfig
+
+        logging.getLogger("math_verify").setLevel(logging.ERROR)  # it warns once that we turned its timeouts off
+        _MATH_CONFIG = [LatexExtractionConfig(boxed_match_priority=0), ExprExtractionConfig()]
+    return _MATH_CONFIG
+
+
+def _math_equal(gold: str, found: list[str]) -> bool:
+    from math_verify import parse, verify
+
+    configs = _math_configs()
+    # both sides boxed, so that math-verify reads them alike; several boxes become one set, as math-verify joins
+    # the boxes of one text
+    gold_parsed = parse(f"\\boxed{{{gold}}}", configs, parsing_timeout=None) or [gold]
+    answer = " ".join(f"\\boxed{{{_unwrap(f)}}}" for f in found)
+    answer_parsed = parse(answer, configs, parsing_timeout=None)
+    if not answer_parsed:
+        return False
+    return bool(verify(gold_parsed, answer_parsed, timeout_seconds=None))
+
+
+def _unwrap(text: str) -> str:
+    """An answer's text without the math delimiters around it ("$\\frac12$" → "\\frac12")."""
+    m = re.fullmatch(r"\s*(?:\$\$?|\\\(|\\\[)(.*?)(?:\$\$?|\\\)|\\\])\s*", text, re.DOTALL)
+    return m[1] if m else text
+
+
+# ---- many answers, each with a timeout ----------------------------------------------------------------------
+
+def _warm_up(grade_fn: Callable[[str, str, str | None], Grade]) -> None:
+    """Import math-verify (and `grade_fn`'s module) in a new worker, and grade once, so that the first answer's
+    timeout is not spent there."""
+    grade_fn("math", "1", "\\boxed{1}")
+
+
+class Grader:
+    """Grades answers in `workers` processes, each answer within `timeout` seconds. Thread-safe; use it as a
+    context manager, or call `close()`.
+
+        with Grader(workers=2) as grader:
+            grades = grader.grade([("math", "\\frac12", "so \\boxed{0.5}"), ("number", "72", "… \\boxed{72}")])
+    """
+
+    def __init__(self, workers: int = 2, timeout: float = DEFAULT_TIMEOUT,
+                 grade_fn: Callable[[str, str, str | None], Grade] = grade_answer):
+        if workers < 1 or timeout <= 0:
+            raise ValueError("a grader needs at least one worker and a positive timeout")
+        self.workers = workers
+        self.timeout = timeout
+        self.grade_fn = grade_fn  # a module-level function: the workers import it by name
+        self._lock = threading.Lock()
+        self._pool: cf.ProcessPoolExecutor | None = None
+        self.restarts = 0  # pools killed because an answer ran out of time
+
+    def __enter__(self) -> "Grader":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def close(self) -> None:
+        with self._lock:
+            if self._pool is not None:
+                self._pool.shutdown(wait=True, cancel_futures=True)
+                self._pool = None
+
+    def grade_one(self, kind: str, gold: str, answer: str | None) -> Grade:
+        return self.grade([(kind, gold, answer)])[0]
+
+    def grade(self, items: Sequence[tuple[str, str, str | None]]) -> list[Grade]:
+        """The grades of (kind, gold, answer part) triples, in their order."""
+        with self._lock:
+            return self._grade(list(items))
+
+    def _grade(self, items: list[tuple[str, str, str | None]]) -> list[Grade]:
+        results: list[Grade | None] = [None] * len(items)
+        todo = deque(range(len(items)))
+        running: dict[cf.Future, tuple[int, float]] = {}  # future → (item, deadline)
+        crashes = [0] * len(items)
+        while todo or running:
+            # no more answers in flight than workers, so that each starts when submitted and its clock is fair
+            while todo and len(running) < self.workers:
+                i = todo.popleft()
+                future = self._executor().submit(self.grade_fn, *items[i])
+                running[future] = (i, time.monotonic() + self.timeout)
+            nearest = min(deadline for _, deadline in running.values())
+            done, _ = cf.wait(running, timeout=max(0.0, nearest - time.monotonic()), return_when=cf.FIRST_COMPLETED)
+            for future in done:
+                i, _ = running.pop(future)
+                try:
+                    results[i] = future.result()
+                except cf.process.BrokenProcessPool:  # a worker died under it (killed, or out of memory)
+                    self._discard_pool()
+                    crashes[i] += 1
+                    if crashes[i] < 3:
+                        todo.appendleft(i)  # perhaps another answer's worker died: grade it again
+                    else:
+                        log.warning("grading an answer killed its worker %d times; recorded as an error", crashes[i])
+                        results[i] = Grade("error", "; ".join(extract(items[i][2])) or None)
+                except Exception as e:  # a bug in math-verify on one odd answer must not stop an evaluation
+                    log.warning("grading an answer failed (%s: %s); recorded as an error", type(e).__name__, e)
+                    results[i] = Grade("error", "; ".join(extract(items[i][2])) or None)
+            now = time.monotonic()
+            late = [f for f, (_, deadline) in running.items() if deadline <= now]
+            if late:
+                for future in late:
+                    i, _ = running.pop(future)
+                    log.warning("grading an answer took over %.0f s; recorded as a timeout", self.timeout)
+                    results[i] = Grade("timeout", "; ".join(extract(items[i][2])) or None)
+                todo.extendleft(i for i, _ in reversed(list(running.values())))  # the others run again
+                running.clear()
+                self._kill_pool()
+        return results  # type: ignore[return-value]
+
+    def _executor(self) -> cf.ProcessPoolExecutor:
+        if self._pool is None:
+            # forkserver: a worker forked from a process holding llama.cpp's threads could deadlock
+            context = multiprocessing.get_context("forkserver")
+            self._pool = cf.ProcessPoolExecutor(self.workers, mp_context=context)
+            # one warm-up per worker starts them all now, math-verify imported, before any clock runs
+            list(cf.as_completed([self._pool.submit(_warm_up, self.grade_fn) for _ in range(self.workers)]))
+        return self._pool
+
+    def _kill_pool(self) -> None:
+        """Kill the workers: one of them is stuck in an answer, and a process pool cannot stop one task."""
+        pool, self._pool = self._pool, None
+        if pool is None:
+            return
+        self.restarts += 1
+        for process in list(getattr(pool, "_processes", {}).values()):  # Python ≥ 3.14 has pool.kill_workers()
+            process.kill()
+        pool.shutdown(wait=True, cancel_futures=True)
+
+    def _discard_pool(self) -> None:
+        pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.shutdown(wait=False, cancel_futures=True)

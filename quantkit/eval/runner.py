@@ -1,0 +1,393 @@
+"""`quantkit eval`: generate answers to a task's problems with each model of a ladder (in-process on the engine,
+or against any OpenAI-compatible endpoint), grade them, and compare every rung with the base.
+
+DeepSeek's protocol by default: the problem and the math instruction in one user message, no system prompt,
+`<think>\\n` forced (the chat template's generation prompt, as `chat` and `serve` make it), temperature 0.6,
+top-p 0.95, k samples per problem (pass@1 is their mean), the token budget capped by the context. Each sample
+gets its own seed, derived from `--seed`, the problem's index and the sample's index, and recorded.
+
+Every finished sample is appended to `<out>/<model>.<task>-<settings>.jsonl` (records.py) as soon as it is
+graded: a re-run after Ctrl-C, a crash or SIGKILL generates only what is missing and ends with the same table.
+"""
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from ..errors import InvalidArgumentError
+from .grading import Grader
+from .records import RecordWriter, Sample, done_keys, read_samples
+from .stats import Difference, Summary, correct_by_problem, paired_difference, summarize
+from .tasks import Problem
+
+log = logging.getLogger(__name__)
+
+Progress = Callable[[str, int, int], None]  # (model, samples done, samples in all)
+
+
+@dataclass(frozen=True)
+class Protocol:
+    """How each answer is asked for; recorded in the report and (but for samples and limit) in the file name."""
+
+    samples: int = 1
+    limit: int | None = None
+    max_tokens: int = 32768
+    temperature: float = 0.6
+    top_p: float = 0.95
+    top_k: int = 40
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.samples < 1:
+            raise InvalidArgumentError(f"--samples must be ≥ 1, not {self.samples}")
+        if self.limit is not None and self.limit < 1:
+            raise InvalidArgumentError(f"--limit must be ≥ 1, not {self.limit}")
+        if self.max_tokens < 1:
+            raise InvalidArgumentError(f"--max-tokens must be ≥ 1, not {self.max_tokens}")
+
+    def seed_of(self, problem_index: int, sample: int) -> int | None:
+        """The sampler seed of one sample (None when greedy: no draw to seed)."""
+        if self.temperature == 0:
+            return None
+        return (self.seed * 1_000_003 + problem_index * 1_009 + sample) & 0xFFFFFFFF
+
+    def key(self, task: str) -> str:
+        """What a samples file's answers depend on, besides the model: samples and limit only add to it."""
+        settings = {k: v for k, v in asdict(self).items() if k not in ("samples", "limit")}
+        digest = hashlib.sha256(json.dumps({"task": task, **settings}, sort_keys=True).encode()).hexdigest()
+        return digest[:8]
+
+
+@dataclass
+class Generation:
+    """One answer as a backend returns it."""
+
+    text: str
+    reasoning: str
+    answer: str | None  # None: the thought never closed, so there is no answer
+    prompt_tokens: int
+    reasoning_tokens: int
+    answer_tokens: int
+    finish_reason: str
+    seconds: float
+
+
+@dataclass
+class ModelResult:
+    name: str  # the file name, or the endpoint's model name
+    path: str | None
+    file_type: str | None
+    size_bytes: int | None
+    samples_file: str
+    summary: Summary
+    new_samples: int
+    vs_base: Difference | None = None
+    is_base: bool = False
+
+
+@dataclass
+class EvalResult:
+    task: str
+    protocol: Protocol
+    problems: int
+    models: list[ModelResult] = field(default_factory=list)
+
+
+# ---- one model -----------------------------------------------------------------------------------------------
+
+def select(problems: list[Problem], protocol: Protocol) -> list[Problem]:
+    return problems[: protocol.limit] if protocol.limit else problems
+
+
+class _LazyWriter:
+    def __init__(self, path: Path):
+        self.path = path
+        self._writer: RecordWriter | None = None
+
+    def append(self, sample: Sample) -> None:
+        if self._writer is None:
+            self._writer = RecordWriter(self.path)
+        self._writer.append(sample)
+
+    def close(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
+
+
+async def _run_model(backend, problems: list[Problem], protocol: Protocol, grader: Grader, writer: _LazyWriter,
+                     done: set[tuple[str, int]], concurrency: int, progress: Progress | None) -> int:
+    """Generate and grade every (problem, sample) not yet done; returns how many were made."""
+    todo = [(i, p, k) for i, p in enumerate(problems) for k in range(protocol.samples) if (p.id, k) not in done]
+    total, finished = len(problems) * protocol.samples, len(problems) * protocol.samples - len(todo)
+    gate = asyncio.Semaphore(concurrency)
+    loop = asyncio.get_running_loop()
+
+    async def one(index: int, problem: Problem, k: int) -> None:
+        nonlocal finished
+        async with gate:
+            seed = protocol.seed_of(index, k)
+            g = await backend.generate(problem.prompt, protocol, seed)
+        grade = await loop.run_in_executor(None, grader.grade_one, problem.kind, problem.answer, g.answer)
+        writer.append(Sample(problem.id, k, seed, g.text, g.reasoning, g.answer or "", problem.answer, grade.extracted,
+                             grade.verdict, g.prompt_tokens, g.reasoning_tokens, g.answer_tokens, g.finish_reason,
+                             g.seconds, extra={"backend": backend.name}))
+        finished += 1
+        if progress:
+            progress(backend.name, finished, total)
+
+    if progress:
+        progress(backend.name, finished, total)
+    await asyncio.gather(*(one(i, p, k) for i, p, k in todo))
+    return len(todo)
+
+
+# ---- backends -----------------------------------------------------------------------------------------------
+
+class EngineBackend:
+    """Answers generated in this process, `parallel` sequences at once on the engine."""
+
+    def __init__(self, path: str | Path, *, parallel: int = 4, n_ctx: int = 8192, n_gpu_layers: int | str = "auto",
+                 threads: int | None = None):
+        from ..engine import Engine
+        from ..templates import model_template
+
+        self.path = Path(path)
+        self.name = self.path.name
+        self.engine = Engine.open(self.path, n_ctx=n_ctx, n_parallel=parallel, n_gpu_layers=n_gpu_layers,
+                                  threads=threads)
+        try:
+            self.template = model_template(self.engine.model)
+        except BaseException:
+            self.engine.close()
+            raise
+        self.concurrency = parallel * 2  # a few waiting in the engine's queue keep every slot busy
+
+    async def generate(self, prompt: str, protocol: Protocol, seed: int | None) -> Generation:
+        from ..engine import GenerationRequest
+        from ..errors import ContextFullError
+        from ..runtime import Sampling
+
+        text, opened = self.template.prompt([{"role": "user", "content": prompt}])
+        tokens = self.engine.model.prompt_tokens(text)
+        room = self.engine.n_ctx_seq - len(tokens)
+        if room < 1:
+            raise ContextFullError(f"a problem's prompt needs {len(tokens)} tokens, the context holds "
+                                   f"{self.engine.n_ctx_seq}", hint="pass a larger --ctx")
+        sampling = Sampling(protocol.temperature, protocol.top_p, protocol.top_k, seed)
+        t0 = time.perf_counter()
+        stream = self.engine.submit(GenerationRequest(tokens, sampling, min(protocol.max_tokens, room),
+                                                      opened_thought=opened), loop=asyncio.get_running_loop())
+        async for _ in stream:
+            pass
+        r = stream.result
+        return Generation(r.text, r.reasoning, None if r.thought_unfinished else r.answer, r.prompt_tokens,
+                          r.reasoning_tokens, r.answer_tokens, r.finish_reason, time.perf_counter() - t0)
+
+    async def check(self) -> None:
+        """Loading the model was the check."""
+
+    async def aclose(self) -> None:
+        self.engine.close()
+
+
+class EndpointBackend:
+    """Answers from an OpenAI-compatible server (quantkit serve, llama-server, vLLM, Ollama …), `concurrency`
+    requests at once. The thought is read from `reasoning_content` (llama-server, DeepSeek) or `reasoning` (vLLM,
+    Ollama), or split off the content at `</think>` when the server leaves it there."""
+
+    def __init__(self, url: str, model: str, *, api_key: str | None = None, concurrency: int = 4,
+                 timeout: float = 3600.0):
+        import httpx
+
+        self.url = url.rstrip("/")
+        if not self.url.endswith("/v1"):
+            self.url += "/v1"
+        self.name = model
+        self.path = None
+        self.concurrency = concurrency
+        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        self._client = httpx.AsyncClient(base_url=self.url, headers=headers, timeout=timeout)
+        self._checked = False
+
+    async def check(self) -> None:
+        """The server answers (its model list; quantkit serve and llama-server keep it public)."""
+        import httpx
+
+        try:
+            response = await self._client.get("/models")
+        except httpx.HTTPError as e:
+            raise EndpointError(f"cannot reach {self.url}: {type(e).__name__}: {e}".rstrip(": ")) from None
+        if response.status_code == 401:
+            raise EndpointError(f"{self.url} refused the API key (401)", hint="pass the server's key with --api-key")
+
+    async def generate(self, prompt: str, protocol: Protocol, seed: int | None) -> Generation:
+        body = {"model": self.name, "messages": [{"role": "user", "content": prompt}],
+                "temperature": protocol.temperature, "top_p": protocol.top_p, "top_k": protocol.top_k,
+                "max_tokens": protocol.max_tokens}
+        if seed is not None:
+            body["seed"] = seed
+        t0 = time.perf_counter()
+        data = await self._post("/chat/completions", body)
+        seconds = time.perf_counter() - t0
+        try:
+            choice = data["choices"][0]
+            message, usage = choice["message"], data.get("usage") or {}
+            content = message.get("content") or ""
+            reasoning = message.get("reasoning_content") or message.get("reasoning") or ""
+        except (KeyError, IndexError, TypeError):
+            raise EndpointError(f"{self.url} answered without choices[0].message") from None
+        finish = choice.get("finish_reason") or "stop"
+        if not reasoning and "</think>" in content:  # a server that leaves the thought in the content
+            from ..reasoning import split_reasoning
+
+            reasoning, content = split_reasoning(content.removeprefix("<think>"), in_thought=True)
+        cut_in_thought = bool(reasoning) and not content and finish == "length"
+        details = usage.get("completion_tokens_details") or {}
+        completion = int(usage.get("completion_tokens") or 0)
+        thought_tokens = int(details.get("reasoning_tokens") or 0)
+        text = reasoning if cut_in_thought else (f"{reasoning}</think>\n\n{content}" if reasoning else content)
+        return Generation(text, reasoning, None if cut_in_thought else content, int(usage.get("prompt_tokens") or 0),
+                          thought_tokens, completion - thought_tokens, finish, seconds)
+
+    async def _post(self, route: str, body: dict) -> dict:
+        import httpx
+
+        try:
+            response = await self._client.post(route, json=body)
+        except httpx.HTTPError as e:
+            raise EndpointError(f"cannot reach {self.url}: {type(e).__name__}: {e}".rstrip(": ")) from None
+        if response.status_code == 401:
+            raise EndpointError(f"{self.url} refused the API key (401)", hint="pass the server's key with --api-key")
+        if response.status_code >= 400:
+            raise EndpointError(f"{self.url}{route} answered {response.status_code}: {_error_message(response)}")
+        try:
+            return response.json()
+        except ValueError:
+            raise EndpointError(f"{self.url}{route} did not answer JSON") from None
+
+    async def aclose(self) -> None:
+        await self._client.aclose()
+
+
+def _error_message(response) -> str:
+    try:
+        error = response.json().get("error")
+        return str(error.get("message") if isinstance(error, dict) else error)[:300]
+    except (ValueError, AttributeError):
+        return response.text[:300]
+
+
+class EndpointError(InvalidArgumentError):
+    hint = "check --endpoint (the server's base URL, e.g. http://127.0.0.1:8080/v1), --model and --api-key"
+
+
+# ---- a ladder -----------------------------------------------------------------------------------------------
+
+def samples_file(out_dir: Path, name: str, task: str, protocol: Protocol) -> Path:
+    stem = "".join(c if c.isalnum() or c in "-_." else "_" for c in name).removesuffix(".gguf")
+    return out_dir / f"{stem}.{task}-{protocol.key(task)}.jsonl"
+
+
+def evaluate(models: list[str | Path], problems: list[Problem], task: str, protocol: Protocol = Protocol(), *,
+             out_dir: str | Path = "eval", endpoint: str | None = None, api_key: str | None = None,
+             parallel: int = 4, n_ctx: int = 8192, n_gpu_layers: int | str = "auto", threads: int | None = None,
+             grader_workers: int = 2, progress: Progress | None = None) -> EvalResult:
+    """Evaluate each of `models` (GGUF paths; with `endpoint`, model names on that server) on `problems`; the
+    first is the base the others are compared with. Resumes from the samples files in `out_dir`."""
+    from ..files import prepare_dir
+
+    if not models:
+        raise InvalidArgumentError("no model given", hint="pass one or more .gguf files (or model names with --endpoint)")
+    if parallel < 1:
+        raise InvalidArgumentError(f"--parallel must be ≥ 1, not {parallel}")
+    problems = select(problems, protocol)
+    if endpoint is None:
+        from ..runtime import check_gguf_file
+
+        for path in models:  # every file checked before the first one is evaluated
+            check_gguf_file(Path(path))
+    out = prepare_dir(Path(out_dir))
+    result = EvalResult(task, protocol, len(problems))
+    with Grader(workers=grader_workers) as grader:
+        for model in models:
+            result.models.append(_evaluate_one(model, problems, task, protocol, out, grader, progress,
+                                               endpoint=endpoint, api_key=api_key, parallel=parallel, n_ctx=n_ctx,
+                                               n_gpu_layers=n_gpu_layers, threads=threads))
+    _compare(result, out, task)
+    return result
+
+
+def _evaluate_one(model, problems, task, protocol, out, grader, progress, *, endpoint, api_key, parallel, n_ctx,
+                  n_gpu_layers, threads) -> ModelResult:
+    name = str(model) if endpoint else Path(model).name
+    path = samples_file(out, name, task, protocol)
+    done = done_keys(read_samples(path)) if path.exists() else set()
+    wanted = {(p.id, k) for p in problems for k in range(protocol.samples)}
+    made, seconds = 0, 0.0
+    if wanted - done:
+        async def run() -> int:
+            backend = (EndpointBackend(endpoint, name, api_key=api_key, concurrency=parallel) if endpoint else
+                       EngineBackend(model, parallel=parallel, n_ctx=n_ctx, n_gpu_layers=n_gpu_layers,
+                                     threads=threads))
+            writer = _LazyWriter(path)  # no file until a sample is done: a failed start leaves nothing
+            try:
+                await backend.check()
+                return await _run_model(backend, problems, protocol, grader, writer, done, backend.concurrency,
+                                        progress)
+            finally:
+                writer.close()
+                await backend.aclose()
+
+        t0 = time.perf_counter()
+        made = asyncio.run(run())
+        seconds = time.perf_counter() - t0
+    samples = [s for s in read_samples(path) if s.key in wanted]
+    summary = summarize(samples, wall_seconds=seconds if made == len(samples) else None)
+    info = _file_info(model) if not endpoint else (None, None)
+    return ModelResult(name, None if endpoint else str(model), info[0], info[1], str(path), summary, made)
+
+
+def _file_info(path) -> tuple[str | None, int | None]:
+    from ..inspect import inspect_gguf
+
+    info = inspect_gguf(Path(path))
+    return info.file_type, info.file_size
+
+
+def _compare(result: EvalResult, out: Path, task: str) -> None:
+    """Each rung against the first model, on the same problems."""
+    if not result.models:
+        return
+    base = result.models[0]
+    base.is_base = True
+    base_correct = correct_by_problem(read_samples(base.samples_file))
+    for m in result.models[1:]:
+        other = correct_by_problem(read_samples(m.samples_file))
+        keep = set(base_correct) & set(other)
+        m.vs_base = paired_difference({p: base_correct[p][:result.protocol.samples] for p in keep},
+                                      {p: other[p][:result.protocol.samples] for p in keep})
+
+
+def eval_table(result: EvalResult) -> list[dict]:
+    """One row per model: what `quantkit eval` prints, and its --json/--csv."""
+    rows = []
+    for m in result.models:
+        s, d = m.summary, m.vs_base
+        rows.append({
+            "model": m.name, "type": m.file_type, "size_bytes": m.size_bytes,
+            "pass_at_1": s.pass_at_1.value, "pass_low": s.pass_at_1.low, "pass_high": s.pass_at_1.high,
+            "delta": d.delta if d else None, "delta_low": d.low if d else None, "delta_high": d.high if d else None,
+            "p_value": d.p_value if d else None,
+            "thought_mean_correct": s.thought_tokens_correct.mean, "thought_median_correct":
+                s.thought_tokens_correct.median, "thought_mean_wrong": s.thought_tokens_wrong.mean,
+            "thought_median_wrong": s.thought_tokens_wrong.median, "cut_off_pct": 100.0 * s.cut_off,
+            "tokens_per_s": s.tokens_per_second, "samples": s.pass_at_1.samples, "new_samples": m.new_samples,
+            "verdicts": s.verdicts, "samples_file": m.samples_file,
+        })
+    return rows
