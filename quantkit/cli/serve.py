@@ -33,6 +33,7 @@ def run(
     api_key: Annotated[Optional[str], typer.Option("--api-key", envvar="QUANTKIT_API_KEY", show_envvar=True,
                                                    help="Bearer token the clients must send.")] = None,
     api_key_file: Annotated[Optional[Path], typer.Option("--api-key-file", help="Read the API key from this file.")] = None,
+    batch: Annotated[int, typer.Option("--batch", "-b", min=1, help="Most tokens in one decode (prompt chunks of waiting requests fill it).")] = 2048,
     max_queue: Annotated[int, typer.Option("--max-queue", min=1, help="Requests that may wait for a slot; past it: 503 with Retry-After.")] = 128,
     reasoning_format: Annotated[ReasoningFormat, typer.Option("--reasoning-format", help="deepseek: the thought in reasoning_content; none: <think> tags left in content.")] = ReasoningFormat.deepseek,
     alias: Annotated[Optional[str], typer.Option("--alias", help="Model id in /v1/models and responses (default: the file name).")] = None,
@@ -56,7 +57,7 @@ def run(
 
     def load() -> Engine:
         return Engine.open(model, n_ctx=ctx, n_gpu_layers=n_gpu_layers, n_parallel=parallel, threads=threads,
-                           max_queue=max_queue)
+                           n_batch=batch, max_queue=max_queue)
 
     app = create_app(config, load)
     app.state.backend.on_loaded = _loaded
