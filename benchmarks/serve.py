@@ -322,11 +322,15 @@ async def run_level(server: Server, concurrency: int, n_requests: int, max_token
         return samples, time.perf_counter() - t0
 
 
+def requests_at(concurrency: int, args) -> int:
+    return args.requests or (max(4, concurrency) if args.quick else max(8, 2 * concurrency))
+
+
 def measure(servers: list[Server], levels: list[int], args) -> dict[tuple[str, int], Level]:
     table = {(s.name, c): Level(s.name, c) for s in servers for c in levels}
     for r in range(args.rounds):
         for c in levels:
-            n = args.requests or (max(4, c) if args.quick else max(8, 2 * c))
+            n = requests_at(c, args)
             # rotate who goes first, so that no server always follows the same one
             shift = (r + levels.index(c)) % len(servers)
             for server in servers[shift:] + servers[:shift]:
@@ -420,7 +424,8 @@ def markdown(args, model: Path, servers: list[Server], skipped: dict[str, str], 
         f"(repack, AMX) {'on' if args.extra_buffers else 'off on every server (AMX CPU)'}",
         f"- each request: a streaming chat completion of one of {len(PROMPTS)} fixed prompts, temperature 0, seed "
         f"{SEED}, max_tokens {args.max_tokens}; at concurrency C, "
-        f"{args.requests or 'max(8, 2·C)'} requests with C in flight; {args.rounds} round(s), servers taking "
+        f"{', '.join(str(requests_at(c, args)) for c in levels)} requests at C = {', '.join(map(str, levels))}, with C "
+        f"in flight; {args.rounds} round(s), servers taking "
         f"turns at each level; tokens/s = generated tokens (each server's `usage`) / wall time of the level",
         f"- machine load (1-minute average): {loads['before'][0]:.2f} before, "
         f"{min(measured, default=0):.2f}–{max(measured, default=0):.2f} during "
