@@ -24,3 +24,19 @@ def llama_cpp_source() -> Path:
     from tests._fixtures.sdist import llama_cpp_source as build
 
     return build()
+
+
+@pytest.fixture(scope="session")
+def scripted_gguf() -> Path:
+    """The scripted R1 model whose template ends its generation prompt with `<think>\\n` (tests/_fixtures/scripted.py)."""
+    from tests._fixtures.scripted import scripted_gguf as build
+
+    return build("think")
+
+
+@pytest.fixture(scope="session")
+def scripted_bare_gguf() -> Path:
+    """The scripted R1 model whose template ends its generation prompt with `<｜Assistant｜>`: chat adds `<think>\\n`."""
+    from tests._fixtures.scripted import scripted_gguf as build
+
+    return build("bare")

@@ -5,7 +5,7 @@ import logging
 
 import typer
 
-from ..cli import bench, chat, convert, estimate_memory, export, inspect, perplexity, recipes, run
+from ..cli import bench, chat, convert, estimate_memory, export, inspect, perplexity, recipes, run, serve
 from ._output import debug_enabled
 
 app = typer.Typer(
@@ -17,7 +17,7 @@ app = typer.Typer(
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 
-for module in (convert, estimate_memory, perplexity, chat, bench, inspect, export, run, recipes):
+for module in (convert, estimate_memory, perplexity, chat, serve, bench, inspect, export, run, recipes):
     module.register(app)
 
 

@@ -1,0 +1,95 @@
+"""`quantkit serve MODEL.gguf`: an OpenAI-compatible server (chat with the reasoning apart, raw completions,
+models, health, metrics) over the batching engine. FastAPI and uvicorn are imported when the command runs."""
+from __future__ import annotations
+
+import enum
+import os
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from ..errors import InvalidArgumentError
+from ._options import GGUFPath, NGpuLayers, Threads
+from ._output import command, stderr
+
+
+class ReasoningFormat(str, enum.Enum):
+    deepseek = "deepseek"
+    none = "none"
+
+
+def register(app: typer.Typer) -> None:
+    app.command("serve")(run)
+
+
+@command
+def run(
+    model: GGUFPath,
+    host: Annotated[str, typer.Option("--host", help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port", min=0, max=65535, help="Port (0: any free one).")] = 8080,
+    parallel: Annotated[int, typer.Option("--parallel", "-np", min=1, help="Sequences generated at once (slots).")] = 4,
+    ctx: Annotated[int, typer.Option("--ctx", "-c", min=2, help="KV cache in tokens, shared by the slots: one request may use all of it.")] = 16384,
+    api_key: Annotated[Optional[str], typer.Option("--api-key", envvar="QUANTKIT_API_KEY", show_envvar=True,
+                                                   help="Bearer token the clients must send.")] = None,
+    api_key_file: Annotated[Optional[Path], typer.Option("--api-key-file", help="Read the API key from this file.")] = None,
+    max_queue: Annotated[int, typer.Option("--max-queue", min=1, help="Requests that may wait for a slot; past it: 503 with Retry-After.")] = 128,
+    reasoning_format: Annotated[ReasoningFormat, typer.Option("--reasoning-format", help="deepseek: the thought in reasoning_content; none: <think> tags left in content.")] = ReasoningFormat.deepseek,
+    alias: Annotated[Optional[str], typer.Option("--alias", help="Model id in /v1/models and responses (default: the file name).")] = None,
+    max_body_mib: Annotated[float, typer.Option("--max-body-mib", min=0.001, help="Largest request body; past it: 413.")] = 8.0,
+    shutdown_grace: Annotated[float, typer.Option("--shutdown-grace", min=0, help="Seconds in-flight requests may finish after SIGINT/SIGTERM.")] = 3.0,
+    threads: Threads = None,
+    n_gpu_layers: NGpuLayers = "auto",
+) -> None:
+    """Serve a GGUF model over an OpenAI-compatible HTTP API, several requests at once."""
+    from ..runtime import check_gguf_file
+
+    check_gguf_file(model)  # a missing or non-GGUF file fails before the socket opens
+    key = _api_key(api_key, api_key_file)
+
+    from ..engine import Engine
+    from ..serve import ServeConfig, bind, create_app, is_loopback, run_server
+
+    config = ServeConfig(model_id=alias or model.name, api_key=key, reasoning_format=reasoning_format.value,
+                         max_body_bytes=int(max_body_mib * 2**20), shutdown_grace=shutdown_grace,
+                         created=int(model.stat().st_mtime))
+
+    def load() -> Engine:
+        return Engine.open(model, n_ctx=ctx, n_gpu_layers=n_gpu_layers, n_parallel=parallel, threads=threads,
+                           max_queue=max_queue)
+
+    app = create_app(config, load)
+    app.state.backend.on_loaded = _loaded
+    sock = bind(host, port)
+    bound_host, bound_port = sock.getsockname()[:2]
+    shown = f"[{bound_host}]" if ":" in bound_host else bound_host
+    if key is None and not is_loopback(host):
+        stderr.print(f"warning: serving on {host} without an API key: anyone who can reach it may use it "
+                     "(pass --api-key or set QUANTKIT_API_KEY)", style="yellow", highlight=False)
+    stderr.print(f"quantkit serve: http://{shown}:{bound_port}/v1 · model {config.model_id} · loading…",
+                 highlight=False)
+    run_server(app, sock, access_log=bool(os.environ.get("QUANTKIT_ACCESS_LOG")))
+    stderr.print("quantkit serve: stopped", style="dim", highlight=False)
+
+
+def _api_key(api_key: str | None, api_key_file: Path | None) -> str | None:
+    if api_key_file is not None:
+        if api_key and "QUANTKIT_API_KEY" not in os.environ:
+            raise InvalidArgumentError("pass --api-key or --api-key-file, not both")
+        lines = api_key_file.read_text().splitlines()
+        key = lines[0].strip() if lines else ""
+        if not key:
+            raise InvalidArgumentError(f"{api_key_file} holds no API key", hint="write the key on its first line")
+        return key
+    if api_key is not None and not api_key.strip():
+        raise InvalidArgumentError("the API key is empty")
+    return api_key.strip() if api_key else None
+
+
+def _loaded(engine) -> None:
+    from ..runtime import describe_device
+
+    m = engine.model
+    stderr.print(f"ready: {describe_device(engine.context.threads)} · {m.layers_on_gpu}/{m.n_layer + 1} layers on "
+                 f"GPU · {engine.n_parallel} slots sharing {engine.n_ctx} tokens of KV cache", style="dim",
+                 highlight=False)

@@ -1,0 +1,206 @@
+"""A scripted R1-Distill-Qwen GGUF: a tiny model whose generation through libllama is known in advance.
+
+The checkpoint is a one-layer Qwen2ForCausalLM (hidden size 64) with the real DeepSeek-R1-Distill-Qwen tokenizer
+(tests/_fixtures/tiny.py's QWEN2), written with numpy + safetensors and converted by quantkit's own converter
+(`quantkit.convert.convert`, BF16). Its weights make the next token depend on the current token only:
+
+- the attention output projection and the MLP down projection are zero, so the residual stream is the token's
+  embedding; q/k/v and their biases are zero too, the norms one;
+- each token that has a successor embeds to its own one-hot dimension, every other token to zero;
+- `lm_head` maps that dimension to a logit of MARGIN (≈ 40) for the successor and 0 for every other token, so
+  greedy decoding and R1's sampling (temperature 0.6, top-p 0.95 after top-k 40, any seed) both follow the script.
+
+The successor table (`SUCCESSORS`, token id → next token id), built from three chains whose tokens are distinct:
+
+- the R1 reply: `<｜Assistant｜>` → `<think>` → "\\n" → THOUGHT's tokens → `</think>` → "\\n\\n" → ANSWER's
+  tokens → EOS (`<｜end▁of▁sentence｜>`, 151643). A chat prompt ends with `<｜Assistant｜><think>\\n` (its last
+  token is "\\n", id 198), so chat generates THOUGHT, `</think>`, "\\n\\n", ANSWER, then EOS; a raw completion of
+  a prompt ending with `<｜Assistant｜>` generates RAW_TEXT (the same, after the model's own `<think>\\n`).
+- SHORT: a raw prompt ending with " hello" generates " world!" then EOS (2 tokens).
+- LOOP: a raw prompt ending with " ping" generates " pong ping pong ping …" until max_tokens (`loop_text(n)`).
+
+Two variants, with the same weights and different chat templates (`scripted_gguf(variant)`):
+
+- "think": llama.cpp's copy of the DeepSeek-R1-Distill-Qwen-32B template (models/templates in the sdist), whose
+  generation prompt ends with `<｜Assistant｜><think>\\n`: the model never has to emit `<think>` itself.
+- "bare": the same template with its generation prompt cut back to `<｜Assistant｜>` (R1's template as first
+  published); quantkit's chat then appends `<think>\\n` itself (templates.ChatTemplate.prompt).
+
+Both give the same chat prompt tokens, so chat gives in both (EOS not counted, as in TurnResult):
+
+    reasoning == THOUGHT                      reasoning_tokens == REASONING_TOKENS  (14: 13 + `</think>`)
+    answer == ANSWER                          answer_tokens == ANSWER_TOKENS        (9: "\\n\\n" + 8)
+    text == TEXT                              finish_reason == "stop"
+    history_text == "\\n\\n" + ANSWER         (what turn 2's prompt keeps of turn 1)
+
+The tokens any prompt ends with decide the next reply, so the second turn of a chat repeats the first.
+"""
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+
+from .cache import cached_dir
+from .tiny import QWEN2, _write_tokenizer
+
+VERSION = "v1"
+VARIANTS = ("think", "bare")
+NAME = "Scripted-R1-Distill-Qwen"
+HIDDEN = 64
+MARGIN = 40.0  # logit of the successor; every other token gets 0
+
+EOS_ID = 151643
+ASSISTANT, THINK, END_THINK = "<｜Assistant｜>", "<think>", "</think>"
+
+THOUGHT = "Okay, doubling two gives four. I am sure of it.\n"
+ANSWER = "The answer is \\boxed{4}."
+TEXT = THOUGHT + END_THINK + "\n\n" + ANSWER  # what chat generates after `<think>\n` (EOS not included)
+RAW_TEXT = THINK + "\n" + TEXT  # what a raw prompt ending with `<｜Assistant｜>` generates
+
+# the ids the DeepSeek-R1-Distill-Qwen tokenizer gives these texts (checked when the model is built, and against
+# libllama's tokenizer in tests/test_scripted_chat.py)
+THOUGHT_IDS = (32313, 11, 59015, 1378, 6696, 3040, 13, 358, 1079, 2704, 315, 432, 624)
+ANSWER_IDS = (785, 4226, 374, 1124, 79075, 90, 19, 7810)
+THOUGHT_PIECES = ("Okay", ",", " doubling", " two", " gives", " four", ".", " I", " am", " sure", " of", " it", ".\n")
+ANSWER_PIECES = ("The", " answer", " is", " \\", "boxed", "{", "4", "}.")
+IDS = {ASSISTANT: 151645, THINK: 151648, "\n": 198, END_THINK: 151649, "\n\n": 271}
+TEXT_IDS = (*THOUGHT_IDS, IDS[END_THINK], IDS["\n\n"], *ANSWER_IDS)  # chat's generated tokens, EOS excluded
+RAW_IDS = (IDS[THINK], IDS["\n"], *TEXT_IDS)  # what a raw prompt ending with `<｜Assistant｜>` generates
+REASONING_TOKENS = len(THOUGHT_IDS) + 1  # the thought and `</think>`
+ANSWER_TOKENS = 1 + len(ANSWER_IDS)  # "\n\n" and the answer
+
+SHORT_PROMPT, SHORT_TEXT = "Say hello", " world!"  # " hello" → " world" → "!" → EOS
+SHORT_IDS = (23811, 1879, 0)  # " hello", " world", "!"
+LOOP_PROMPT = "Keep going: ping"  # " ping" → " pong" → " ping" → … forever
+LOOP_PIECES = (" pong", " ping")
+LOOP_IDS = (29998, 77622)  # " ping", " pong"
+
+
+def loop_text(n: int) -> str:
+    """What LOOP_PROMPT generates in `n` tokens."""
+    return "".join(LOOP_PIECES[i % 2] for i in range(n))
+
+
+def _chains() -> list[list[int]]:
+    reply = [IDS[ASSISTANT], IDS[THINK], IDS["\n"], *TEXT_IDS, EOS_ID]
+    return [reply, [*SHORT_IDS, EOS_ID], [*LOOP_IDS, LOOP_IDS[0]]]
+
+
+def successors() -> dict[int, int]:
+    """token id → the id the model generates after it."""
+    table: dict[int, int] = {}
+    for chain in _chains():
+        for token, nxt in zip(chain, chain[1:]):
+            if table.setdefault(token, nxt) != nxt:
+                raise AssertionError(f"token {token} would need two successors ({table[token]}, {nxt})")
+    return table
+
+
+SUCCESSORS = successors()
+
+
+def bare_template(source: str) -> str:
+    """The R1 template with its generation prompt cut back to `<｜Assistant｜>` (no `<think>\\n`)."""
+    opened = "{{'<｜Assistant｜><think>\\n'}}{% if not enable_thinking %}{{- '</think>' -}}{% endif %}"
+    if source.count(opened) != 1:
+        raise AssertionError("the R1-Distill-Qwen template's generation prompt is not where it was")
+    return source.replace(opened, "{{'<｜Assistant｜>'}}")
+
+
+def scripted_gguf(variant: str = "think") -> Path:
+    """The cached scripted GGUF of `variant` ("think" or "bare")."""
+    if variant not in VARIANTS:
+        raise ValueError(f"variant must be one of {VARIANTS}, not {variant!r}")
+    folder = cached_dir(f"scripted-{variant}-{VERSION}", lambda tmp: _build(variant, tmp))
+    return folder / f"{NAME}-BF16.gguf"
+
+
+def _build(variant: str, folder: Path) -> None:
+    from quantkit.convert import convert
+
+    checkpoint = folder / NAME
+    shutil.copytree(_tokenizer(), checkpoint, ignore=shutil.ignore_patterns(".complete"))
+    config = json.loads((checkpoint / "tokenizer_config.json").read_text())
+    if variant == "bare":
+        config["chat_template"] = bare_template(config["chat_template"])
+    (checkpoint / "tokenizer_config.json").write_text(json.dumps(config, ensure_ascii=False, indent=2))
+    _write_config(checkpoint)
+    _write_weights(checkpoint / "model.safetensors")
+    convert(checkpoint, folder, outtype="BF16")
+    shutil.rmtree(checkpoint)
+
+
+def _tokenizer() -> Path:
+    """tokenizer.json and tokenizer_config.json of R1-Distill-Qwen (with llama.cpp's copy of its template),
+    made once for both variants: reading the vocab GGUF is most of the build's time."""
+
+    def build(tmp: Path) -> None:
+        _write_tokenizer(QWEN2, tmp)
+        _check_ids(tmp / "tokenizer.json")
+
+    return cached_dir(f"scripted-tokenizer-{VERSION}", build)
+
+
+def _check_ids(tokenizer_json: Path) -> None:
+    from tokenizers import Tokenizer
+
+    tok = Tokenizer.from_file(str(tokenizer_json))
+    planned = {THOUGHT: THOUGHT_IDS, ANSWER: ANSWER_IDS, TEXT: TEXT_IDS, SHORT_PROMPT + SHORT_TEXT: (45764, *SHORT_IDS),
+               LOOP_PROMPT + loop_text(3): (19434, 2087, 25, *LOOP_IDS, *LOOP_IDS),
+               ASSISTANT + THINK + "\n": (IDS[ASSISTANT], IDS[THINK], IDS["\n"])}
+    for text, ids in planned.items():
+        got = tuple(tok.encode(text, add_special_tokens=False).ids)
+        if got != ids:
+            raise AssertionError(f"{text!r} tokenizes to {got}, not {ids}")
+    for piece, token in zip(THOUGHT_PIECES + ANSWER_PIECES, THOUGHT_IDS + ANSWER_IDS):
+        if tok.decode([token]) != piece:
+            raise AssertionError(f"token {token} decodes to {tok.decode([token])!r}, not {piece!r}")
+
+
+def _write_config(folder: Path) -> None:
+    config = dict(
+        architectures=["Qwen2ForCausalLM"], model_type="qwen2", vocab_size=QWEN2.vocab_size, hidden_size=HIDDEN,
+        intermediate_size=128, num_hidden_layers=1, num_attention_heads=2, num_key_value_heads=1,
+        max_position_embeddings=131072, rope_theta=10000.0, rms_norm_eps=1e-6, hidden_act="silu",
+        tie_word_embeddings=False, use_sliding_window=False, sliding_window=4096, max_window_layers=1,
+        bos_token_id=QWEN2.bos, eos_token_id=QWEN2.eos, torch_dtype="float32", attention_dropout=0.0,
+        initializer_range=0.02, use_cache=True,
+    )
+    (folder / "config.json").write_text(json.dumps(config, indent=2) + "\n")
+    generation = dict(bos_token_id=QWEN2.bos, eos_token_id=QWEN2.eos, do_sample=True, temperature=0.6, top_p=0.95)
+    (folder / "generation_config.json").write_text(json.dumps(generation, indent=2) + "\n")
+
+
+def _write_weights(path: Path) -> None:
+    from safetensors.numpy import save_file
+
+    n_vocab, d, ff, head_dim = QWEN2.vocab_size, HIDDEN, 128, HIDDEN // 2
+    embed = np.zeros((n_vocab, d), dtype=np.float32)
+    lm_head = np.zeros((n_vocab, d), dtype=np.float32)
+    # RMSNorm turns a one-hot embedding into sqrt(d) on its dimension: scale lm_head so the logit is MARGIN
+    for dim, (token, nxt) in enumerate(SUCCESSORS.items()):
+        embed[token, dim] = 1.0
+        lm_head[nxt, dim] = MARGIN / np.sqrt(d)
+    p = "model.layers.0."
+    zeros = np.zeros
+    tensors = {
+        "model.embed_tokens.weight": embed,
+        p + "input_layernorm.weight": np.ones(d, np.float32),
+        p + "self_attn.q_proj.weight": zeros((d, d), np.float32),
+        p + "self_attn.q_proj.bias": zeros(d, np.float32),
+        p + "self_attn.k_proj.weight": zeros((head_dim, d), np.float32),
+        p + "self_attn.k_proj.bias": zeros(head_dim, np.float32),
+        p + "self_attn.v_proj.weight": zeros((head_dim, d), np.float32),
+        p + "self_attn.v_proj.bias": zeros(head_dim, np.float32),
+        p + "self_attn.o_proj.weight": zeros((d, d), np.float32),
+        p + "post_attention_layernorm.weight": np.ones(d, np.float32),
+        p + "mlp.gate_proj.weight": zeros((ff, d), np.float32),
+        p + "mlp.up_proj.weight": zeros((ff, d), np.float32),
+        p + "mlp.down_proj.weight": zeros((d, ff), np.float32),
+        "model.norm.weight": np.ones(d, np.float32),
+        "lm_head.weight": lm_head,
+    }
+    save_file(tensors, str(path), metadata={"format": "pt"})
