@@ -44,6 +44,7 @@ import shutil
 import tarfile
 import time
 from dataclasses import dataclass, field
+from importlib.metadata import version
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -118,7 +119,7 @@ def llama_server(args, model: Path, port: int) -> Server:
     version_line = next((line for line in (version.stdout + version.stderr).splitlines()
                          if line.startswith("version")), "version unknown")
     return Server("llama-server", cmd, "/health", f"llama-server {version_line} (sdist 0.3.36, Release, native)",
-                  " ".join(cmd[3:]).replace(str(model), model.name), port=port)
+                  " ".join(cmd[7:]), port=port)
 
 
 def patched(args) -> list[str]:
@@ -160,10 +161,11 @@ def quantkit_server(args, model: Path, port: int) -> Server:
     import quantkit
 
     cmd = [sys.executable, "-m", "quantkit", "serve", str(model), "--parallel", str(args.parallel), "--ctx",
-           str(args.ctx), "--threads", str(args.threads), "--host", HOST, "--port", str(port)]
+           str(args.ctx), "--threads", str(args.threads), "-ngl", "0", "--host", HOST, "--port", str(port)]
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=ROOT)
     return Server("quantkit", cmd, "/health", f"quantkit {quantkit.__version__} ({commit.stdout.strip() or '?'}), "
-                  f"llama-cpp-python wheel", " ".join(cmd[5:]), port=port)
+                  f"llama-cpp-python {version('llama-cpp-python')} wheel", " ".join(cmd[5:cmd.index("--host")]),
+                  port=port)
 
 
 def sdist_file(member: str) -> Path:
@@ -385,8 +387,8 @@ def ratio_lines(table: dict[tuple[str, int], Level], names: set[str], levels: li
 
     lines = ["| comparison | concurrency | ratio | target | |", "|---|---:|---:|---:|:---:|"]
     rows = [("quantkit / llama-server", c, ratio("quantkit", "llama-server", c), 0.9) for c in levels]
-    rows += [("quantkit / llama_cpp.server", c, ratio("quantkit", "llama_cpp.server", c), 3.0) for c in levels
-             if c == 8]
+    rows += [("quantkit / llama_cpp.server", c, ratio("quantkit", "llama_cpp.server", c), 3.0 if c == 8 else None)
+             for c in levels]
     rows += [("quantkit / example", c, ratio("quantkit", "example", c), None) for c in levels]
     rows += [("llama-server / llama_cpp.server", c, ratio("llama-server", "llama_cpp.server", c), None)
              for c in levels]
@@ -498,8 +500,8 @@ def main() -> None:
     ap.add_argument("--parallel", type=int, help="slots of the batching servers (default: the highest concurrency)")
     ap.add_argument("--rounds", type=int, default=1)
     ap.add_argument("--servers", default="llama-server,llama_cpp.server,example,quantkit")
-    ap.add_argument("--out", type=Path, help="Markdown results (default: benchmarks/serve_results.md; none with "
-                                             "--quick)")
+    ap.add_argument("--out", help="Markdown results (default: benchmarks/serve_results.md; none with --quick); "
+                                   "'-': none")
     ap.add_argument("--quick", action="store_true", help="concurrency 1,4; 32 tokens; max(4, C) requests")
     ap.add_argument("--start-timeout", type=float, default=300.0)
     ap.add_argument("--level-timeout", type=float, default=900.0, help="seconds one server may take for one level")
@@ -512,7 +514,8 @@ def main() -> None:
         args.concurrency = "1,4" if args.concurrency == ap.get_default("concurrency") else args.concurrency
         args.max_tokens = 32 if args.max_tokens == ap.get_default("max_tokens") else args.max_tokens
     levels = [int(c) for c in args.concurrency.split(",") if c.strip()]
-    out = args.out or (None if args.quick else ROOT / "benchmarks" / "serve_results.md")
+    out = (None if args.out == "-" else Path(args.out) if args.out
+           else None if args.quick else ROOT / "benchmarks" / "serve_results.md")
     if importlib.util.find_spec("httpx") is None:
         sys.exit("benchmarks/serve.py needs httpx: pip install httpx")
 
