@@ -421,7 +421,7 @@ def markdown(args, model: Path, servers: list[Server], skipped: dict[str, str], 
     lines = [
         "# `quantkit serve` against llama-server and llama-cpp-python's servers", "",
         f"Recorded {when} with `python benchmarks/serve.py {' '.join(sys.argv[1:])}` on {machine()}.", "",
-        f"- model: {model.name}; {args.threads} threads for every server; total context {args.ctx} cells "
+        f"- model: {model.name}; {args.threads} thread(s) for every server; total context {args.ctx} cells "
         f"({args.parallel} slots where the server batches, one sequence for llama_cpp.server); ggml extra buffers "
         f"(repack, AMX) {'on' if args.extra_buffers else 'off on every server (AMX CPU)'}",
         f"- each request: a streaming chat completion of one of {len(PROMPTS)} fixed prompts, temperature 0, seed "
