@@ -317,11 +317,14 @@ async def run_level(server: Server, concurrency: int, n_requests: int, max_token
                 return await one_request(client, server, PROMPTS[i % len(PROMPTS)], max_tokens)
 
         t0 = time.perf_counter()
-        try:
-            samples = await asyncio.wait_for(asyncio.gather(*(gated(i) for i in range(n_requests))), timeout)
-        except asyncio.TimeoutError:
-            samples = [Sample(False, error=f"level timed out after {timeout:.0f} s")] * n_requests
-        return samples, time.perf_counter() - t0
+        tasks = [asyncio.ensure_future(gated(i)) for i in range(n_requests)]
+        done, pending = await asyncio.wait(tasks, timeout=timeout)
+        for t in pending:
+            t.cancel()
+        await asyncio.gather(*pending, return_exceptions=True)
+        wall = time.perf_counter() - t0
+        late = Sample(False, error=f"level timed out after {timeout:.0f} s")
+        return [t.result() if t in done else late for t in tasks], wall
 
 
 def requests_at(concurrency: int, args) -> int:
@@ -553,6 +556,8 @@ def main() -> None:
         if not servers:
             sys.exit("no server could be started")
         table = measure(servers, levels, args)
+    except KeyboardInterrupt as e:
+        sys.exit(f"interrupted ({e or 'SIGINT'}): every server stopped, nothing written")
     finally:
         for s in servers:
             stop(s)
