@@ -23,17 +23,20 @@ def llama_cpp_source() -> Path:
 
 
 def build_tool(target: str, jobs: int = os.cpu_count() or 2) -> Path:
-    """The binary of llama.cpp target `target` (e.g. "llama-bench"), built on first use (Release, native)."""
+    """The binary of llama.cpp target `target` (e.g. "llama-bench", "llama-server"), built on first use (Release,
+    native)."""
     binary = BUILD / "bin" / target
     BENCH_CACHE.mkdir(parents=True, exist_ok=True)
     with open(BENCH_CACHE / "build.lock", "w") as lock:  # two scripts may build at once: one cmake tree at a time
         fcntl.flock(lock, fcntl.LOCK_EX)
         if binary.exists():
             return binary
+        # One tree for every tool: the server target (tools/server) exists only with LLAMA_BUILD_SERVER=ON, and
+        # re-configuring an existing tree with it adds targets without rebuilding the others.
         configure = [
             "cmake", "-S", str(llama_cpp_source()), "-B", str(BUILD), "-G", "Ninja", "-DCMAKE_BUILD_TYPE=Release",
             "-DGGML_NATIVE=ON", "-DBUILD_SHARED_LIBS=OFF", "-DLLAMA_BUILD_TESTS=OFF", "-DLLAMA_BUILD_EXAMPLES=OFF",
-            "-DLLAMA_BUILD_SERVER=OFF", "-DLLAMA_OPENSSL=OFF", "-DLLAMA_CURL=OFF",
+            "-DLLAMA_BUILD_SERVER=ON", "-DLLAMA_OPENSSL=OFF", "-DLLAMA_CURL=OFF",
         ]
         subprocess.run(configure, check=True)
         subprocess.run(["cmake", "--build", str(BUILD), "--target", target, "-j", str(jobs)], check=True)

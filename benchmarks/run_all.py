@@ -7,6 +7,7 @@ Runs, each in its own process (they build llama.cpp's tools on first use, which 
   convert.py     quantkit convert vs convert_hf_to_gguf.py and cp   (wall time ratios; lower is better)
   perplexity.py  quantkit perplexity vs llama-perplexity            (speed ratio, and whether PPL agrees)
   bench.py       quantkit bench / chat vs llama-bench               (tokens/s ratios; higher is better)
+  serve.py       quantkit serve vs llama-server, llama_cpp.server    (aggregate tokens/s at concurrency 1-16)
 on the embedded SmolLM2 (perplexity on the python-docs text, offline) and on random checkpoints of
 R1-Distill-Qwen-1.5B's shapes (convert). Writes a Markdown table with the date and the machine, and each
 script's own output below it. There is no quantize comparison yet: quantkit's quantize *is* libllama's.
@@ -80,6 +81,15 @@ def parse_bench(out: str) -> list[Ratio]:
     return rows
 
 
+def parse_serve(out: str) -> list[Ratio]:
+    rows = []
+    for m in re.finditer(r"^\| (quantkit / [^|]+?) \(aggregate tok/s\) \| (\d+) \| ([\d.]+) \| (≥ [\d.]+) \|",
+                         out, re.MULTILINE):
+        rows.append(Ratio("serve.py", f"serve aggregate tok/s, {m.group(1)}, concurrency {m.group(2)}",
+                          float(m.group(3)), m.group(4)))
+    return rows
+
+
 # ---- running them -------------------------------------------------------------------------------------------
 
 def run_script(name: str, args: list[str]) -> tuple[str, float]:
@@ -103,6 +113,7 @@ def comparisons(args) -> dict[str, tuple[list[str], callable]]:
         "perplexity": ([str(embedded_gguf()), "--text-file", str(python_docs_path()), "--chunks", str(args.chunks),
                         "--threads", threads], parse_perplexity),
         "bench": (["--threads", threads, "-r", str(args.repetitions), "--rounds", str(args.rounds)], parse_bench),
+        "serve": (["--threads", threads, "--rounds", str(args.rounds), "--out", "-"], parse_serve),
     }
 
 
@@ -133,7 +144,8 @@ def markdown(ratios: list[Ratio], outputs: dict[str, tuple[str, float]], when: s
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--only", default="convert,perplexity,bench", help="comma-separated: convert, perplexity, bench")
+    ap.add_argument("--only", default="convert,perplexity,bench,serve",
+                    help="comma-separated: convert, perplexity, bench, serve")
     ap.add_argument("--out", type=Path, default=HERE / "RESULTS.md")
     ap.add_argument("--threads", type=int, default=1, help="a busy 2-core machine measures best with 1")
     ap.add_argument("--layers", type=int, action="append", help="convert.py layer counts (default 8)")
