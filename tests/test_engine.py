@@ -82,13 +82,21 @@ def test_more_requests_than_slots_queue_and_all_finish(smollm2_gguf, one_by_one)
     assert sum(stats.finished.values()) == len(QUESTIONS)
 
 
-def test_a_full_kv_cache_preempts_and_recomputes(smollm2_gguf, one_by_one):
-    """The cells cannot hold every sequence at once: some wait and are recomputed, with the same text."""
-    with open_engine(smollm2_gguf, n_ctx=128, n_parallel=4) as engine:
-        streams = [engine.submit(request(engine.model, q, max_tokens=24)) for q in QUESTIONS[:6]]
+def test_a_full_kv_cache_preempts_and_recomputes(scripted_gguf):
+    """The cells cannot hold every sequence at once: some wait and are recomputed, and every text is whole.
+    (The scripted model: a sequence recomputed into other cells may sum its attention in another order, which
+    can flip one of SmolLM2's near ties.)"""
+    from tests._fixtures.scripted import LOOP_PROMPT, loop_text
+
+    with open_engine(scripted_gguf, n_ctx=128, n_parallel=4) as engine:
+        prompt = engine.model.prompt_tokens(LOOP_PROMPT).tolist()
+        assert engine.n_ctx == 256  # llama.cpp's rounding: 4 sequences of 104 tokens do not fit
+        streams = [engine.submit(GenerationRequest(prompt, GREEDY, max_tokens=100, split_reasoning=False))
+                   for _ in range(6)]
         texts = [s.wait().text for s in streams]
+        assert engine.stats().preempted > 0
         assert_no_leaks(engine)
-    assert texts == one_by_one[:6]
+    assert texts == [loop_text(100)] * 6
 
 
 def test_prefix_reuse(smollm2_gguf):
@@ -162,6 +170,8 @@ def test_asyncio_stream_and_queue_limits(smollm2_gguf):
         async def main():
             loop = asyncio.get_running_loop()
             first = engine.submit(request(engine.model, "Say hi.", max_tokens=16), loop=loop)
+            while engine.stats().busy_slots == 0:  # the first has its slot: the queue is empty again
+                await asyncio.sleep(0.01)
             second = engine.submit(request(engine.model, "Say hi.", max_tokens=16), loop=loop)
             with pytest.raises(QueueFullError):  # one runs, one waits: the queue holds one
                 engine.submit(request(engine.model, "Say hi.", max_tokens=16), loop=loop)
@@ -194,7 +204,7 @@ def test_where_batched_kernels_differ(smollm2_gguf):
             ctx.clear()
             batch.clear()
             for i, t in enumerate(prompt):
-                row = batch.add(t, i, 0, i == len(prompt) - 1)
+                batch.add(t, i, 0, i == len(prompt) - 1)
             for i in range(n_other):
                 batch.add(100 + i, i, 1, False)
             ctx.decode(batch)
@@ -202,7 +212,6 @@ def test_where_batched_kernels_differ(smollm2_gguf):
 
         alone = last_logits(0)
         small, large = last_logits(32 - len(prompt)), last_logits(128 - len(prompt))
-    assert row == len(prompt) - 1
     assert np.array_equal(small, alone)
     diff = float(np.abs(large - alone).max())
     print(f"max |Δ logit| alone vs in a batch of 128: {diff:.4f}")

@@ -32,12 +32,16 @@ def _cli_json(args: list[str]):
 def test_summary_and_files(run):
     out, summary = run
     assert [s["step"] for s in summary["steps"]] == ["source", "convert", "quantize", "perplexity", "bench",
-                                                    "memory", "chat", "report"]
+                                                    "memory", "chat", "eval", "report"]
     assert all(s["status"] == "done" for s in summary["steps"])
     assert [Path(f).name.rsplit("-", 1)[1] for f in summary["files"]] == ["F16.gguf", "Q4_0.gguf", "Q8_0.gguf"]
     assert {"md", "csv", "json"} <= set(summary["report"])
     assert set(summary["recommended"]) == {str(g) for g in GPU_SIZES_GIB}
     assert summary["chat"]["type"] in ("Q4_0", "Q8_0")
+    rows = report_rows(out)  # the eval step's pass@1 in every row, the base without a Δ
+    assert all(0 <= r["pass_at_1"] <= 1 and r["pass_low"] <= r["pass_at_1"] <= r["pass_high"] for r in rows)
+    assert rows[0]["delta_pass"] is None and all(r["delta_pass"] is not None for r in rows[1:])
+    assert "pass@1 %" in (out / "report.md").read_text()
 
 
 def test_perplexity_equals_the_command(run):
@@ -141,6 +145,6 @@ def test_second_run_keeps_everything(run):
     summary = _cli_json(run_args(out.parent / "tiny.toml", out, "--json"))
     assert {s["step"]: s["status"] for s in summary["steps"]} == {
         "source": "kept", "convert": "kept", "quantize": "kept", "perplexity": "kept", "bench": "kept",
-        "memory": "kept", "chat": "kept", "report": "done"}
+        "memory": "kept", "chat": "kept", "eval": "kept", "report": "done"}
     assert {p: p.stat().st_mtime_ns for p in before} == before
     assert report_rows(out) == rows

@@ -26,7 +26,7 @@ runner = CliRunner()
 pytestmark = pytest.mark.slow
 
 RECIPE = TINY_RECIPE.replace('ladder = ["Q4_0", "Q8_0"]', 'ladder = ["Q4_0"]')
-STEPS = ("source", "convert", "quantize", "perplexity", "bench", "memory", "chat", "report")
+STEPS = ("source", "convert", "quantize", "perplexity", "bench", "memory", "chat", "eval", "report")
 OUT = Path("out")
 
 
@@ -125,6 +125,7 @@ SETTINGS = {
                     lambda: _record("chat")["prompt"] == "Say goodbye."),
     "chat max_tokens": ("max_tokens = 4", "max_tokens = 2", ("chat",),
                         lambda: _record("chat")["reasoning_tokens"] + _record("chat")["answer_tokens"] <= 2),
+    "eval limit": ("limit = 3", "limit = 2", ("eval",), lambda: _record("eval")["problems"] == 2),
 }
 
 
@@ -144,7 +145,7 @@ def test_a_longer_ladder_makes_the_new_rung_and_measures_it(case):
     _write_recipe(RECIPE.replace('ladder = ["Q4_0"]', 'ladder = ["Q4_0", "Q8_0"]'))
     result = _run()
     # Q8_0 is closer to the base than Q4_0: the answer now comes from it
-    assert _statuses(result) == _kept_but("quantize", "perplexity", "bench", "memory", "chat")
+    assert _statuses(result) == _kept_but("quantize", "perplexity", "bench", "memory", "chat", "eval")
     assert _files(OUT / "models")[_rung("Q4_0").name] == q4  # the old rung is kept
     rows = report_rows(OUT)
     assert [r["type"] for r in rows] == ["F16", "Q4_0", "Q8_0"]
@@ -156,7 +157,7 @@ def test_a_longer_ladder_makes_the_new_rung_and_measures_it(case):
 
     # and back: the perplexity of the shorter ladder is measured on its files only
     _write_recipe(RECIPE)
-    assert _statuses(_run()) == _kept_but("perplexity", "chat")
+    assert _statuses(_run()) == _kept_but("perplexity", "chat", "eval")
     assert [Path(r["path"]).name for r in _record("perplexity")["results"]] == [r["file"] for r in report_rows(OUT)]
     assert _record("chat")["type"] == "Q4_0"
 
@@ -185,7 +186,7 @@ def test_a_rebuilt_base_redoes_the_rungs_and_every_measurement(case):
     _rewrite_a_tensor(base)
     assert base.stat().st_size == size
     result = _run()
-    assert _statuses(result) == _kept_but("quantize", "perplexity", "bench", "memory", "chat")
+    assert _statuses(result) == _kept_but("quantize", "perplexity", "bench", "memory", "chat", "eval")
     assert _rung("Q4_0").read_bytes() != q4_bytes  # made again from the new base
     ppl_after = [r["ppl"] for r in _record("perplexity")["results"]]
     assert ppl_after[0] != ppl_before[0] and ppl_after[1] != ppl_before[1]

@@ -84,6 +84,7 @@ class EngineStats:
     generated_tokens: int
     finished: dict[str, int]  # finish reason → count
     failed: int
+    preempted: int  # sequences put back in the queue because the KV cache was full (recomputed later)
     gen_seconds: float  # time the engine spent in steps that generated tokens
 
 
@@ -100,9 +101,10 @@ class Engine(Closeable):
         self.model = model
         self.context = runtime.create_context(model, n_ctx=n_ctx, n_batch=n_batch, n_ubatch=n_ubatch,
                                               n_seq_max=n_parallel, threads=threads, kv_unified=True)
-        self.n_ctx = n_ctx
+        self.n_ctx = self.context.n_ctx  # llama.cpp may round it up
         self.n_parallel = n_parallel
-        # one sequence may fill the whole cache, but not past what the model was trained on
+        # one sequence may fill the context asked for (not the cells llama.cpp adds), but not past what the
+        # model was trained on
         self.n_ctx_seq = min(n_ctx, model.n_ctx_train) if model.n_ctx_train > 0 else n_ctx
         self.max_queue = max_queue
         self._batch = runtime.Batch(self.context.n_batch)
@@ -113,7 +115,7 @@ class Engine(Closeable):
         self._closing = False
         self._accepting = True
         self._owns_model = False
-        self._counts = {"prompt": 0, "generated": 0, "failed": 0, "gen_seconds": 0.0}
+        self._counts = {"prompt": 0, "generated": 0, "failed": 0, "preempted": 0, "gen_seconds": 0.0}
         self._finished: dict[str, int] = {}
         self._thread = threading.Thread(target=self._run, name="quantkit-engine", daemon=True)
         self._thread.start()
@@ -166,7 +168,7 @@ class Engine(Closeable):
                 kv_cells_cached=sum(len(s.cached) for s in self._slots if s.job is None),
                 prompt_tokens=self._counts["prompt"], generated_tokens=self._counts["generated"],
                 finished=dict(self._finished), failed=self._counts["failed"],
-                gen_seconds=self._counts["gen_seconds"])
+                preempted=self._counts["preempted"], gen_seconds=self._counts["gen_seconds"])
 
     def kv_cells_in_llama(self) -> dict[int, int]:
         """Per sequence, the cells llama.cpp itself holds (its largest position + 1): to check the engine's own
@@ -291,6 +293,7 @@ class Engine(Closeable):
         slot.cached = []
         self._waiting.appendleft(slot.job)
         slot.job = None
+        self._counts["preempted"] += 1
         return True
 
     # -- one step ---------------------------------------------------------------------------------------------

@@ -118,4 +118,5 @@ def create_context(model: Model, n_ctx: int, n_batch: int | None = None, n_ubatc
     if not ptr:
         raise RuntimeLoadError(f"llama.cpp could not create a context of {n_ctx} tokens for {model.path.name}",
                                hint="try a smaller --ctx or --batch, or fewer --n-gpu-layers")
-    return Context(model, ptr, n_ctx, n_batch, n_seq_max, threads, keep)
+    # llama.cpp rounds the cells up (to a multiple of 256): the context holds what it reports
+    return Context(model, ptr, int(llama_cpp.llama_n_ctx(ptr)), n_batch, n_seq_max, threads, keep)

@@ -32,6 +32,13 @@ ctx = 2048
 prompt = "Say hello."
 max_tokens = 4
 ctx = 256
+
+[eval]
+task = "arith"
+limit = 3
+max_tokens = 12
+ctx = 512
+parallel = 2
 """
 THREADS = "2"
 
