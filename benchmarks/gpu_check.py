@@ -170,7 +170,15 @@ class Serve:
         return sum(counts) / (time.perf_counter() - t0)
 
 
+def seconds_left() -> float:
+    """Seconds left of gpu.sh's budget (GPU_CHECK_START, GPU_CHECK_BUDGET); unlimited when they are unset."""
+    start, budget = os.environ.get("GPU_CHECK_START"), os.environ.get("GPU_CHECK_BUDGET")
+    return float(start) + float(budget) - time.time() if start and budget else float("inf")
+
+
 def serve_rows(run: Runner, mode: str, tools: Path, q4: Path, size: dict, ngl_ref: str) -> list[Row]:
+    if seconds_left() < 100:
+        return [Row("serve (skipped: under 100 s of the budget left)", "—", "—", None, "skipped", None)]
     rc, *_ = run.run("serve-help", [sys.executable, "-m", "quantkit", "serve", "--help"], timeout=60)
     if rc != 0:
         return [Row("serve (quantkit serve not on this branch)", "—", "—", None, "skipped", None)]
@@ -320,7 +328,7 @@ def main() -> None:
         est_cmd += ["--vram", f"{vram_gib:.1f}"]
     rc, out, *_ = run.run("estimate-memory", est_cmd)
     est = json.loads(out)["types"][0] if rc == 0 else None
-    dev = next((d for d, _ in reported if d.startswith("CUDA")), None) if gpu else None
+    dev = next((d for d, _ in reported if re.fullmatch(r"CUDA\d+", d)), None) if gpu else None
     if est is not None:
         if gpu:
             pred = {"model": est["weights_bytes"] - est["cpu_only_bytes"], "KV": est["kv_bytes"],
