@@ -39,11 +39,26 @@ if [ "$MODE" = gpu ]; then
     [ -d .gpu/llama.cpp ] || { step "error: .gpu/ missing: run benchmarks/gpu_prepare.sh here first and carry .gpu"; exit 2; }
     BUILD=$WORK/build
     step "1. build llama.cpp (CUDA, sm_90, Release, ninja)"
+    # cuBLAS: the toolkit's, else the pip wheel's (nvidia-cublas, which the image's torch uses): a toolkit made of
+    # pip packages may lack it, as the one on the machine that prepared this script does
+    CUBLAS_ARGS=()
+    NVCC_DIR=$(dirname "$(readlink -f "$(command -v nvcc)")")
+    if [ ! -f "$NVCC_DIR/../include/cublas_v2.h" ] && [ ! -f /usr/local/cuda/include/cublas_v2.h ]; then
+        INC=$(python3 -c "import nvidia, glob; print(next(iter(sorted(h for p in nvidia.__path__ for h in glob.glob(p + '/**/include/cublas_v2.h', recursive=True))), ''))" 2>/dev/null)
+        if [ -n "$INC" ]; then
+            INC=$(dirname "$INC") LIB=$(dirname "$INC")/lib
+            CUBLAS_ARGS=("-DCUDA_cublas_LIBRARY=$(ls "$LIB"/libcublas.so* | head -1)"
+                         "-DCUDA_cublasLt_LIBRARY=$(ls "$LIB"/libcublasLt.so* | head -1)" "-DCMAKE_CUDA_FLAGS=-I$INC"
+                         "-DCMAKE_CXX_FLAGS=-I$INC")
+            export LD_LIBRARY_PATH=$LIB${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
+            step "   cuBLAS from the pip wheel: $INC"
+        fi
+    fi
     if [ ! -x "$BUILD/bin/llama-server" ]; then
         cmake -S .gpu/llama.cpp -B "$BUILD" -G Ninja -DCMAKE_BUILD_TYPE=Release -DGGML_CUDA=ON \
             -DCMAKE_CUDA_ARCHITECTURES=90 -DBUILD_SHARED_LIBS=ON -DGGML_NATIVE=ON -DLLAMA_BUILD_TESTS=OFF \
             -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_SERVER=ON -DLLAMA_CURL=OFF -DLLAMA_OPENSSL=OFF \
-            ${GPU_CHECK_CMAKE_ARGS:-} >"$LOGS/build.log" 2>&1 \
+            "${CUBLAS_ARGS[@]}" ${GPU_CHECK_CMAKE_ARGS:-} >"$LOGS/build.log" 2>&1 \
         && timeout 420 cmake --build "$BUILD" -j 16 --target llama mtmd llama-bench llama-perplexity llama-server \
             >>"$LOGS/build.log" 2>&1 \
         || { step "error: the CUDA build failed (tail of build.log follows)"; tail -30 "$LOGS/build.log"; exit 3; }
