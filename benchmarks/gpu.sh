@@ -34,10 +34,31 @@ step() { echo "[$(( $(date +%s) - START ))s] $*" | tee -a "$LOGS/steps.log"; }
 pack_logs() { (cd "$OUT" && tar czf logs.tgz logs && rm -rf logs); }
 trap pack_logs EXIT
 
+# 3a. (with the build on the GPU machine) the checkpoint: a random-weight Qwen2 with R1-Distill-Qwen-1.5B's shapes
+# (LAYERS of its 28 layers), and its BF16 GGUF by quantkit's own converter (which needs no libllama)
+MODELS=$WORK/models
+make_base() {
+    [ -f "$MODELS/done-$LAYERS" ] && return 0
+    rm -rf "$WORK/ckpt" "$MODELS"
+    "$PY" benchmarks/gpu_model.py "$WORK/ckpt" --tokenizer "$TOKENIZER" --layers "$LAYERS" \
+    && "$PY" -m quantkit convert "$WORK/ckpt" --outtype BF16 -o "$MODELS" --json
+}
+
 # 1. llama.cpp: libllama (+ ggml, mtmd) for llama-cpp-python and llama-bench / llama-perplexity / llama-server
 if [ "$MODE" = gpu ]; then
     [ -d .gpu/llama.cpp ] || { step "error: .gpu/ missing: run benchmarks/gpu_prepare.sh here first and carry .gpu"; exit 2; }
     BUILD=$WORK/build
+    SITE=$WORK/site
+    rm -rf "$SITE" && mkdir -p "$SITE"
+    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target "$SITE" .gpu/whl/*.whl \
+        >"$LOGS/install.log" 2>&1 || { step "error: wheel install failed"; cat "$LOGS/install.log"; exit 4; }
+    export PYTHONPATH=$SITE:$ROOT
+    PY=python3
+    TOKENIZER=.gpu/tokenizer
+    LAYERS=${GPU_CHECK_LAYERS:-28}
+    step "3a. (in the background) random-weight R1-Distill-Qwen-1.5B-shaped checkpoint ($LAYERS layers) → BF16 GGUF"
+    make_base >"$LOGS/model.log" 2>&1 &
+    BASE_PID=$!
     step "1. build llama.cpp (CUDA, sm_90, Release, ninja)"
     # cuBLAS: the toolkit's, else the pip wheel's (nvidia-cublas, which the image's torch uses): a toolkit made of
     # pip packages may lack it, as the one on the machine that prepared this script does
@@ -46,7 +67,8 @@ if [ "$MODE" = gpu ]; then
     if [ ! -f "$NVCC_DIR/../include/cublas_v2.h" ] && [ ! -f /usr/local/cuda/include/cublas_v2.h ]; then
         INC=$(python3 -c "import nvidia, glob; print(next(iter(sorted(h for p in nvidia.__path__ for h in glob.glob(p + '/**/include/cublas_v2.h', recursive=True))), ''))" 2>/dev/null)
         if [ -n "$INC" ]; then
-            INC=$(dirname "$INC") LIB=$(dirname "$INC")/lib
+            INC=$(dirname "$INC")
+            LIB=$(dirname "$INC")/lib
             CUBLAS_ARGS=("-DCUDA_cublas_LIBRARY=$(ls "$LIB"/libcublas.so* | head -1)"
                          "-DCUDA_cublasLt_LIBRARY=$(ls "$LIB"/libcublasLt.so* | head -1)" "-DCMAKE_CUDA_FLAGS=-I$INC"
                          "-DCMAKE_CXX_FLAGS=-I$INC")
@@ -67,17 +89,10 @@ if [ "$MODE" = gpu ]; then
     step "   built in $(( $(date +%s) - START ))s"
     # 2. llama-cpp-python's ctypes package from the sdist, its lib/ holding this build's libraries (quantkit finds
     # libggml beside libllama there too), plus the carried wheels, in one target folder
-    step "2. install quantkit and llama-cpp-python against the CUDA build"
-    SITE=$WORK/site
-    rm -rf "$SITE" && mkdir -p "$SITE"
-    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target "$SITE" .gpu/whl/*.whl \
-        >"$LOGS/install.log" 2>&1 || { step "error: wheel install failed"; cat "$LOGS/install.log"; exit 4; }
+    step "2. install quantkit (PYTHONPATH) and llama-cpp-python's package with the CUDA build's libraries"
     cp -r .gpu/llama_cpp "$SITE/llama_cpp" && mkdir -p "$SITE/llama_cpp/lib"
     find "$BUILD/bin" -maxdepth 1 -name 'lib*.so*' -exec cp -P {} "$SITE/llama_cpp/lib/" \;
-    export PYTHONPATH=$SITE:$ROOT LLAMA_CPP_LIB_PATH=$SITE/llama_cpp/lib
-    PY=python3
-    TOKENIZER=.gpu/tokenizer
-    LAYERS=${GPU_CHECK_LAYERS:-28}
+    export LLAMA_CPP_LIB_PATH=$SITE/llama_cpp/lib
 else
     PY=${PYTHON:-$ROOT/.venv/bin/python}
     [ -x "$PY" ] || { step "error: $PY missing: run 'make setup-test' first"; exit 2; }
@@ -94,15 +109,16 @@ fi
 echo "llama-cpp-python: $("$PY" -c 'import llama_cpp; print(llama_cpp.__file__, "offload:", bool(llama_cpp.llama_supports_gpu_offload()))' 2>&1)" \
     | tee -a "$LOGS/steps.log"
 
-# 3. the model: a random-weight Qwen2 with R1-Distill-Qwen-1.5B's shapes (LAYERS of its 28 layers), through
-# quantkit's own converter, quantized to Q4_K_M and Q8_0 by quantkit
-step "3. random-weight R1-Distill-Qwen-1.5B-shaped checkpoint ($LAYERS layers), convert, quantize"
-MODELS=$WORK/models
+# 3b. the model, quantized to Q4_K_M and Q8_0 by quantkit (libllama's quantizer)
+step "3. random-weight R1-Distill-Qwen-1.5B-shaped model ($LAYERS layers): BF16, then Q4_K_M and Q8_0"
+if [ -n "${BASE_PID:-}" ]; then
+    wait "$BASE_PID" || { step "error: making the checkpoint failed"; tail -20 "$LOGS/model.log"; exit 5; }
+else
+    make_base >"$LOGS/model.log" 2>&1 || { step "error: making the checkpoint failed"; tail -20 "$LOGS/model.log"; exit 5; }
+fi
 if [ ! -f "$MODELS/done-$LAYERS" ]; then
-    rm -rf "$WORK/ckpt" "$MODELS"
-    "$PY" benchmarks/gpu_model.py "$WORK/ckpt" --tokenizer "$TOKENIZER" --layers "$LAYERS" >"$LOGS/model.log" 2>&1 \
-    && "$PY" -m quantkit convert "$WORK/ckpt" -t Q4_K_M,Q8_0 -o "$MODELS" --json >>"$LOGS/model.log" 2>&1 \
-    || { step "error: making the model failed"; tail -20 "$LOGS/model.log"; exit 5; }
+    "$PY" -m quantkit convert "$WORK/ckpt" -t Q4_K_M,Q8_0 -o "$MODELS" --json >>"$LOGS/model.log" 2>&1 \
+    || { step "error: quantizing failed"; tail -20 "$LOGS/model.log"; exit 5; }
     rm -rf "$WORK/ckpt" "$MODELS"/*-BF16.gguf
     touch "$MODELS/done-$LAYERS"
 fi
@@ -127,6 +143,7 @@ step "4. measure"
 "$PY" benchmarks/gpu_check.py --mode "$MODE" --tools "$TOOLS" --q4 "$Q4" --q8 "$Q8" --logs "$LOGS" \
     --out "$OUT" --pytest-log "$LOGS/pytest.log" --pytest-rc "$(cat "$WORK/pytest.rc")" 2>"$LOGS/gpu_check.stderr"
 rc=$?
-[ $rc = 0 ] || { step "error: gpu_check.py failed ($rc)"; tail -20 "$LOGS/gpu_check.stderr"; }
-step "done in $(( $(date +%s) - START ))s"
+# the table stays the last thing on stdout: what follows goes to stderr and the steps log
+[ $rc = 0 ] || { step "gpu_check.py exited $rc (a FAIL row, or an error: logs/gpu_check.stderr)"; tail -5 "$LOGS/gpu_check.stderr"; } >&2
+step "done in $(( $(date +%s) - START ))s" >&2
 exit $rc
