@@ -91,7 +91,7 @@ if [ "$MODE" = gpu ]; then
     # libggml beside libllama there too), plus the carried wheels, in one target folder
     step "2. install quantkit (PYTHONPATH) and llama-cpp-python's package with the CUDA build's libraries"
     cp -r .gpu/llama_cpp "$SITE/llama_cpp" && mkdir -p "$SITE/llama_cpp/lib"
-    find "$BUILD/bin" -maxdepth 1 -name 'lib*.so*' -exec cp -P {} "$SITE/llama_cpp/lib/" \;
+    find "$BUILD" -name 'lib*.so*' -not -path '*/CMakeFiles/*' -exec cp -P {} "$SITE/llama_cpp/lib/" \;
     export LLAMA_CPP_LIB_PATH=$SITE/llama_cpp/lib
 else
     PY=${PYTHON:-$ROOT/.venv/bin/python}
