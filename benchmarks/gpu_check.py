@@ -253,7 +253,7 @@ def main() -> None:
     repack = extra_buffers_default()
     no_repack = [] if repack else ["--no-repack"]
     rows: list[Row] = []
-    tg_q4 = None
+    tg_q4 = tg_q4_ref = None
 
     # the tests that need a GPU
     tail = (a.pytest_log.read_text().strip().splitlines() or ["no output"])[-1]
@@ -277,7 +277,7 @@ def main() -> None:
             rows.append(Row(f"{test} {qtype} tok/s", _fmt(ours.get(test)), _fmt(ref.get(test)), ratio, "≥ 0.95",
                             at_least(ratio, 0.95, gpu)))
         if qtype == "Q4_K_M":
-            tg_q4 = ours.get(f"tg{size['tg']}")
+            tg_q4, tg_q4_ref = ours.get(f"tg{size['tg']}"), ref.get(f"tg{size['tg']}")
 
     # the memory-bandwidth bound of tg for Q4_K_M
     per_token, n_layer = weight_bytes_per_token(a.q4)
@@ -286,6 +286,9 @@ def main() -> None:
     ratio = _ratio(tg_q4, bound)
     rows.append(Row(f"tg{size['tg']} Q4_K_M vs bandwidth bound", _fmt(tg_q4), _fmt(bound), ratio, "≥ 0.85",
                     at_least(ratio, 0.85, gpu)))
+    # the same bound for llama.cpp itself: tells a slow quantkit from a bound that a model this small cannot reach
+    rows.append(Row(f"tg{size['tg']} Q4_K_M llama-bench vs bound", _fmt(tg_q4_ref), _fmt(bound),
+                    _ratio(tg_q4_ref, bound), "—", None))
 
     # perplexity: the same text, the same chunks, wall-clock time of each process (model load included)
     text = Path(tempfile.mkdtemp()) / "perplexity-text.txt"  # quantkit's own sources: present wherever it runs
