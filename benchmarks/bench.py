@@ -90,7 +90,7 @@ def main() -> None:
 
     model = args.model or embedded_gguf()
     args.threads = args.threads or runtime.physical_cores()
-    gpu = runtime._llama_cpp().llama_supports_gpu_offload()
+    gpu = runtime.supports_gpu_offload()
     if args.n_gpu_layers is None:
         args.n_gpu_layers = 99 if gpu else 0
     # the same switch on both sides: quantkit turns ggml's repacking off on AMX CPUs (its AMX path crashes there)
