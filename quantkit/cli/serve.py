@@ -2,7 +2,6 @@
 models, health, metrics) over the batching engine. FastAPI and uvicorn are imported when the command runs."""
 from __future__ import annotations
 
-import enum
 import os
 from pathlib import Path
 from typing import Annotated, Optional
@@ -12,11 +11,6 @@ import typer
 from ..errors import InvalidArgumentError
 from ._options import GGUFPath, NGpuLayers, Threads
 from ._output import command, stderr
-
-
-class ReasoningFormat(str, enum.Enum):
-    deepseek = "deepseek"
-    none = "none"
 
 
 def register(app: typer.Typer) -> None:
@@ -35,7 +29,7 @@ def run(
     api_key_file: Annotated[Optional[Path], typer.Option("--api-key-file", help="Read the API key from this file.")] = None,
     batch: Annotated[int, typer.Option("--batch", "-b", min=1, help="Most tokens in one decode (prompt chunks of waiting requests fill it).")] = 2048,
     max_queue: Annotated[int, typer.Option("--max-queue", min=1, help="Requests that may wait for a slot; past it: 503 with Retry-After.")] = 128,
-    reasoning_format: Annotated[ReasoningFormat, typer.Option("--reasoning-format", help="deepseek: the thought in reasoning_content; none: <think> tags left in content.")] = ReasoningFormat.deepseek,
+    reasoning_format: Annotated[str, typer.Option("--reasoning-format", help="deepseek: the thought in reasoning_content; none: <think> tags left in content.")] = "deepseek",
     alias: Annotated[Optional[str], typer.Option("--alias", help="Model id in /v1/models and responses (default: the file name).")] = None,
     max_body_mib: Annotated[float, typer.Option("--max-body-mib", min=0.001, help="Largest request body; past it: 413.")] = 8.0,
     shutdown_grace: Annotated[float, typer.Option("--shutdown-grace", min=0, help="Seconds in-flight requests may finish after SIGINT/SIGTERM.")] = 3.0,
@@ -51,7 +45,7 @@ def run(
     from ..engine import Engine
     from ..serve import ServeConfig, bind, create_app, is_loopback, run_server
 
-    config = ServeConfig(model_id=alias or model.name, api_key=key, reasoning_format=reasoning_format.value,
+    config = ServeConfig(model_id=alias or model.name, api_key=key, reasoning_format=reasoning_format.lower(),
                          max_body_bytes=int(max_body_mib * 2**20), shutdown_grace=shutdown_grace,
                          created=int(model.stat().st_mtime))
 
