@@ -5,6 +5,9 @@ The library under the CLI. Each command has its function:
     from quantkit.quantize import quantize        # one quant type through libllama
     from quantkit.perplexity import perplexity    # llama-perplexity's numbers, KL-divergence
     from quantkit.bench import bench              # pp/tg tokens/s like llama-bench
+    from quantkit.engine import Engine            # many sequences at once (chat, serve and eval run on it)
+    from quantkit.eval.runner import evaluate     # pass@1 per rung, on the engine or an OpenAI endpoint
+    from quantkit.serve import create_app         # the OpenAI-compatible server's FastAPI app
 and the names below, importable from `quantkit` itself. They are imported on first use, so that a command
 that needs neither llama.cpp nor pandas (convert, estimate-memory) does not pay for loading them.
 """
@@ -18,6 +21,7 @@ _EXPORTS = {
     "ChatSession": "chat", "QuantkitError": "errors", "export_gguf": "export", "GGUFInfo": "inspect",
     "inspect_gguf": "inspect", "run_recipe": "job", "auto_gpu_layers": "memory", "estimate_memory": "memory",
     "ReasoningSplitter": "reasoning", "split_reasoning": "reasoning", "load_recipe": "recipes",
+    "Engine": "engine", "GenerationRequest": "engine", "evaluate": "eval.runner", "create_app": "serve",
 }
 
 __all__ = sorted([*_EXPORTS, "__version__"])
