@@ -112,6 +112,7 @@ class Engine(Closeable):
         self._waiting: deque[_Job] = deque()
         self._inbox: deque[_Job] = deque()
         self._cond = threading.Condition()
+        self._step_lock = threading.Lock()  # held by the engine's thread while it works on the context
         self._closing = False
         self._accepting = True
         self._owns_model = False
@@ -172,8 +173,8 @@ class Engine(Closeable):
 
     def kv_cells_in_llama(self) -> dict[int, int]:
         """Per sequence, the cells llama.cpp itself holds (its largest position + 1): to check the engine's own
-        account (tests, metrics). Only meaningful while the engine is idle."""
-        with self._cond:
+        account (tests, metrics). Read between two steps; it matches the engine's account while it is idle."""
+        with self._step_lock:
             return {s.seq: self.context.seq_pos_max(s.seq) + 1 for s in self._slots}
 
     def drain(self, timeout: float) -> bool:
@@ -216,13 +217,15 @@ class Engine(Closeable):
                         break
                     self._waiting.extend(self._inbox)
                     self._inbox.clear()
-                self._step()
+                with self._step_lock:
+                    self._step()
         except BaseException as e:  # a libllama failure or a bug: every caller hears of it, nobody hangs
             log.exception("the engine stopped")
             self._fail_everything(e if isinstance(e, QuantkitError) else
                                   QuantkitError(f"the engine stopped: {type(e).__name__}: {e}"))
             return
-        self._cancel_everything()
+        with self._step_lock:
+            self._cancel_everything()
 
     def _step(self) -> None:
         self._drop_cancelled()
