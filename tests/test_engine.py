@@ -62,7 +62,8 @@ def one_by_one(smollm2_gguf) -> list[str]:
 
 def test_eight_at_once_give_the_same_greedy_text_as_one_by_one(smollm2_gguf, one_by_one):
     with open_engine(smollm2_gguf, n_parallel=8) as engine:
-        streams = [engine.submit(request(engine.model, q, max_tokens=24)) for q in QUESTIONS]
+        # submitted together: how they are batched does not depend on when the engine's thread wakes
+        streams = engine.submit_many([request(engine.model, q, max_tokens=24) for q in QUESTIONS])
         pieces = [[p.text for p in s] for s in streams]
         results = [s.result for s in streams]
         assert_no_leaks(engine)
@@ -74,7 +75,7 @@ def test_eight_at_once_give_the_same_greedy_text_as_one_by_one(smollm2_gguf, one
 
 def test_more_requests_than_slots_queue_and_all_finish(smollm2_gguf, one_by_one):
     with open_engine(smollm2_gguf, n_parallel=3) as engine:
-        streams = [engine.submit(request(engine.model, q, max_tokens=24)) for q in QUESTIONS]
+        streams = engine.submit_many([request(engine.model, q, max_tokens=24) for q in QUESTIONS])
         texts = [s.wait().text for s in streams]
         stats = engine.stats()
         assert_no_leaks(engine)

@@ -141,6 +141,23 @@ class Engine(Closeable):
 
     def submit(self, request: GenerationRequest, loop: asyncio.AbstractEventLoop | None = None) -> Stream:
         """Queue a generation; read its pieces from the returned stream (pass the running loop for asyncio)."""
+        return self.submit_many([request], loop)[0]
+
+    def submit_many(self, requests: list[GenerationRequest], loop: asyncio.AbstractEventLoop | None = None
+                    ) -> list[Stream]:
+        """Queue several generations at once: the engine sees all of them in the same step, so the way they are
+        batched does not depend on when its thread woke up."""
+        jobs = [self._job(request, loop) for request in requests]
+        with self._cond:
+            if not self._accepting:
+                raise EngineClosedError("the engine is not taking new requests")
+            if self.max_queue is not None and len(self._inbox) + len(self._waiting) + len(jobs) > self.max_queue:
+                raise QueueFullError(f"{self.max_queue} requests are already waiting")
+            self._inbox.extend(jobs)
+            self._cond.notify()
+        return [job.stream for job in jobs]
+
+    def _job(self, request: GenerationRequest, loop: asyncio.AbstractEventLoop | None) -> _Job:
         n = len(request.tokens)
         if n == 0:
             raise InvalidArgumentError("the prompt is empty")
@@ -149,16 +166,8 @@ class Engine(Closeable):
         if request.max_tokens is not None and request.max_tokens < 1:
             raise InvalidArgumentError(f"max_tokens must be ≥ 1, not {request.max_tokens}")
         stream = Stream(request, loop)
-        job = _Job(stream, [int(t) for t in request.tokens], n, time.perf_counter())
         stream._on_cancel = self._wake
-        with self._cond:
-            if not self._accepting:
-                raise EngineClosedError("the engine is not taking new requests")
-            if self.max_queue is not None and len(self._inbox) + len(self._waiting) >= self.max_queue:
-                raise QueueFullError(f"{self.max_queue} requests are already waiting")
-            self._inbox.append(job)
-            self._cond.notify()
-        return stream
+        return _Job(stream, [int(t) for t in request.tokens], n, time.perf_counter())
 
     def stats(self) -> EngineStats:
         with self._cond:
