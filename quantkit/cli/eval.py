@@ -29,7 +29,8 @@ def run(
     task: Annotated[str, typer.Option("--task", help=f"One of: {', '.join(TASK_NAMES)}.")] = "arith",
     task_file: Annotated[Optional[Path], typer.Option("--task-file", help="Your own problems: .jsonl, .csv or "
                                                                           ".parquet.")] = None,
-    problem_column: Annotated[str, typer.Option("--problem-column", help="The task file's problem column.")] = "problem",
+    problem_column: Annotated[str, typer.Option("--problem-column",
+                                                help="The task file's problem column.")] = "problem",
     answer_column: Annotated[str, typer.Option("--answer-column", help="The task file's answer column.")] = "answer",
     samples: Annotated[int, typer.Option("--samples", "-k", help="Samples per problem (pass@1 is their mean).")] = 1,
     limit: Annotated[Optional[int], typer.Option("--limit", help="Only the first N problems.")] = None,
@@ -63,7 +64,8 @@ def run(
         raise InvalidArgumentError("--temperature must be ≥ 0, --top-p in (0, 1] and --top-k ≥ 0")
     with _Bars(enabled=not json) as bars:
         result = evaluate(models, problems, task, protocol, out_dir=out, endpoint=endpoint,
-                          api_key=api_key or os.environ.get("QUANTKIT_API_KEY"), parallel=parallel, n_ctx=ctx or 8192,
+                          api_key=api_key or os.environ.get("QUANTKIT_API_KEY"), parallel=parallel,
+                          n_ctx=ctx or 8192,
                           n_gpu_layers=n_gpu_layers, threads=threads, progress=bars.update)
     rows = eval_table(result)
     if csv:

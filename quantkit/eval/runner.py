@@ -303,7 +303,8 @@ def evaluate(models: list[str | Path], problems: list[Problem], task: str, proto
     from ..files import prepare_dir
 
     if not models:
-        raise InvalidArgumentError("no model given", hint="pass one or more .gguf files (or model names with --endpoint)")
+        raise InvalidArgumentError("no model given",
+                                   hint="pass one or more .gguf files (or model names with --endpoint)")
     if parallel < 1:
         raise InvalidArgumentError(f"--parallel must be ≥ 1, not {parallel}")
     problems = select(problems, protocol)
