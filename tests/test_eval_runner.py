@@ -84,14 +84,16 @@ def test_sigkill_midway_then_resume(tmp_path, scripted_gguf):
             str(tmp_path / "eval"), "--ctx", "1024", "-ngl", "0", "--threads", "2", "--parallel", "1", "--json"]
     proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     records = lambda: list((tmp_path / "eval").glob("*.jsonl"))  # noqa: E731
-    deadline = time.monotonic() + 300
-    while time.monotonic() < deadline and proc.poll() is None:
-        files = records()
-        if files and files[0].read_bytes().count(b"\n") >= 3:
-            break
-        time.sleep(0.05)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    try:
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline and proc.poll() is None:
+            files = records()
+            if files and files[0].read_bytes().count(b"\n") >= 3:
+                break
+            time.sleep(0.05)
+    finally:  # killed whatever happened above: no eval left running
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
     done_before = len(read_samples(records()[0]))
     assert 3 <= done_before < 12
     out = subprocess.run(args, capture_output=True, text=True, timeout=900)
