@@ -246,8 +246,8 @@ def test_killed_mid_write_leaves_nothing_final_and_the_next_run_cleans_up(tmp_pa
             assert proc.poll() is None, "convert ended before it could be killed"
             assert time.monotonic() < deadline, "no temporary after 180 s"
             time.sleep(0.005)
+    finally:  # killed even when an assertion above failed
         proc.send_signal(signal.SIGKILL)
-    finally:
         proc.wait()
     assert proc.returncode == -signal.SIGKILL
     [temporary] = temporaries

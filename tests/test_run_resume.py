@@ -85,8 +85,8 @@ def test_killed_while_writing_resumes(tmp_path, qtype):
     try:
         temporary = _wait_for(proc, lambda: next(models_dir.glob(pattern), None) if models_dir.is_dir() else None,
                               f"temporary {pattern}")
+    finally:  # killed even when the wait above failed: no run left going
         proc.send_signal(signal.SIGKILL)
-    finally:
         proc.wait()
     assert proc.returncode == -signal.SIGKILL
     final = temporary.with_name(temporary.name[1:].rsplit(".partial-", 1)[0])
