@@ -92,8 +92,9 @@ _ggml = None
 
 
 def ggml():
-    """libggml of the same build (device enumeration, tensor access in eval callbacks)."""
+    """libggml of the same build (device enumeration, tensor access in eval callbacks): beside the libllama
+    llama-cpp-python loaded, its own or the one `LLAMA_CPP_LIB_PATH` names."""
     global _ggml
     if _ggml is None:
-        _ggml = ctypes.CDLL(str(Path(lib().__file__).parent / "lib" / "libggml.so"))
+        _ggml = ctypes.CDLL(str(Path(lib().llama_cpp._base_path) / "libggml.so"))
     return _ggml
