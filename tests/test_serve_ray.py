@@ -2,6 +2,7 @@
 no failure over both replicas, one replica killed mid-load and restarted by Ray, clean stop."""
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -87,7 +88,7 @@ def _load(base: str, n: int, concurrency: int = 16, during=None) -> list[tuple[i
         return [f.result() for f in futures]
 
 
-def test_two_replicas_serve_load_and_survive_a_killed_replica(smollm2_gguf, ray_tmp):
+def test_two_replicas_serve_load_and_survive_a_killed_replica(smollm2_gguf, ray_tmp, tmp_path):
     port = _free_port()
     server = Server(smollm2_gguf, "--ray", "local", "--replicas", "2", "--port", str(port), "--threads", "1",
                     "--ctx", "2048", "--parallel", "4", env={"RAY_TMPDIR": ray_tmp})
@@ -127,6 +128,20 @@ def test_two_replicas_serve_load_and_survive_a_killed_replica(smollm2_gguf, ray_
             time.sleep(1)
         third = _load(server.base, 50)
         assert all(r[0] == 200 for r in third), [r for r in third if r[0] != 200][:3]
+
+        # eval --endpoint works against the replicas unchanged
+        import subprocess
+        import sys
+
+        model_id = httpx.get(server.base + "/v1/models").json()["data"][0]["id"]
+        ev = subprocess.run([sys.executable, "-m", "quantkit", "eval", model_id, "--endpoint", server.base + "/v1",
+                             "--task", "arith", "--limit", "4", "--max-tokens", "16", "--temperature", "0",
+                             "--out", str(tmp_path / "eval"), "--json"], capture_output=True, text=True, timeout=300)
+        assert ev.returncode == 0, ev.stderr
+        report = json.loads(ev.stdout)
+        assert report["problems"] == 4 and len(report["models"]) == 1
+        samples = (tmp_path / "eval").rglob("*.jsonl")
+        assert sum(len(f.read_text().splitlines()) for f in samples) == 4  # every problem answered by the replicas
         assert server.stop(signal.SIGTERM, timeout=60) == 0, server.stderr
     finally:
         server.__exit__()
@@ -150,3 +165,16 @@ def test_ray_needs_a_fixed_port(smollm2_gguf, ray_tmp):
     result = CliRunner().invoke(app, ["serve", str(smollm2_gguf), "--ray", "local", "--port", "0"])
     assert result.exit_code == 1
     assert "needs a fixed --port" in result.output and "Traceback" not in result.output
+
+
+def test_ray_not_installed_says_how_to_install(smollm2_gguf):
+    import subprocess
+    import sys
+
+    code = ("import sys; sys.modules['ray'] = None; sys.modules['ray.serve'] = None\n"
+            "from quantkit.cli.app import main\n"
+            f"sys.argv = ['quantkit', 'serve', {str(smollm2_gguf)!r}, '--ray', 'local', '--port', '8099']\n"
+            "main()")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 1, r.stderr
+    assert r.stderr.strip().count("\n") == 0 and 'pip install "quantkit[ray]"' in r.stderr, r.stderr

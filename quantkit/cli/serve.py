@@ -80,8 +80,9 @@ def run(
 def _serve_on_ray(config, load, address: str, replicas: int, host: str, port: int, threads: int | None,
                   key: str | None) -> None:
     from ..serve import is_loopback
-    from ..serve.replicas import deploy, serve_forever
+    from ..serve.replicas import check_can_deploy, deploy, serve_forever
 
+    check_can_deploy(port)
     address = None if address.lower() == "local" else address
     if key is None and not is_loopback(host):
         stderr.print(f"warning: serving on {host} without an API key (pass --api-key or set QUANTKIT_API_KEY)",

@@ -64,13 +64,19 @@ def replica_resources(cluster: dict, threads: int | None) -> dict:
     return {"num_cpus": threads or 1}
 
 
+def check_can_deploy(port: int) -> None:
+    """Ray Serve is installed and the port is a fixed one (before anything starts)."""
+    import_ray()
+    if port == 0:
+        raise InvalidArgumentError("--ray needs a fixed --port (Ray Serve's proxy cannot pick a free one)")
+
+
 def deploy(config: ServeConfig, load: Callable, *, replicas: int, host: str, port: int, threads: int | None,
            address: str | None = None, max_ongoing_requests: int = 64) -> None:
     """Start (or join, with `address`) a Ray cluster, run `replicas` replicas behind Ray Serve's proxy on
     host:port, and block until the replicas are up. `serve_forever` then waits for SIGINT/SIGTERM."""
     ray, serve = import_ray()
-    if port == 0:
-        raise InvalidArgumentError("--ray needs a fixed --port (Ray Serve's proxy cannot pick a free one)")
+    check_can_deploy(port)
     ray.init(address=address or None, include_dashboard=False, logging_level=logging.WARNING,
              log_to_driver=False, ignore_reinit_error=True)
     options = replica_resources(ray.cluster_resources(), threads)
