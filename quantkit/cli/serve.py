@@ -58,6 +58,7 @@ def run(
                          created=int(model.stat().st_mtime))
 
     def load() -> Engine:
+        connect_rpc(rpc)  # again in each Ray replica's process (once per process)
         return Engine.open(model, n_ctx=ctx, n_gpu_layers=n_gpu_layers, n_parallel=parallel, threads=threads,
                            n_batch=batch, max_queue=max_queue)
 
