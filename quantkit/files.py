@@ -50,13 +50,35 @@ def prepare_dir(folder: Path) -> Path:
         folder.mkdir(parents=True, exist_ok=True)
     except FileExistsError:
         raise OutputError(f"{folder} exists and is not a folder") from None
+    except NotADirectoryError:
+        blocker = next((p for p in folder.parents if p.exists()), folder.parent)
+        raise OutputError(f"cannot create {folder}: {blocker} is not a folder") from None
     except PermissionError:
         raise OutputError(f"cannot create {folder}: permission denied") from None
     except OSError as e:
         raise OutputError(f"cannot create {folder}: {e.strerror}") from None
+    if os.statvfs(folder).f_flag & os.ST_RDONLY:
+        raise OutputError(f"cannot write to {folder}: it is on a read-only file system")
     if not os.access(folder, os.W_OK | os.X_OK):
         raise OutputError(f"cannot write to {folder}: permission denied")
     return folder
+
+
+@contextlib.contextmanager
+def output_dir(folder: Path) -> Iterator[Path]:
+    """`prepare_dir(folder)` for the block, undone if the block fails: the folders it created are removed again
+    while they are empty, so a command that fails before writing anything leaves no trace."""
+    folder = Path(folder)
+    created = [p for p in (folder, *folder.parents) if not p.exists()]  # deepest first
+    try:
+        yield prepare_dir(folder)
+    except BaseException:
+        for path in created:
+            try:
+                path.rmdir()
+            except OSError:  # not empty (something finished is kept), or never made
+                break
+        raise
 
 
 def check_free_space(folder: Path, needed: int, margin: float = 1.05) -> None:
