@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import glob
 import logging
 import os
 import shutil
@@ -23,10 +24,10 @@ def _temp_name(dest: Path) -> Path:
     return dest.with_name(f".{dest.name}.partial-{os.getpid()}")
 
 
-def remove_stale_partials(folder: Path) -> None:
+def remove_stale_partials(folder: Path, name: str | None = None) -> None:
     """Remove the temporaries (`.NAME.partial-PID`) that a process killed outright (SIGKILL, power loss) had no
-    chance to remove; those of a process still running are left to it."""
-    for path in Path(folder).glob(".*.partial-*"):
+    chance to remove; those of a process still running are left to it. `name`: only those of this output."""
+    for path in Path(folder).glob(f".{'*' if name is None else glob.escape(name)}.partial-*"):
         pid = path.name.rsplit("-", 1)[1]
         if pid.isdigit() and not _alive(int(pid)):
             log.info("removing %s, left by a process that was killed", path.name)
