@@ -74,7 +74,11 @@ def output_dir(folder: Path) -> Iterator[Path]:
     try:
         yield prepare_dir(folder)
     except BaseException:
-        for path in created:
+        if created and created[0].is_dir():  # the empty folders the block made inside go too
+            for sub, _, _ in sorted(os.walk(created[0]), key=lambda entry: -len(entry[0])):
+                with contextlib.suppress(OSError):
+                    os.rmdir(sub)
+        for path in created[1:]:
             try:
                 path.rmdir()
             except OSError:  # not empty (something finished is kept), or never made

@@ -212,6 +212,7 @@ class Row:
     build: Callable[[Work], list[str]] = field(repr=False)  # makes the input; returns the command line
     words: str  # the one-line error must contain these (case-insensitive)
     code: int = 1  # 1: refused; 2: a usage error
+    keeps: tuple[str, ...] = ()  # complete outputs a resumable job keeps when a later step fails (folder-relative)
 
     @property
     def id(self) -> str:
@@ -500,7 +501,7 @@ OTHER_ROWS = [
     Row("run", "a recipe path that does not exist", lambda w: ["run", str(w.dir / "nope.toml")], "does not exist"),
     Row("run", "a recipe that is not TOML", lambda w: ["run", w.file("r.toml", "source = [")], "not valid TOML"),
     Row("run", "a recipe with an unknown key",
-        lambda w: ["run", w.recipe(GOOD_RECIPE + 'colour = "blue"\n')], "unknown key 'colour'"),
+        lambda w: ["run", w.recipe('colour = "blue"\n' + GOOD_RECIPE)], "unknown key 'colour' ("),
     Row("run", "a recipe with an unknown key in a table",
         lambda w: ["run", w.recipe(GOOD_RECIPE + "speed = 3\n")], "unknown key 'speed' in [perplexity]"),
     Row("run", "a recipe whose ladder holds an unknown type",
@@ -511,6 +512,12 @@ OTHER_ROWS = [
         lambda w: ["run", w.recipe(GOOD_RECIPE.replace("ctx = 64", "ctx = 0"))], "at least 1"),
     Row("run", "a recipe without a source", lambda w: ["run", w.file("r.toml", 'ladder = ["Q8_0"]\n')],
         "no source"),
+    Row("run", "a recipe whose source folder does not exist",
+        lambda w: ["run", w.file("r.toml", 'source = "./nothing"\nladder = ["Q8_0"]\n'), "-o", "out", *CPU],
+        "neither a folder"),
+    Row("run", "a recipe whose checkpoint lacks its tokenizer",
+        lambda w: ["run", w.file("r.toml", GOOD_RECIPE.format(checkpoint=w.checkpoint(tokenizer__json=None))),
+                   "-o", "out", *CPU], "no tokenizer.json", keeps=("out/steps/source.json",)),
     Row("run", "an unknown step in --only", lambda w: ["run", w.recipe(), "--only", "bake", "-o", "out"], "bake"),
     Row("run", "--threads 0", lambda w: ["run", w.recipe(), "--threads", "0"], "--threads", 2),
     Row("recipes", "an unknown option", lambda w: ["recipes", "--all"], "no such option", 2),
@@ -562,8 +569,9 @@ def readme_section() -> str:
              "<details><summary>Every input, and words its one-line error contains</summary>", "",
              "| command | input | the error says |", "|---|---|---|"]
     for row in CORPUS:
-        usage = " (usage error, exit 2)" if row.code == 2 else ""
-        lines.append(f"| {row.command} | {row.input.replace('|', '/')} | `{row.words}`{usage} |")
+        note = " (usage error, exit 2)" if row.code == 2 else ""
+        note += "".join(f" (keeps the finished `{k}`)" for k in row.keeps)
+        lines.append(f"| {row.command} | {row.input.replace('|', '/')} | `{row.words}`{note} |")
     lines += ["", "</details>", README_END]
     return "\n".join(lines)
 
