@@ -50,6 +50,9 @@ KILLS = [
          (("writing model.safetensors", lambda d, pid: _export_temp(d, pid, "model.safetensors", 1 << 20)),
           ("writing the JSON files after the weights", lambda d, pid: _export_temp(d, pid, "config.json"))),
          _smollm2_export),
+    # a command that lands later is one more row, e.g. (with `out` its output file and `reference` an
+    # uninterrupted run's): Kill("quantize", lambda d: ["quantize", MODEL, "-t", "Q4_K_M", "-o", str(d / "q.gguf")],
+    #   "q.gguf", (("writing the file", lambda d, pid: next(d.glob(f".q.gguf.partial-{pid}"), None)),), reference)
 ]
 
 
