@@ -133,9 +133,10 @@ def load_vocabulary(path: str | Path) -> Model:
     llama_cpp = lib()
     params = llama_cpp.llama_model_default_params()
     params.vocab_only = True
-    ptr = llama_cpp.llama_model_load_from_file(os.fsencode(path), params)
+    with capture(quiet=True) as lines:
+        ptr = llama_cpp.llama_model_load_from_file(os.fsencode(path), params)
     if not ptr:
-        raise RuntimeLoadError(f"llama.cpp could not read the vocabulary of {path}", hint=SEE_LOG)
+        raise RuntimeLoadError(f"llama.cpp could not read the vocabulary of {path}{_reason(lines)}", hint=SEE_LOG)
     return Model(path, ptr, 0)
 
 
@@ -150,10 +151,10 @@ def load_model(path: str | Path, n_gpu_layers: int = 0, extra_buffers: bool | No
     params.use_extra_bufts = extra_buffers_default() if extra_buffers is None else extra_buffers
     if not params.use_extra_bufts:
         log.info("ggml extra buffer types (repack, AMX) off")
-    with capture() as lines:
+    with capture(quiet=True) as lines:
         ptr = llama_cpp.llama_model_load_from_file(os.fsencode(path), params)
     if not ptr:
-        raise RuntimeLoadError(f"llama.cpp could not load {path}", hint=SEE_LOG)
+        raise RuntimeLoadError(f"llama.cpp could not load {path}{_reason(lines)}", hint=SEE_LOG)
     log.info("loaded %s (n_gpu_layers %d)", path.name, n_gpu_layers)
     model = Model(path, ptr, n_gpu_layers)
     model.layer_devices = _layer_devices(lines)
@@ -167,3 +168,11 @@ def _layer_devices(load_log: list[str]) -> list[str]:
     """The device of each layer (the output layer last), from libllama's load log."""
     placed = {int(m[1]): m[2] for m in map(_ASSIGNED.search, load_log) if m}
     return [placed[i] for i in sorted(placed)]
+
+
+def _reason(lines: list[str]) -> str:
+    """libllama's reason for a failed load (`llama_model_load: error loading model: REASON`), as `: REASON`."""
+    for line in lines:
+        if "error loading model" in line:
+            return ": " + line.split("error loading model", 1)[1].lstrip(": ").strip()
+    return ""
