@@ -38,6 +38,7 @@ class HeaderTensor:
     name: str
     shape: tuple[int, ...]  # ggml order: shape[0] is the row length
     type: GGMLQuantizationType
+    offset: int = 0  # of its data, from the start of the file's data section
 
     @property
     def n_elements(self) -> int:
@@ -141,12 +142,12 @@ def parse_header(f: BinaryIO, name: str, file_size: int | None = None) -> GGUFHe
             raise CorruptGGUFError(f"{name} has a corrupt tensor info ({tname}: {n_dims} dimensions)")
         shape = tuple(s.unpack("<Q") for _ in range(n_dims))
         raw_type = s.unpack("<I")
-        s.unpack("<Q")  # offset
+        offset = s.unpack("<Q")
         try:
             ttype = GGMLQuantizationType(raw_type)
         except ValueError:
             raise CorruptGGUFError(f"{name} has a corrupt tensor info ({tname}: type {raw_type})") from None
-        tensors.append(HeaderTensor(tname, shape, ttype))
+        tensors.append(HeaderTensor(tname, shape, ttype, offset))
     alignment = int(kv.get("general.alignment", GGUF_DEFAULT_ALIGNMENT))
     header_bytes = -(-s.pos // alignment) * alignment
     header = GGUFHeader(name, version, kv, kv_bytes, tensors, header_bytes, file_size, alignment, arrays)
