@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from pathlib import Path
 
 from . import __version__
@@ -53,8 +54,8 @@ def base_model(recipe: dict) -> str | None:
     source = str(recipe.get("source") or "")
     if source.startswith("embedded:"):
         return _EMBEDDED_REPOS.get(source.removeprefix("embedded:"))
-    parts = source.split("/")
-    return source if len(parts) == 2 and all(parts) and not Path(source).exists() else None
+    is_repo = re.fullmatch(r"[A-Za-z0-9][\w.-]*/[A-Za-z0-9][\w.-]*", source) is not None
+    return source if is_repo and not Path(source).exists() else None
 
 
 def find_imatrices(out_dir: Path) -> list[dict]:
