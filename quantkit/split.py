@@ -165,6 +165,12 @@ class _ShardWriter(GGUFWriter):
             return val.packed
         return super()._pack_val(val, vtype, add_vtype, sub_type)
 
+    def add_shard_kv_data(self) -> None:
+        super().add_shard_kv_data()
+        for kv in self.kv_data:  # llama-gguf-split's key order (it sets split.count last): the same bytes as its shards
+            if Keys.Split.LLM_KV_SPLIT_COUNT in kv:
+                kv[Keys.Split.LLM_KV_SPLIT_COUNT] = kv.pop(Keys.Split.LLM_KV_SPLIT_COUNT)
+
     def final_names(self) -> list[Path]:
         return super().format_shard_names(self.path)
 
