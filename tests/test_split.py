@@ -197,3 +197,19 @@ def test_split_smollm2_loads_and_scores_the_same(smollm2_gguf, tmp_path):
                                  "--temperature", "0", "--json"])
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout)["answer"] == json.loads(single.stdout)["answer"]
+
+
+def test_export_reads_every_shard(tmp_path):
+    """`export` of a split model writes the same checkpoint, byte for byte, as of the single file."""
+    from quantkit.export import export_gguf
+    from tests._fixtures.tiny_gguf_models import TinyShape, reduced_vocab_gguf, write_tiny_model
+
+    single = tmp_path / "tiny.gguf"
+    write_tiny_model(single, "llama", reduced_vocab_gguf("llama-bpe"), TinyShape())
+    shards = split.split_gguf(shutil.copy(single, tmp_path / "Tiny-F32.gguf"), max_tensors=4)
+    assert len(shards) >= 3
+    a = export_gguf(single, tmp_path / "from-single", dtype="f32").out_dir
+    b = export_gguf(shards[-1], tmp_path / "from-shards", dtype="f32").out_dir
+    assert sorted(p.name for p in a.iterdir()) == sorted(p.name for p in b.iterdir())
+    for p in a.iterdir():
+        assert (b / p.name).read_bytes() == p.read_bytes(), p.name
