@@ -28,7 +28,8 @@ def hub(tmp_path, monkeypatch):
         server.write_tokens = {TOKEN}
         monkeypatch.setenv("HF_ENDPOINT", server.endpoint)
         monkeypatch.setenv("HF_TOKEN", TOKEN)
-        monkeypatch.setenv("HF_HOME", str(tmp_path / "hf-home"))  # no login cache of the user's
+        monkeypatch.setenv("HF_HOME", str(tmp_path / "hf-home"))
+        monkeypatch.setattr(constants, "HF_TOKEN_PATH", str(tmp_path / "hf-home" / "token"))  # not the user's login
         yield server
 
 
@@ -114,6 +115,18 @@ def test_bad_or_missing_token(hub, out_dir, monkeypatch, token):
     assert err.count("\n") == 1 and "Traceback" not in result.output, err
     assert ("refused the token" if token else "no Hugging Face token") in err
     assert hub.lfs_puts == [] and hub.commits == []
+
+
+def test_token_from_the_login_cache(hub, out_dir, monkeypatch, tmp_path):
+    """Without HF_TOKEN, the token `hf auth login` saved is used."""
+    from huggingface_hub import constants
+
+    monkeypatch.delenv("HF_TOKEN")
+    Path(constants.HF_TOKEN_PATH).parent.mkdir(parents=True, exist_ok=True)
+    Path(constants.HF_TOKEN_PATH).write_text(TOKEN)
+    result = runner.invoke(app, ["push", str(out_dir), "me/M-GGUF"])
+    assert result.exit_code == 0, result.output
+    assert (hub.repo_dir("me/M-GGUF") / "README.md").read_bytes() == (out_dir / "README.md").read_bytes()
 
 
 def test_push_needs_a_card(hub, out_dir):
