@@ -178,7 +178,8 @@ class _ShardWriter(GGUFWriter):
         return [_temp_name(p) for p in super().format_shard_names(path)]
 
 
-def header_value_type(packed: bytes) -> GGUFValueType:
+def _value_type(packed: bytes) -> GGUFValueType:
+    """The type of a packed metadata value (its first four bytes)."""
     return GGUFValueType(int.from_bytes(packed[:4], "little"))
 
 
@@ -211,7 +212,7 @@ def split_gguf(path: str | Path, max_size: int | None = None, max_tensors: int |
     raw = _raw_kv(path, header)
     for key in header.kv:
         if key not in SPLIT_KEYS:
-            writer.kv_data[0][key] = GGUFValue(_RawValue(raw[key]), header_value_type(raw[key]))
+            writer.kv_data[0][key] = GGUFValue(_RawValue(raw[key]), _value_type(raw[key]))
     writer.data_alignment = header.alignment
     for t in header.tensors:
         writer.add_tensor_info(t.name, tuple(reversed(t.shape)), np.dtype(np.float32), tensor_bytes(t.type, t.shape),
@@ -248,6 +249,11 @@ def split_gguf(path: str | Path, max_size: int | None = None, max_tensors: int |
             _remove(tmp)
         raise
     path.unlink()
+    stem = path.name.removesuffix(".gguf")
+    for old in path.parent.glob(f"{glob_escape(stem)}-*-of-*.gguf"):  # shards of an earlier split, cut otherwise
+        m = _SHARD.match(old.name)
+        if m and m["prefix"] == stem and old not in finals:
+            old.unlink()
     log.info("split %s into %d shards", path.name, len(finals))
     return finals
 

@@ -80,6 +80,9 @@ def test_split_by_tensor_count(tmp_path):
         assert header.file_size == sum(p.stat().st_size for p in shards)
     reader = open_gguf(shards[2])
     assert {t.name: bytes(t.data.tobytes()) for t in reader.tensors} == _tensor_bytes([single])
+    # made again (--force) and cut otherwise: the shards of the earlier cut go
+    again = split.split_gguf(shutil.copy(single, tmp_path / "Tiny-F32.gguf"), max_tensors=4)
+    assert sorted(tmp_path.iterdir()) == sorted([single, *again]) and len(again) == 2
 
 
 def test_split_by_size_and_limits(tmp_path):
