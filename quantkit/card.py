@@ -15,13 +15,16 @@ from pathlib import Path
 from . import __version__
 from .errors import InputNotFoundError, QuantkitError
 from .files import atomic_file
+from .recipes import EMBEDDED_MODELS
 from .report import GPU_SIZES_GIB, REPORT_FILES, _accuracy_cells, _fmt
 
 log = logging.getLogger(__name__)
 
 CARD = "README.md"
 R1_SAMPLING = {"temperature": 0.6, "top_p": 0.95}
-_EMBEDDED_REPOS = {"smollm2": "HuggingFaceTB/SmolLM2-135M-Instruct"}  # the Hub repo each embedded model comes from
+# the Hub repo and license of each embedded model (its GGUF says apache-2.0; the checkpoint exported from it
+# carries no license, so the base file of a run cannot tell)
+_EMBEDDED = {"smollm2": ("HuggingFaceTB/SmolLM2-135M-Instruct", "apache-2.0")}
 
 
 def load_report(out_dir: str | Path) -> dict:
@@ -53,7 +56,7 @@ def base_model(recipe: dict) -> str | None:
     """The Hub repo the ladder was made from: the recipe's source when it is a repo id."""
     source = str(recipe.get("source") or "")
     if source.startswith("embedded:"):
-        return _EMBEDDED_REPOS.get(source.removeprefix("embedded:"))
+        return _EMBEDDED.get(source.removeprefix("embedded:"), (None, None))[0]
     is_repo = re.fullmatch(r"[A-Za-z0-9][\w.-]*/[A-Za-z0-9][\w.-]*", source) is not None
     return source if is_repo and not Path(source).exists() else None
 
@@ -90,7 +93,8 @@ def _license(report: dict, given: str | None) -> str:
                 continue
             if found:
                 return str(found)
-    return "other"
+    source = str(report["recipe"].get("source") or "")
+    return _EMBEDDED.get(source.removeprefix("embedded:"), (None, "other"))[1] or "other"
 
 
 def model_card(report: dict, *, repo_id: str | None = None, quantized_by: str | None = None,
@@ -186,6 +190,10 @@ def _made(report: dict, version: str, imatrices: list[dict]) -> list[str]:
     imatrix = f" --imatrix {r['imatrix']}" if r.get("imatrix") else ""
     lines = ["## How the files were made", "", f"quantkit {version}, recipe `{r['name']}` (`quantkit run {r['name']}` "
              "makes and measures all of them):", "", "```bash"]
+    embedded = EMBEDDED_MODELS.get(source.removeprefix("embedded:")) if source.startswith("embedded:") else None
+    if embedded is not None:  # the run exports the embedded GGUF to a checkpoint (f32: exact), then converts that
+        source = f"{embedded.name}-hf"
+        lines.append(f"quantkit export ~/.cache/quantkit/embedded/{embedded.filename} {source} --dtype f32")
     for row in report["rows"]:
         if row["is_base"]:
             lines.append(f"quantkit convert {source}{rev} --outtype {row['type']} -o models   # {row['file']}")
