@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from ..errors import InvalidArgumentError, QuantkitError
@@ -86,7 +86,7 @@ def _split(made: OutputFile, max_size: int | None, max_tensors: int | None) -> O
     from ..split import split_gguf
 
     shards = split_gguf(made.path, max_size, max_tensors)
-    return OutputFile(shards[0], made.type, sum(p.stat().st_size for p in shards), made.seconds, made.made)
+    return replace(made, path=shards[0], n_bytes=sum(p.stat().st_size for p in shards))
 
 
 def convert_checkpoint(checkpoint: Checkpoint | Path, dest: Path, outtype: str = "BF16", *, name: str | None = None,
