@@ -73,10 +73,19 @@ def find_imatrices(out_dir: Path) -> list[dict]:
         except QuantkitError:
             continue
         if header.get("general.type") == "imatrix":
-            datasets = header.get("imatrix.datasets")
-            found.append({"file": path.name, "datasets": datasets if isinstance(datasets, list) else [],
+            datasets = _string_list(path, "imatrix.datasets")
+            found.append({"file": path.name, "datasets": datasets,
                           "chunks": header.get("imatrix.chunk_count"), "chunk_size": header.get("imatrix.chunk_size")})
     return found
+
+
+def _string_list(path: Path, key: str) -> list[str]:
+    """A string-array key (the fast header parser keeps only their lengths), through gguf's reader: an imatrix
+    file is small."""
+    from .gguf_file import field, open_gguf
+
+    value = field(open_gguf(path), key, [])
+    return [str(v) for v in value] if isinstance(value, list) else [str(value)]
 
 
 def _license(report: dict, given: str | None) -> str:

@@ -66,7 +66,14 @@ def push_files(out_dir: str | Path) -> list[PushFile]:
 def push(out_dir: str | Path, repo_id: str, *, private: bool = False, revision: str | None = None,
          token: str | None = None, dry_run: bool = False, message: str | None = None) -> PushResult:
     """Upload `out_dir` (see `push_files`) to the model repo `repo_id`, creating it (and the branch `revision`)
-    when needed. `dry_run` only lists what would be uploaded."""
+    when needed. `dry_run` only lists what would be uploaded. A card still naming no repo (as `quantkit run`
+    writes it) is written again for `repo_id` first, when the folder has its report."""
+    card = Path(out_dir) / CARD
+    if not dry_run and (Path(out_dir) / "report.json").is_file() and card.is_file() \
+            and PLACEHOLDER in card.read_text(encoding="utf-8"):
+        from .card import write_card
+
+        write_card(out_dir, repo_id=repo_id)
     files = push_files(out_dir)
     revision = revision or "main"
     result = PushResult(repo_id, revision, private, files, dry_run)

@@ -130,3 +130,29 @@ def test_run_writes_the_card_with_the_reports_numbers():
     again = (out / "README.md").read_text()
     assert _table(again, "## Files") == _table(card, "## Files") and "me/SmolLM2-GGUF" in again
     write_card(Path(out))  # leave the folder as the run made it
+
+
+def test_imatrix_found_beside_the_models(tmp_path):
+    """An imatrix GGUF in models/ (general.type = imatrix) is named in the card with its calibration text."""
+    from gguf import GGUFWriter
+    import numpy as np
+
+    from quantkit.card import find_imatrices
+
+    (tmp_path / "models").mkdir()
+    w = GGUFWriter(tmp_path / "models" / "M-F16.imatrix-0a1b.gguf", "llama")
+    w.add_type("imatrix")
+    w.add_array("imatrix.datasets", ["wikitext-2-train"])
+    w.add_uint32("imatrix.chunk_count", 12)
+    w.add_uint32("imatrix.chunk_size", 512)
+    w.add_tensor("blk.0.attn_q.weight.in_sum2", np.ones(8, dtype=np.float32))
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    (tmp_path / "report.json").write_text(json.dumps(REPORT))
+    found = find_imatrices(tmp_path)
+    assert found == [{"file": "M-F16.imatrix-0a1b.gguf", "datasets": ["wikitext-2-train"], "chunks": 12,
+                      "chunk_size": 512}]
+    text = write_card(tmp_path, repo_id="me/M-GGUF").read_text()
+    assert "`M-F16.imatrix-0a1b.gguf`: calibration text `wikitext-2-train`, 12 chunks of 512 tokens" in text

@@ -117,6 +117,17 @@ def test_bad_or_missing_token(hub, out_dir, monkeypatch, token):
     assert hub.lfs_puts == [] and hub.commits == []
 
 
+def test_push_names_the_repo_in_the_runs_card(hub, out_dir):
+    """The card `quantkit run` wrote names no repo: push writes it again for the repo it goes to."""
+    from tests.test_card import REPORT
+
+    (out_dir / "report.json").write_text(json.dumps(REPORT))
+    (out_dir / "README.md").write_text("# placeholder card of <you>/M-GGUF\n")
+    assert runner.invoke(app, ["push", str(out_dir), "me/M-GGUF"]).exit_code == 0
+    card = (hub.repo_dir("me/M-GGUF") / "README.md").read_text()
+    assert "ollama run hf.co/me/M-GGUF:Q4_K_M" in card and "<you>/" not in card
+
+
 def test_token_from_the_login_cache(hub, out_dir, monkeypatch, tmp_path):
     """Without HF_TOKEN, the token `hf auth login` saved is used."""
     from huggingface_hub import constants
