@@ -110,7 +110,6 @@ def model_card(report: dict, *, repo_id: str | None = None, quantized_by: str | 
                license: str | None = None, imatrices: list[dict] | None = None, picture: bool = False) -> str:
     """The README.md text for the report `report` (report.json's data); `picture`: report.png goes with it."""
     recipe = report["recipe"]
-    rows = report["rows"]
     base = base_model(recipe)
     name = recipe.get("description") or recipe["name"]
     repo = repo_id or f"<you>/{(base or recipe['name']).split('/')[-1]}-GGUF"

@@ -42,7 +42,8 @@ def parse_size(text: str) -> int:
 
 
 def shard_name(path: Path, no: int, count: int) -> Path:
-    """The name of shard `no` (0-based) of `count` for the model file `path` (`X-Q8_0.gguf` → `X-Q8_0-00001-of-00003.gguf`)."""
+    """The name of shard `no` (0-based) of `count` for the model file `path`
+    (`X-Q8_0.gguf` → `X-Q8_0-00001-of-00003.gguf`)."""
     path = Path(path)
     return path.with_name(f"{path.name.removesuffix('.gguf')}-{no + 1:05d}-of-{count:05d}.gguf")
 

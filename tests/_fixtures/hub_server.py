@@ -21,8 +21,9 @@ over 10 MiB go to LFS; `oid` of a file already there), `POST /<repo>.git/info/lf
 action only for objects the store lacks), `PUT /_lfs/<oid>` (the bytes, checked against their sha256) and
 `POST /api/models/<repo>/commit/<rev>` (NDJSON; files land in the repo folder for main, in
 `<root>/branches/<repo>/<branch>/` for another branch). `write_tokens` (a set) makes these (but the PUT, whose URL
-is its credential, as S3's are) need one of its Bearer tokens (401 otherwise); `fail_lfs_once` (a set of oids) answers the next PUT of each with a 400;
-`lfs_puts` lists the oids PUT, `created` the repos made ({repo: private}), `commits` the commits.
+is its credential, as S3's are) need one of its Bearer tokens (401 otherwise); `fail_lfs_once` (a set of oids)
+answers the next PUT of each with a 400; `lfs_puts` lists the oids PUT, `created` the repos made
+({repo: private}), `commits` the commits.
 """
 from __future__ import annotations
 
