@@ -62,7 +62,7 @@ def bench(paths: list[str | Path], n_prompt: int = 512, n_gen: int = 128, repeti
                     progress(f"{path.name} {name}")
                 samples = _run_test(model, n_p, n_g, repetitions, threads, n_batch, n_ubatch, seed)
                 results.append(BenchResult(
-                    model=path.name, file_type=ftype, size_bytes=path.stat().st_size, test=name,
+                    model=path.name, file_type=ftype, size_bytes=gguf_file.read_header(path).file_size, test=name,
                     n_tokens=n_p + n_g, threads=threads, n_gpu_layers=model.layers_on_gpu,
                     mean_tps=statistics.fmean(samples),
                     std_tps=statistics.stdev(samples) if len(samples) > 1 else 0.0, samples_tps=samples,

@@ -143,3 +143,7 @@ class RPCError(QuantkitError):
 
 class ServeDeployError(QuantkitError):
     hint = "the replicas' logs are under /tmp/ray/session_latest/logs/serve/"
+
+
+class HubUploadError(QuantkitError):
+    hint = "set HF_TOKEN to a token with write access (or run `hf auth login`), then push again: what arrived is kept"

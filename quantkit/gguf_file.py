@@ -10,22 +10,25 @@ import numpy as np
 from gguf import GGUFReader, LlamaFileType
 
 from .errors import CorruptGGUFError
-from .gguf_header import GGUFHeader, read_local_header
+from .gguf_header import GGUFHeader
+from .split import SplitReader, read_model_header, shard_paths
 
 log = logging.getLogger(__name__)
 
 
 def read_header(path: str | Path) -> GGUFHeader:
-    """Validate `path` as a GGUF file and return its header (metadata and tensor infos), fast."""
-    return read_local_header(Path(path))
+    """Validate `path` as a GGUF file and return its header (metadata and tensor infos), fast; any shard of a
+    split model gives the header of the whole model."""
+    return read_model_header(Path(path))
 
 
 def open_gguf(path: str | Path) -> GGUFReader:
-    """Open `path` with gguf's reader, for access to tensor data and token strings; validated first by
-    `read_header` so that later reads cannot fail."""
+    """Open `path` with gguf's reader, for access to tensor data and token strings (all shards of a split
+    model); validated first by `read_header` so that later reads cannot fail."""
     read_header(path)
     try:
-        return GGUFReader(path)
+        shards = shard_paths(path)
+        return GGUFReader(path) if len(shards) == 1 else SplitReader([GGUFReader(p) for p in shards])
     except (ValueError, KeyError, IndexError, OverflowError, UnicodeDecodeError, MemoryError) as e:
         raise CorruptGGUFError(f"{path} has a corrupt or truncated GGUF header ({_short(e)})") from e
 

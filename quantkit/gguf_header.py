@@ -39,6 +39,7 @@ class HeaderTensor:
     name: str
     shape: tuple[int, ...]  # ggml order: shape[0] is the row length
     type: GGMLQuantizationType
+    offset: int = 0  # of its data, from the start of the file's data section
 
     @property
     def n_elements(self) -> int:
@@ -224,7 +225,7 @@ def _tensor_info(s: _Stream) -> tuple[HeaderTensor, int]:
     block, row = GGML_QUANT_SIZES[ttype][0], shape[0] if shape else 1  # no dimensions: one value, as in ggml
     if row % block:
         raise s.corrupt(f"tensor {name} has rows of {row} values, not a multiple of {ttype.name}'s block of {block}")
-    return HeaderTensor(name, shape, ttype), offset
+    return HeaderTensor(name, shape, ttype, offset), offset
 
 
 def layer_of(name: str) -> int | None:

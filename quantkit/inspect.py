@@ -50,6 +50,7 @@ class GGUFInfo:
     n_tensors: int
     tensor_types: list[TypeTotal]
     tensors: list[TensorEntry] = dc_field(default_factory=list)
+    n_shards: int = 1  # files of a split model (file_size is their total)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -70,7 +71,8 @@ def inspect_gguf(path: str | Path) -> GGUFInfo:
     head_dim = header.arch("attention.key_length") or (n_embd // n_head if n_embd and n_head else None)
     return GGUFInfo(
         path=str(path),
-        file_size=path.stat().st_size,
+        file_size=header.file_size or 0,
+        n_shards=int(header.get("split.count", 0) or 1),
         gguf_version=header.version,
         architecture=header.get("general.architecture", "unknown"),
         name=header.get("general.name"),

@@ -89,7 +89,10 @@ def _write_text(path: Path, text: str) -> Path:
 
 
 def as_dict(facts: ReportFacts) -> dict:
+    from . import __version__
+
     return to_json({"recipe": facts.recipe, "made": time.strftime("%Y-%m-%d %H:%M:%S %z"), "device": facts.device,
+                    "quantkit_version": __version__,
                     "perplexity": facts.perplexity, "bench": facts.bench, "memory": facts.memory,
                     "rows": facts.rows, "gpu_sizes_gib": list(GPU_SIZES_GIB),
                     "recommended": {str(g): t for g, t in facts.recommended.items()}, "rule": RULE,

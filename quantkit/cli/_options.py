@@ -17,3 +17,8 @@ Force = Annotated[bool, typer.Option("--force", help="Redo outputs that already 
 GGUFPath = Annotated[Path, typer.Argument(help="A .gguf file.", show_default=False)]
 Rpc = Annotated[Optional[str], typer.Option(
     "--rpc", help="Offload layers to ggml-rpc-server hosts too: HOST:PORT[,HOST:PORT…] (an RPC-capable build).")]
+SplitMaxSize = Annotated[Optional[str], typer.Option(
+    "--split-max-size", help="Split each file into llama.cpp shards (Name-00001-of-0000N.gguf) of at most this much "
+                             "tensor data: 48G, 500M (powers of 1000) or bytes.")]
+SplitMaxTensors = Annotated[Optional[int], typer.Option(
+    "--split-max-tensors", min=1, help="Split each file into llama.cpp shards of at most this many tensors.")]

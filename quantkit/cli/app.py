@@ -8,6 +8,7 @@ import typer
 from typer.core import TyperGroup
 
 from ..cli import bench, chat, convert, estimate_memory, eval, export, inspect, perplexity, recipes, run, serve
+from ..cli import card, ollama, push
 from ._output import debug_enabled, fail
 
 
@@ -47,7 +48,8 @@ app = typer.Typer(
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 
-for module in (convert, estimate_memory, perplexity, chat, serve, bench, eval, inspect, export, run, recipes):
+for module in (convert, estimate_memory, perplexity, chat, serve, bench, eval, inspect, export, run, recipes,
+               card, push, ollama):
     module.register(app)
 
 

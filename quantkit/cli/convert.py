@@ -6,7 +6,7 @@ from typing import Annotated, List, Optional
 
 import typer
 
-from ._options import Force, Json, OutDir, Threads
+from ._options import Force, Json, OutDir, SplitMaxSize, SplitMaxTensors, Threads
 from ._output import ByteProgress, command, emit_json, stdout
 
 
@@ -27,16 +27,21 @@ def run(
     imatrix: Annotated[Optional[Path], typer.Option("--imatrix", help="Importance matrix (llama-imatrix GGUF).")] = None,
     force: Force = False,
     threads: Threads = None,
+    split_max_size: SplitMaxSize = None,
+    split_max_tensors: SplitMaxTensors = None,
     json: Json = False,
 ) -> None:
     """Convert an R1-Distill checkpoint (repo id, folder or size label) to GGUF and quantize it."""
     from ..convert import convert
     from ..quant_types import parse_types
+    from ..split import parse_size
 
     wanted = parse_types(types) if types else []
     with ByteProgress() as progress:
         result = convert(source, out, outtype=outtype, types=wanted, revision=revision, imatrix=imatrix,
-                         force=force, threads=threads, progress=progress.update)
+                         force=force, threads=threads, progress=progress.update,
+                         split_max_size=parse_size(split_max_size) if split_max_size else None,
+                         split_max_tensors=split_max_tensors)
     if json:
         emit_json({"source": result.source, "name": result.name, "files": result.files})
         return

@@ -33,7 +33,8 @@ def show(info: GGUFInfo) -> None:
     summary.add_column(overflow="fold")
     rows = [
         ("file", info.path),
-        ("size", f"{_gib(info.file_size)} ({info.file_size:,} bytes)"),
+        ("size", f"{_gib(info.file_size)} ({info.file_size:,} bytes)"
+                 + (f" in {info.n_shards} shards" if info.n_shards > 1 else "")),
         ("architecture", info.architecture),
         ("name", info.name or "-"),
         ("size label", info.size_label or "-"),

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from ..errors import InvalidArgumentError, QuantkitError
@@ -14,6 +14,7 @@ from .checkpoint import Checkpoint, open_checkpoint
 from .metadata import write_hparams, write_metadata
 from .source import Source, resolve_source
 from ..models import ConfigShape
+from ..split import model_files
 from .tensors import OUTTYPES, checkpoint_architecture, plan_gguf_tensors
 from .vocab import read_hf_vocab
 from .writer import write_gguf
@@ -46,9 +47,11 @@ def output_name(name: str, qtype: str) -> str:
 
 def convert(source: str | Path, out_dir: str | Path = ".", *, outtype: str = "auto", types: list[str] | None = None,
             revision: str | None = None, imatrix: Path | None = None, force: bool = False,
-            threads: int | None = None, progress: WriteProgress | None = None) -> ConvertResult:
+            threads: int | None = None, progress: WriteProgress | None = None, split_max_size: int | None = None,
+            split_max_tensors: int | None = None) -> ConvertResult:
     """Convert `source` (folder, repo id or size label) to `<Name>-<OUTTYPE>.gguf` in `out_dir`, then quantize it
-    to each of `types` (names as `quant_types.parse_types` gives them)."""
+    to each of `types` (names as `quant_types.parse_types` gives them). With `split_max_size` (bytes of tensor
+    data) or `split_max_tensors`, each file is then cut into llama.cpp's shards (split.split_gguf)."""
     from .. import quantize as q
     from ..quant_types import BASE_TYPES
 
@@ -73,7 +76,17 @@ def convert(source: str | Path, out_dir: str | Path = ".", *, outtype: str = "au
                 made = _make(dest, qtype, force, lambda d, t=qtype: q.quantize(
                     base.path, d, t, imatrix=imatrix, threads=threads).n_bytes)
             files.append(made)
+        if split_max_size or split_max_tensors:
+            files = [_split(f, split_max_size, split_max_tensors) for f in files]
+            base = files[0]
     return ConvertResult(src.folder, src.name, base, files)
+
+
+def _split(made: OutputFile, max_size: int | None, max_tensors: int | None) -> OutputFile:
+    from ..split import split_gguf
+
+    shards = split_gguf(made.path, max_size, max_tensors)
+    return replace(made, path=shards[0], n_bytes=sum(p.stat().st_size for p in shards))
 
 
 def convert_checkpoint(checkpoint: Checkpoint | Path, dest: Path, outtype: str = "BF16", *, name: str | None = None,
@@ -120,7 +133,8 @@ def _outtype(outtype: str, checkpoint: Checkpoint) -> str:
 def _make(dest: Path, qtype: str, force: bool, build) -> OutputFile:
     if not force and is_complete(dest, qtype):
         log.info("%s is already complete; kept (use --force to redo it)", dest)
-        return OutputFile(dest, qtype, dest.stat().st_size, 0.0, made=False)
+        files = model_files(dest)  # the file, or the shards split from it
+        return OutputFile(files[0], qtype, sum(p.stat().st_size for p in files), 0.0, made=False)
     start = time.perf_counter()
     n_bytes = build(dest)
     return OutputFile(dest, qtype, n_bytes, time.perf_counter() - start, made=True)
@@ -131,9 +145,10 @@ def is_complete(path: Path, qtype: str) -> bool:
     reads cleanly and has the right type is one we made, or one made just as carefully)."""
     from ..gguf_file import file_type_name, read_header
 
-    if not path.is_file():
-        return False
     try:
+        path = model_files(path)[0]
+        if not path.is_file():
+            return False
         header = read_header(path)
     except QuantkitError:
         return False

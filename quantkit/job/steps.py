@@ -9,7 +9,7 @@ storing its result unchanged. A step whose stored record still matches its input
     memory      memory at the recipe's context, and the fit on each GPU size (as `quantkit estimate-memory`)
     chat        one answer from the recommended rung (as `quantkit chat --prompt`)
     eval        pass@1 of every file on the recipe's [eval] task, each rung against the base (as `quantkit eval`)
-    report      report.md, .csv, .json and .png from the records above
+    report      report.md, .csv, .json and .png from the records above, and the model card README.md
 """
 from __future__ import annotations
 
@@ -313,10 +313,12 @@ def evaluate(job: Job) -> str:
 
 
 def report(job: Job) -> str:
+    from ..card import write_card
     from ..runtime import describe_device
 
     job.progress.start("report")
     write_report(report_facts(job.recipe, job.store, describe_device()), job.out_dir)
+    write_card(job.out_dir)  # README.md for the Hub, from report.json
     job.progress.finish()
     return "done"
 

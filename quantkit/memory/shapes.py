@@ -16,7 +16,8 @@ from ..errors import FetchError, InvalidArgumentError, ModelConfigError, Unsuppo
 from ..hub import endpoint, hub_settings
 from ..models import (R1, R1_DISTILLS, Architecture, ConfigShape, ModelShape, architecture_named, architecture_of,
                       find_model, llama3_rope)
-from ..gguf_header import GGUFHeader, HeaderTensor, read_local_header, read_remote_header
+from ..gguf_header import GGUFHeader, HeaderTensor, read_remote_header
+from ..split import read_model_header
 
 log = logging.getLogger(__name__)
 
@@ -234,7 +235,7 @@ def resolve_target(target: str) -> ModelSpec:
             return from_config(_load_json(cfg_path), str(path), "config", path.name)
         if path.suffix == ".json":
             return from_config(_load_json(path), str(path), "config", path.parent.name)
-        return from_header(read_local_header(path), str(path), "gguf")
+        return from_header(read_model_header(path), str(path), "gguf")
     if target.lower().endswith(".gguf") and _REMOTE.match(target):
         repo, _, file = target.partition("/")[2].partition("/")
         repo_id = target.split("/")[0] + "/" + repo

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from .. import gguf_file
+from ..split import first_shard
 from ..errors import RuntimeLoadError
 from ..resources import Closeable
 from ._lib import capture, lib
@@ -128,7 +129,7 @@ class Model(Closeable):
 
 def load_vocabulary(path: str | Path) -> Model:
     """Only the tokenizer of a GGUF file (libllama's vocab_only load: no weights read)."""
-    path = Path(path)
+    path = first_shard(Path(path))  # libllama loads a split model from its first shard only
     check_gguf_file(path)
     llama_cpp = lib()
     params = llama_cpp.llama_model_default_params()
@@ -143,7 +144,7 @@ def load_vocabulary(path: str | Path) -> Model:
 def load_model(path: str | Path, n_gpu_layers: int = 0, extra_buffers: bool | None = None) -> Model:
     """Load a GGUF model through libllama with `n_gpu_layers` offloaded (ALL_LAYERS: everything). Choosing that
     number from the GPU's memory is offload.py's job."""
-    path = Path(path)
+    path = first_shard(Path(path))  # libllama loads a split model from its first shard only
     check_gguf_file(path)
     llama_cpp = lib()
     params = llama_cpp.llama_model_default_params()

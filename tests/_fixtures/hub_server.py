@@ -13,6 +13,17 @@ n bytes of that file, once. `bytes_sent[path]` counts what was served.
 commit of a real dataset can then be tested on tiny files). `gated[repo_id] = {tokens}` makes a repo gated as
 the Hub does it: 401 with `X-Error-Code: GatedRepo` without a token, 403 with a token that has not accepted the
 repo's terms, the files with one of `tokens`.
+
+Uploads (what huggingface_hub's `create_repo`, `create_branch` and `create_commit` send, on the LFS path —
+tests set HF_HUB_DISABLE_XET=1): `POST /api/repos/create`, `POST /api/validate-yaml`,
+`POST /api/models/<repo>/branch/<branch>`, `POST /api/models/<repo>/preupload/<rev>` (GGUFs, pictures and files
+over 10 MiB go to LFS; `oid` of a file already there), `POST /<repo>.git/info/lfs/objects/batch` (an upload
+action only for objects the store lacks), `PUT /_lfs/<oid>` (the bytes, checked against their sha256) and
+`POST /api/models/<repo>/commit/<rev>` (NDJSON; files land in the repo folder for main, in
+`<root>/branches/<repo>/<branch>/` for another branch). `write_tokens` (a set) makes these (but the PUT, whose URL
+is its credential, as S3's are) need one of its Bearer tokens (401 otherwise); `fail_lfs_once` (a set of oids)
+answers the next PUT of each with a 400; `lfs_puts` lists the oids PUT, `created` the repos made
+({repo: private}), `commits` the commits.
 """
 from __future__ import annotations
 
@@ -29,6 +40,9 @@ from urllib.parse import unquote, urlparse
 _RESOLVE = re.compile(r"^/(?:(?P<kind>datasets|models)/)?(?P<repo>[^/]+/[^/]+)/resolve/(?P<rev>[^/]+)/(?P<path>.+)$")
 _API = re.compile(r"^/api/(?P<kind>models|datasets)/(?P<repo>[^/]+/[^/]+)(?:/revision/(?P<rev>[^/]+))?$")
 _COMMIT = re.compile(r"^[0-9a-f]{40}$")
+_UPLOAD = re.compile(r"^/api/models/(?P<repo>[^/]+/[^/]+)/(?P<what>preupload|commit|branch)/(?P<rev>[^/]+)$")
+_LFS_BATCH = re.compile(r"^/(?P<repo>[^/]+/[^/]+)\.git/info/lfs/objects/batch$")
+_LFS_PUT = re.compile(r"^/_lfs/(?P<oid>[0-9a-f]{64})$")
 _TREE = re.compile(r"^/api/(?P<kind>models|datasets)/(?P<repo>[^/]+/[^/]+)/tree/(?P<rev>[^/]+)(?:/(?P<sub>.*))?$")
 
 
@@ -49,6 +63,10 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
+def _git_sha1(data: bytes) -> str:
+    return hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()
+
+
 class FakeHub:
     def __init__(self, root: Path, ranges: bool = True, any_commit: bool = False):
         self.root = Path(root)
@@ -58,6 +76,11 @@ class FakeHub:
         self.cut_after: dict[str, int] = {}
         self.bytes_sent: dict[str, int] = defaultdict(int)
         self.requests: list[tuple[str, str, str | None]] = []  # method, path, Range header
+        self.write_tokens: set[str] = set()
+        self.fail_lfs_once: set[str] = set()
+        self.lfs_puts: list[str] = []
+        self.created: dict[str, bool] = {}
+        self.commits: list[dict] = []
         self._etags: dict[Path, str] = {}
         self._server = _Server(("127.0.0.1", 0), self._handler())
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
@@ -102,6 +125,121 @@ class FakeHub:
 
             def do_GET(self) -> None:
                 self._route(head=False)
+
+            def do_POST(self) -> None:
+                self._write_route()
+
+            def do_PUT(self) -> None:
+                self._write_route()
+
+            def _write_route(self) -> None:
+                path = unquote(urlparse(self.path).path)
+                hub.requests.append((self.command, path, None))
+                body = self.rfile.read(int(self.headers.get("Content-Length", 0) or 0))
+                token = self.headers.get("Authorization", "").removeprefix("Bearer ")
+                if hub.write_tokens and token not in hub.write_tokens and not _LFS_PUT.match(path):  # as S3's URLs
+                    return self._error(401, "", "Invalid credentials in Authorization header")
+                if path == "/api/repos/create":
+                    return self._create(json.loads(body))
+                if path == "/api/validate-yaml":
+                    return self._json({"errors": [], "warnings": []})
+                if m := _UPLOAD.match(path):
+                    if not hub.repo_dir(m["repo"]).is_dir():
+                        return self._error(404, "RepoNotFound", f"Repository {m['repo']} not found")
+                    handler = {"preupload": self._preupload, "commit": self._commit, "branch": self._branch}[m["what"]]
+                    return handler(m["repo"], m["rev"], body)
+                if m := _LFS_BATCH.match(path):
+                    return self._lfs_batch(json.loads(body))
+                if (m := _LFS_PUT.match(path)) and self.command == "PUT":
+                    return self._lfs_put(m["oid"], body)
+                self._error(404, "EntryNotFound", "not found")
+
+            def _create(self, payload: dict) -> None:
+                repo = f"{payload.get('organization') or 'user'}/{payload['name']}"
+                folder = hub.repo_dir(repo)
+                if folder.is_dir():  # the Hub's 409 names the repo's URL, which create_repo(exist_ok=True) returns
+                    body = json.dumps({"error": "You already created this model repo",
+                                       "url": f"{hub.endpoint}/{repo}"}).encode()
+                    self.send_response(409)
+                    self.send_header("Content-Type", "application/json")
+                    self.send_header("Content-Length", str(len(body)))
+                    self.end_headers()
+                    self.wfile.write(body)
+                    return
+                folder.mkdir(parents=True)
+                hub.created[repo] = payload.get("visibility") == "private" or bool(payload.get("private"))
+                self._json({"url": f"{hub.endpoint}/{repo}", "name": repo})
+
+            def _branch(self, repo: str, branch: str, body: bytes) -> None:
+                folder = hub.root / "branches" / repo / branch
+                if folder.is_dir():
+                    return self._error(409, "", f"Branch {branch} already exists")
+                folder.mkdir(parents=True)
+                self._json({})
+
+            def _rev_dir(self, repo: str, rev: str) -> Path:
+                return hub.repo_dir(repo) if rev == "main" else hub.root / "branches" / repo / rev
+
+            def _preupload(self, repo: str, rev: str, body: bytes) -> None:
+                files = []
+                for f in json.loads(body)["files"]:
+                    lfs = f["path"].endswith((".gguf", ".png")) or f["size"] > 10 << 20
+                    have = self._rev_dir(repo, rev) / f["path"]
+                    oid = None
+                    if have.is_file():
+                        oid = hub.etag(have) if lfs else _git_sha1(have.read_bytes())
+                    files.append({"path": f["path"], "uploadMode": "lfs" if lfs else "regular",
+                                  "shouldIgnore": False, "oid": oid})
+                self._json({"files": files, "commitOid": hub.commit(repo)})
+
+            def _lfs_batch(self, payload: dict) -> None:
+                objects = []
+                for o in payload["objects"]:
+                    entry = {"oid": o["oid"], "size": o["size"]}
+                    if not (hub.root / ".lfs" / o["oid"]).is_file():
+                        entry["actions"] = {"upload": {"href": f"{hub.endpoint}/_lfs/{o['oid']}"}}
+                    objects.append(entry)
+                self._json({"transfer": "basic", "objects": objects})
+
+            def _lfs_put(self, oid: str, body: bytes) -> None:
+                if oid in hub.fail_lfs_once:
+                    hub.fail_lfs_once.discard(oid)
+                    return self._error(400, "", "the upload of this object failed (a test fault)")
+                if hashlib.sha256(body).hexdigest() != oid:
+                    return self._error(400, "", "the uploaded bytes do not match the oid")
+                hub.lfs_puts.append(oid)
+                store = hub.root / ".lfs"
+                store.mkdir(exist_ok=True)
+                (store / oid).write_bytes(body)
+                self._json({})
+
+            def _commit(self, repo: str, rev: str, body: bytes) -> None:
+                import base64
+                import shutil as _shutil
+
+                lines = [json.loads(line) for line in body.splitlines() if line.strip()]
+                folder = self._rev_dir(repo, rev)
+                if not folder.is_dir():
+                    return self._error(404, "RevisionNotFound", f"Invalid rev id: {rev}")
+                paths = []
+                for item in lines[1:]:
+                    v = item["value"]
+                    dest = folder / v["path"]
+                    dest.parent.mkdir(parents=True, exist_ok=True)
+                    if item["key"] == "file":
+                        dest.write_bytes(base64.b64decode(v["content"]))
+                    elif item["key"] == "lfsFile":
+                        obj = hub.root / ".lfs" / v["oid"]
+                        if not obj.is_file():
+                            return self._error(400, "", f"LFS object {v['oid']} of {v['path']} was never uploaded")
+                        _shutil.copyfile(obj, dest)
+                    hub._etags.pop(dest, None)
+                    paths.append(v["path"])
+                hub.commits.append({"repo": repo, "revision": rev, "summary": lines[0]["value"]["summary"],
+                                    "paths": paths})
+                oid = hub.commit(repo)
+                self._json({"commitUrl": f"{hub.endpoint}/{repo}/commit/{oid}", "commitOid": oid,
+                            "pullRequestUrl": None})
 
             def _route(self, head: bool) -> None:
                 path = unquote(urlparse(self.path).path)
