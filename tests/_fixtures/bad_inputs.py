@@ -86,6 +86,11 @@ class Work:
         path.write_bytes(data.encode() if isinstance(data, str) else data)
         return str(path)
 
+    def folder(self, name: str) -> str:
+        path = self.dir / name
+        path.mkdir(parents=True, exist_ok=True)
+        return str(path)
+
     def gguf(self, data: bytes | G.Layout, name: str = "model.gguf") -> str:
         return self.file(name, data.data if isinstance(data, G.Layout) else data)
 
@@ -466,6 +471,14 @@ OTHER_ROWS = [
     Row("estimate-memory", "a negative --vram", lambda w: ["estimate-memory", "7B", "--vram", "-1"], "positive"),
     Row("estimate-memory", "a URL nobody answers",
         lambda w: ["estimate-memory", "http://127.0.0.1:9/model.gguf"], "cannot reach"),
+    Row("card", "a folder without a run's report", lambda w: ["card", w.folder("out")], "no report.json"),
+    Row("push", "a folder without a card", lambda w: ["push", w.folder("out"), "someone/model", "--dry-run"],
+        "no README.md"),
+    Row("push", "a folder that does not exist", lambda w: ["push", str(w.dir / "none"), "someone/model"],
+        "not a folder"),
+    Row("ollama", "a file that is not a GGUF", lambda w: ["ollama", w.file("m.gguf", "hello\n" * 50)],
+        "not a GGUF file"),
+    Row("ollama", "a model that does not exist", lambda w: ["ollama", str(w.dir / "none.gguf")], "does not exist"),
     Row("perplexity", "an --rpc that is not HOST:PORT",
         lambda w: ["perplexity", str(w.good.model), "--rpc", "gpu-box", *CPU], "is not HOST:PORT"),
     Row("chat", "--rpc on a llama.cpp built without RPC",
