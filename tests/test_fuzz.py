@@ -21,6 +21,11 @@ SEED = int(os.environ.get("QUANTKIT_FUZZ_SEED", "0"))
 
 @pytest.mark.parametrize("target", ["gguf", "safetensors"])
 def test_fuzz(target):
+    from tests._fixtures import fuzz
+
+    # the seed files are built (and cached) here first, so that the fuzzing process's peak memory is the
+    # parser's, not that of building a checkpoint with torch
+    (fuzz.gguf_seeds if target == "gguf" else fuzz.safetensors_seeds)()
     root = Path(__file__).resolve().parents[1]
     proc = subprocess.run([sys.executable, "-m", "tests._fixtures.fuzz", target, "--cases", str(CASES), "--seed",
                            str(SEED)], cwd=root, capture_output=True, text=True, timeout=120 + CASES * 0.02)
