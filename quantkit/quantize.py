@@ -11,10 +11,13 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+from gguf import GGMLQuantizationType
+
 from . import runtime
 from .errors import InputNotFoundError, InvalidArgumentError, NotGGUFError, QuantizeError
 from .files import atomic_file
-from .imatrix.format import load_imatrix
+from .imatrix.format import check_imatrix_matches, read_imatrix
 from .quant_types import file_type, needs_imatrix
 
 log = logging.getLogger(__name__)
@@ -51,8 +54,12 @@ def quantize(
         raise NotGGUFError(f"{src} is a folder, not a GGUF file")
     if needs_imatrix(name) and imatrix is None and not dry_run:
         raise InvalidArgumentError(f"{name} needs an importance matrix", hint="pass --imatrix FILE made by llama-imatrix")
-    options = dict(threads=threads, dry_run=dry_run, allow_requantize=allow_requantize,
-                   imatrix=load_imatrix(imatrix) if imatrix is not None else None)
+    importance = None
+    if imatrix is not None:
+        data = read_imatrix(imatrix)
+        check_imatrix_matches(data, src)
+        importance = data.importance()
+    options = dict(threads=threads, dry_run=dry_run, allow_requantize=allow_requantize, imatrix=importance)
 
     start = time.perf_counter()
     if dry_run:
