@@ -27,6 +27,7 @@ log = logging.getLogger(__name__)
 DEFAULT_CTX = 512
 DEFAULT_BATCH = 2048  # llama-imatrix's n_batch: 4 chunks of 512 per decode
 MIN_ROWS = 16  # llama-imatrix ignores matrix products of fewer activation rows
+F32_TYPE = 0  # ggml_type
 
 Progress = Callable[[int, int], None]  # (chunks done, chunks in all)
 
@@ -187,10 +188,12 @@ def make_plan(n_tokens: int, n_ctx: int, n_batch: int = DEFAULT_BATCH, chunks: i
 
 def collect_imatrix(model_path: Path, text: bytes, *, dataset: str, n_ctx: int = DEFAULT_CTX,
                     n_batch: int = DEFAULT_BATCH, chunks: int | None = None, process_output: bool = False,
-                    threads: int | None = None, n_gpu_layers: int | str = "auto",
+                    threads: int | None = None, n_gpu_layers: int | str = "auto", f32_attention: bool = False,
                     progress: Progress | None = None) -> tuple[Imatrix, CollectStats]:
     """The importance matrix of the GGUF `model_path` on `text` (llama-imatrix's numbers); `dataset` is the
-    name recorded in the file's `imatrix.datasets`."""
+    name recorded in the file's `imatrix.datasets`. `f32_attention`: an F32 KV cache and no flash attention
+    (whose CPU kernel works in F16), like llama-imatrix's `-ctk f32 -ctv f32 -fa off`: attention in float32,
+    for comparisons with float32 references."""
     from ..offload import load_model
     from ..runtime import Batch, create_context
 
@@ -201,7 +204,8 @@ def collect_imatrix(model_path: Path, text: bytes, *, dataset: str, n_ctx: int =
         log.info("%d tokens; %d chunks of %d, %d per decode", len(tokens), plan.n_chunks, n_ctx, plan.n_seq)
         t0 = time.perf_counter()
         with create_context(model, plan.n_seq * n_ctx, plan.n_batch, n_seq_max=plan.n_seq, threads=threads,
-                            eval_callback=accumulator) as ctx, Batch(plan.n_batch) as batch:
+                            eval_callback=accumulator, kv_type=F32_TYPE if f32_attention else None,
+                            flash_attn=False if f32_attention else None) as ctx, Batch(plan.n_batch) as batch:
             for i in range(0, plan.n_chunks, plan.n_seq):
                 n_seq = min(plan.n_seq, plan.n_chunks - i)
                 chunk = tokens[i * n_ctx:(i + n_seq) * n_ctx].reshape(n_seq, n_ctx).copy()
