@@ -46,13 +46,15 @@ def test_gguf_round_trip_in_llama_imatrix_layout(tmp_path):
     assert list(back.entries) == sorted(original.entries)
     for name, e in original.entries.items():
         assert np.array_equal(back.entries[name].sums, e.sums) and np.array_equal(back.entries[name].counts, e.counts)
-    # llama-imatrix's layout: only these keys; in_sum2 is (columns, experts) F32, counts (1, experts) F32
+    # llama-imatrix's layout: only these keys; in_sum2 is (columns, experts) F32, counts (1, experts) F32, each
+    # with its trailing dimensions of 1 dropped, as ggml writes them
     reader = GGUFReader(path)
     keys = [k for k in reader.fields if not k.startswith("GGUF.")]
     assert keys == ["general.type", "imatrix.datasets", "imatrix.chunk_count", "imatrix.chunk_size"]
     shapes = {t.name: (t.tensor_type.name, [int(n) for n in t.shape]) for t in reader.tensors}
     assert shapes["blk.0.ffn_up_exps.weight.in_sum2"] == ("F32", [8, 4])
     assert shapes["blk.0.ffn_up_exps.weight.counts"] == ("F32", [1, 4])
+    assert shapes["output.weight.in_sum2"] == ("F32", [8]) and shapes["output.weight.counts"] == ("F32", [1])
     # llama-quantize's normalisation: sum / count per expert, 1 where an expert saw nothing
     values = load_imatrix(path)["blk.0.ffn_up_exps.weight"].reshape(4, 8)
     e = original.entries["blk.0.ffn_up_exps.weight"]

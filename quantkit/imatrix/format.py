@@ -182,8 +182,12 @@ def write_imatrix(imatrix: Imatrix, path: Path) -> Path:
         writer.add_uint32(Keys.IMatrix.CHUNK_SIZE, imatrix.chunk_size)
         for name in sorted(imatrix.entries):
             e = imatrix.entries[name]
-            writer.add_tensor(name + SUMS_SUFFIX, np.ascontiguousarray(e.sums, dtype=np.float32))
-            writer.add_tensor(name + COUNTS_SUFFIX, e.counts.astype(np.float32).reshape(-1, 1))
+            sums = np.ascontiguousarray(e.sums, dtype=np.float32)
+            counts = e.counts.astype(np.float32).reshape(-1, 1)
+            if len(counts) == 1:  # ggml writes the dimensions up to the last one above 1: (n,) and (1,)
+                sums, counts = sums.reshape(-1), counts.reshape(-1)
+            writer.add_tensor(name + SUMS_SUFFIX, sums)
+            writer.add_tensor(name + COUNTS_SUFFIX, counts)
         writer.write_header_to_file()
         writer.write_kv_data_to_file()
         writer.write_tensors_to_file()
