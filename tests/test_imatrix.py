@@ -303,3 +303,45 @@ def test_imatrix_of_another_model_is_refused_before_quantizing(tmp_path):
     _clean_failure(["convert", str(src), "-o", str(out), "-t", "Q4_K_M", "--outtype", "F16", "--imatrix",
                     str(not_imatrix)], "is not an importance matrix")
     assert not list(out.glob("*Q4_K_M*"))
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# MUL_MAT_ID (experts): no MoE model here, so the accumulator is fed a node the way libllama's graph shows one
+
+
+class _FakeNode:
+    def __init__(self, name: str = "", ne=(1, 1, 1, 1), data: np.ndarray | None = None, srcs=()):
+        self.name, self.ne, self._data, self._srcs = name, ne, data, srcs
+
+    def src(self, i):
+        return self._srcs[i]
+
+    def array(self):
+        return self._data
+
+
+def test_experts_are_counted_per_routed_token():
+    from quantkit.imatrix.collect import Accumulator
+
+    rng = np.random.default_rng(3)
+    n_as, n_used, n_tokens, cols = 4, 2, 20, 6
+    weight = _FakeNode("blk.0.ffn_up_exps.weight", ne=(cols, 8, n_as, 1))
+    x = rng.standard_normal((1, n_tokens, 1, cols)).astype(np.float32)  # one activation row per token, broadcast
+    ids = np.stack([rng.choice(n_as, n_used, replace=False) for _ in range(n_tokens)]).astype(np.int32)
+    node = _FakeNode(srcs=(weight, _FakeNode(data=x), _FakeNode(data=ids[None, None])))
+    acc = Accumulator()
+    acc._add_experts(node)
+    acc._add_experts(node)
+    # llama-imatrix's loop, written out
+    want = np.zeros((n_as, cols), dtype=np.float32)
+    counts = np.zeros(n_as, dtype=np.int64)
+    for _ in range(2):
+        for idx in range(n_used):
+            for row in range(n_tokens):
+                ex = ids[row, idx]
+                counts[ex] += 1
+                want[ex] += x[0, row, 0] * x[0, row, 0]
+    assert np.array_equal(acc.counts[weight.name], counts) and counts.sum() == 2 * n_tokens * n_used
+    assert np.array_equal(acc.sums[weight.name], want)
+    imatrix = acc.imatrix(chunk_size=10, datasets=["t"])
+    assert imatrix.entries[weight.name].sums.shape == (n_as, cols) and imatrix.chunk_count == counts.max() // 10
