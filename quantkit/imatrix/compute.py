@@ -17,6 +17,7 @@ from .format import read_imatrix, write_imatrix
 log = logging.getLogger(__name__)
 
 AUTO_DATASET = "wikitext-2"
+AUTO_CHUNKS = 128  # 65k tokens at ctx 512: wiki.train.raw whole would be 4,700 chunks, hours for a 7B on a CPU
 
 
 @dataclass
@@ -66,10 +67,12 @@ def _overlap(calibration: CalibrationText) -> Overlap | None:
 
 
 def imatrix_for_base(base: Path, *, dataset: str | None = AUTO_DATASET, text_file: Path | None = None,
-                     n_ctx: int = DEFAULT_CTX, chunks: int | None = None, threads: int | None = None,
+                     n_ctx: int = DEFAULT_CTX, chunks: int | None = AUTO_CHUNKS, threads: int | None = None,
                      n_gpu_layers: int | str = "auto") -> Path:
     """The importance matrix of the F16/BF16/F32 GGUF `base` (what `--imatrix auto` means), computed once and
-    kept beside it as `<base>.imatrix-<fingerprint>.gguf`. The fingerprint covers the base file (name, size,
+    kept beside it as `<base>.imatrix-<fingerprint>.gguf`. `dataset` is the scoring dataset the quants will be
+    measured on (its calibration partner is used: see calibration.PAIRS); the first `chunks` chunks of it (all
+    with None). The fingerprint covers the base file (name, size,
     mtime), the calibration text's bytes and the settings, so a rebuilt base or another text computes anew.
     Safe against two processes asking at once (a lock file beside the base)."""
     base = Path(base)
