@@ -137,6 +137,14 @@ class RecordsError(QuantkitError):
     hint = "the samples file is damaged: move it away to start the evaluation over"
 
 
+class RPCError(QuantkitError):
+    hint = "start ggml-rpc-server on each host and pass --rpc HOST:PORT[,HOST:PORT…]"
+
+
+class ServeDeployError(QuantkitError):
+    hint = "the replicas' logs are under /tmp/ray/session_latest/logs/serve/"
+
+
 class NotImatrixError(QuantkitError):
     hint = "pass an importance matrix made by `quantkit imatrix` or llama-imatrix (.gguf, or the legacy .dat)"
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import glob
 import logging
 import os
 import shutil
@@ -23,10 +24,10 @@ def _temp_name(dest: Path) -> Path:
     return dest.with_name(f".{dest.name}.partial-{os.getpid()}")
 
 
-def remove_stale_partials(folder: Path) -> None:
+def remove_stale_partials(folder: Path, name: str | None = None) -> None:
     """Remove the temporaries (`.NAME.partial-PID`) that a process killed outright (SIGKILL, power loss) had no
-    chance to remove; those of a process still running are left to it."""
-    for path in Path(folder).glob(".*.partial-*"):
+    chance to remove; those of a process still running are left to it. `name`: only those of this output."""
+    for path in Path(folder).glob(f".{'*' if name is None else glob.escape(name)}.partial-*"):
         pid = path.name.rsplit("-", 1)[1]
         if pid.isdigit() and not _alive(int(pid)):
             log.info("removing %s, left by a process that was killed", path.name)
@@ -50,13 +51,39 @@ def prepare_dir(folder: Path) -> Path:
         folder.mkdir(parents=True, exist_ok=True)
     except FileExistsError:
         raise OutputError(f"{folder} exists and is not a folder") from None
+    except NotADirectoryError:
+        blocker = next((p for p in folder.parents if p.exists()), folder.parent)
+        raise OutputError(f"cannot create {folder}: {blocker} is not a folder") from None
     except PermissionError:
         raise OutputError(f"cannot create {folder}: permission denied") from None
     except OSError as e:
         raise OutputError(f"cannot create {folder}: {e.strerror}") from None
+    if os.statvfs(folder).f_flag & os.ST_RDONLY:
+        raise OutputError(f"cannot write to {folder}: it is on a read-only file system")
     if not os.access(folder, os.W_OK | os.X_OK):
         raise OutputError(f"cannot write to {folder}: permission denied")
     return folder
+
+
+@contextlib.contextmanager
+def output_dir(folder: Path) -> Iterator[Path]:
+    """`prepare_dir(folder)` for the block, undone if the block fails: the folders it created are removed again
+    while they are empty, so a command that fails before writing anything leaves no trace."""
+    folder = Path(folder)
+    created = [p for p in (folder, *folder.parents) if not p.exists()]  # deepest first
+    try:
+        yield prepare_dir(folder)
+    except BaseException:
+        if created and created[0].is_dir():  # the empty folders the block made inside go too
+            for sub, _, _ in sorted(os.walk(created[0]), key=lambda entry: -len(entry[0])):
+                with contextlib.suppress(OSError):
+                    os.rmdir(sub)
+        for path in created[1:]:
+            try:
+                path.rmdir()
+            except OSError:  # not empty (something finished is kept), or never made
+                break
+        raise
 
 
 def check_free_space(folder: Path, needed: int, margin: float = 1.05) -> None:

@@ -29,7 +29,8 @@ _SCALARS = {
     GGUFValueType.UINT32: "<I", GGUFValueType.INT32: "<i", GGUFValueType.FLOAT32: "<f", GGUFValueType.BOOL: "<?",
     GGUFValueType.UINT64: "<Q", GGUFValueType.INT64: "<q", GGUFValueType.FLOAT64: "<d",
 }
-_MAX_COUNT = 1 << 32  # more keys, tensors or array items than this is a corrupt header
+_MAX_COUNT = 1 << 20  # more keys or tensors than this is a corrupt header (real models have < 1,000 tensors)
+_MAX_DIMS = 4  # GGML_MAX_DIMS
 _LAYER = re.compile(r"^blk\.(\d+)\.")
 
 
@@ -67,8 +68,25 @@ class GGUFHeader:
 
 
 class _Stream:
-    def __init__(self, f: BinaryIO, name: str):
-        self.f, self.name, self.pos = f, name, 0
+    """Reads a header front to back. Every length or count the file declares is checked against the bytes left
+    in the file before anything is read or allocated for it, so a file claiming 2^40 of something costs nothing."""
+
+    def __init__(self, f: BinaryIO, name: str, size: int | None):
+        self.f, self.name, self.pos, self.size = f, name, 0, size
+
+    def corrupt(self, what: str) -> CorruptGGUFError:
+        return CorruptGGUFError(f"{self.name} has a corrupt GGUF header: {what}")
+
+    def left(self) -> int | None:
+        size = self.size if self.size is not None else getattr(self.f, "file_size", None)  # a remote file's, once known
+        return None if size is None else size - self.pos
+
+    def need(self, n: int, what: str) -> None:
+        """Refuse a declared length `n` that runs past the end of the file."""
+        left = self.left()
+        if left is not None and n > left:
+            raise CorruptGGUFError(f"{self.name} is truncated or corrupt: {what} at byte {self.pos:,} runs past the "
+                                   f"end of the file ({left:,} bytes left)")
 
     def read(self, n: int) -> bytes:
         data = self.f.read(n)
@@ -80,82 +98,133 @@ class _Stream:
     def unpack(self, fmt: str):
         return struct.unpack(fmt, self.read(struct.calcsize(fmt)))[0]
 
-    def string(self) -> str:
+    def raw_string(self, what: str = "a string") -> bytes:
         n = self.unpack("<Q")
+        self.need(n, f"{what} of {n:,} bytes")
         if n > 1 << 24:
-            raise CorruptGGUFError(f"{self.name} has a corrupt header (a string of {n:,} bytes)")
-        return self.read(n).decode("utf-8", errors="replace")
+            raise self.corrupt(f"{what} of {n:,} bytes")
+        return self.read(n)
+
+    def skip_strings(self, n: int, key: str) -> None:
+        """Skip `n` strings (a vocabulary: 150,000 of them), each length checked; the hot loop of a parse."""
+        read, length = self.f.read, struct.Struct("<Q").unpack
+        left = self.left()
+        end = None if left is None else self.pos + left
+        for _ in range(n):
+            (m,) = length(self.read(8))
+            if m > 1 << 24 or (end is not None and self.pos + m > end):
+                self.need(m, f"a string of {m:,} bytes in {key}")
+                raise self.corrupt(f"a string of {m:,} bytes in {key}")
+            if len(read(m)) != m:
+                raise CorruptGGUFError(f"{self.name} is truncated inside its header (in {key})")
+            self.pos += m
+
+    def string(self, what: str = "a string") -> str:
+        return self.raw_string(what).decode("utf-8", errors="replace")
 
 
-def _value(s: _Stream, vtype: int) -> tuple[Any, int | None]:
-    try:
-        vtype = GGUFValueType(vtype)
-    except ValueError:
-        raise CorruptGGUFError(f"{s.name} has a corrupt header (value type {vtype})") from None
+def _value(s: _Stream, key: str, vtype: int) -> tuple[Any, int | None]:
     if vtype == GGUFValueType.STRING:
-        return s.string(), None
+        return s.string(f"the value of {key}"), None
     if vtype == GGUFValueType.ARRAY:
         itype, n = s.unpack("<I"), s.unpack("<Q")
-        if n > _MAX_COUNT:
-            raise CorruptGGUFError(f"{s.name} has a corrupt header (an array of {n:,} items)")
         if itype == GGUFValueType.STRING:
-            for _ in range(n):
-                s.read(s.unpack("<Q"))
+            s.need(8 * n, f"an array of {n:,} strings ({key})")  # each string holds at least its length
+            s.skip_strings(n, key)
             return n, n
         if itype in _SCALARS:
             fmt = _SCALARS[GGUFValueType(itype)]
             size = struct.calcsize(fmt)
+            s.need(size * n, f"an array of {n:,} items ({key})")
             raw = s.read(size * n)
             return (list(struct.unpack(f"<{n}{fmt[1]}", raw)) if n <= 4096 else n), n
-        items = [_value(s, itype)[0] for _ in range(n)]
-        return items, n
-    return s.unpack(_SCALARS[vtype]), None
+        what = "nested arrays" if itype == GGUFValueType.ARRAY else f"an array of value type {itype}"
+        raise s.corrupt(f"{key} holds {what}, which GGUF does not allow")
+    if vtype not in _SCALARS:
+        raise s.corrupt(f"{key} has value type {vtype}")
+    return s.unpack(_SCALARS[GGUFValueType(vtype)]), None
 
 
 def parse_header(f: BinaryIO, name: str, file_size: int | None = None) -> GGUFHeader:
-    s = _Stream(f, name)
+    """Parse and validate a GGUF header the way llama.cpp's gguf.cpp does (counts, lengths, types, duplicate
+    names, alignment, dimensions, tensor offsets), and check that the file holds all of its tensor data."""
+    s = _Stream(f, name, file_size)
     magic = s.f.read(4)
-    s.pos = 4
+    s.pos = len(magic)
     if magic != GGUF_MAGIC.to_bytes(4, "little"):
         raise NotGGUFError(f"{name} is not a GGUF file (it does not start with the GGUF magic)")
     version = s.unpack("<I")
     if version not in (2, 3):
         raise CorruptGGUFError(f"{name} has a corrupt or unsupported GGUF header (version {version})")
     n_tensors, n_kv = s.unpack("<Q"), s.unpack("<Q")
-    if n_tensors > 1 << 20 or n_kv > 1 << 20:
-        raise CorruptGGUFError(f"{name} has a corrupt GGUF header ({n_tensors:,} tensors, {n_kv:,} keys)")
+    if n_tensors > _MAX_COUNT or n_kv > _MAX_COUNT:
+        raise s.corrupt(f"{n_tensors:,} tensors, {n_kv:,} keys")
     kv, kv_bytes, arrays = {}, {}, {}
     for _ in range(n_kv):
         start = s.pos
-        key = s.string()
-        value, count = _value(s, s.unpack("<I"))
+        key = s.string("a key")
+        if key in kv:
+            raise s.corrupt(f"it has the key {key} twice")
+        value, count = _value(s, key, s.unpack("<I"))
         kv[key] = value
         kv_bytes[key] = s.pos - start
         if count is not None:
             arrays[key] = count
-    tensors = []
+    alignment = _alignment(s, kv)
+    tensors, offsets, names = [], [], set()
     for _ in range(n_tensors):
-        tname = s.string()
-        n_dims = s.unpack("<I")
-        if n_dims > 4:
-            raise CorruptGGUFError(f"{name} has a corrupt tensor info ({tname}: {n_dims} dimensions)")
-        shape = tuple(s.unpack("<Q") for _ in range(n_dims))
-        raw_type = s.unpack("<I")
-        s.unpack("<Q")  # offset
-        try:
-            ttype = GGMLQuantizationType(raw_type)
-        except ValueError:
-            raise CorruptGGUFError(f"{name} has a corrupt tensor info ({tname}: type {raw_type})") from None
-        tensors.append(HeaderTensor(tname, shape, ttype))
-    alignment = int(kv.get("general.alignment", GGUF_DEFAULT_ALIGNMENT))
+        tensor, offset = _tensor_info(s)
+        if tensor.name in names:
+            raise s.corrupt(f"it has two tensors named {tensor.name}")
+        names.add(tensor.name)
+        tensors.append(tensor)
+        offsets.append(offset)
     header_bytes = -(-s.pos // alignment) * alignment
     header = GGUFHeader(name, version, kv, kv_bytes, tensors, header_bytes, file_size, alignment, arrays)
+    expected = 0  # llama.cpp requires each tensor right after the previous one, padded to the alignment
+    for t, offset in zip(tensors, offsets):
+        if offset != expected:
+            raise s.corrupt(f"tensor {t.name} has offset {offset:,} where {expected:,} was expected "
+                            "(tensors must follow each other, aligned)")
+        expected += padded(tensor_bytes(t.type, t.shape), alignment)
     if file_size is not None and tensors:  # a vocab-only file may end before the alignment padding
         need = header_bytes + sum(padded(tensor_bytes(t.type, t.shape), alignment) for t in tensors[:-1])
         need += tensor_bytes(tensors[-1].type, tensors[-1].shape)
         if need > file_size:
             raise CorruptGGUFError(f"{name} is truncated: its tensors need {need:,} bytes, the file has {file_size:,}")
     return header
+
+
+def _alignment(s: _Stream, kv: dict[str, Any]) -> int:
+    alignment = kv.get("general.alignment", GGUF_DEFAULT_ALIGNMENT)
+    if type(alignment) is not int or alignment <= 0 or alignment & (alignment - 1) or alignment >= 1 << 32:
+        raise s.corrupt(f"general.alignment {alignment!r} is not a power of two")
+    return alignment
+
+
+def _tensor_info(s: _Stream) -> tuple[HeaderTensor, int]:
+    name = s.string("a tensor name")
+    n_dims = s.unpack("<I")
+    if n_dims > _MAX_DIMS:
+        raise s.corrupt(f"tensor {name} has {n_dims} dimensions (at most {_MAX_DIMS})")
+    shape = tuple(s.unpack("<Q") for _ in range(n_dims))
+    raw_type = s.unpack("<I")
+    offset = s.unpack("<Q")
+    try:
+        ttype = GGMLQuantizationType(raw_type)
+    except ValueError:
+        raise s.corrupt(f"tensor {name} has type {raw_type}, which ggml does not know") from None
+    if 0 in shape:
+        raise s.corrupt(f"tensor {name} has a dimension of 0 ({list(shape)})")
+    n = 1
+    for d in shape:
+        n *= d
+    if n >= 1 << 63:
+        raise s.corrupt(f"tensor {name} is too large ({list(shape)})")
+    block, row = GGML_QUANT_SIZES[ttype][0], shape[0] if shape else 1  # no dimensions: one value, as in ggml
+    if row % block:
+        raise s.corrupt(f"tensor {name} has rows of {row} values, not a multiple of {ttype.name}'s block of {block}")
+    return HeaderTensor(name, shape, ttype), offset
 
 
 def layer_of(name: str) -> int | None:
@@ -169,7 +238,7 @@ def tensor_bytes(ttype: GGMLQuantizationType, shape: tuple[int, ...]) -> int:
     rows = 1
     for d in shape[1:]:
         rows *= d
-    return rows * (shape[0] // block) * size
+    return rows * ((shape[0] if shape else 1) // block) * size
 
 
 def padded(n: int, alignment: int = GGUF_DEFAULT_ALIGNMENT) -> int:

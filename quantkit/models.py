@@ -114,19 +114,23 @@ class ConfigShape:
 
     @classmethod
     def of(cls, config: dict, source: str = "the checkpoint") -> "ConfigShape":
-        try:
-            n_embd, n_head = int(config["hidden_size"]), int(config["num_attention_heads"])
-            shape = cls(n_layer=int(config["num_hidden_layers"]), n_embd=n_embd, n_head=n_head,
-                        n_head_kv=int(config.get("num_key_value_heads") or n_head),
-                        head_dim=int(config.get("head_dim") or n_embd // n_head),
-                        n_ff=int(config["intermediate_size"]), n_vocab=int(config["vocab_size"]))
-        except (KeyError, TypeError, ValueError) as e:
-            raise ModelConfigError(f"{source}: config.json lacks or has a bad value for {e}") from None
-        except ZeroDivisionError:  # num_attention_heads of 0
-            shape = None
-        if shape is None or min(vars(shape).values()) <= 0:
-            raise ModelConfigError(f"{source}: config.json has a non-positive size")
-        return shape
+        def size(key: str, fallback: int | None = None) -> int:
+            value = config.get(key)
+            value = fallback if value is None else value
+            if value is None:
+                raise ModelConfigError(f"{source}: config.json lacks {key}")
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or (isinstance(value, float)
+                                                                                and not value.is_integer()):
+                raise ModelConfigError(f"{source}: config.json has a bad value for {key}: {value!r} is not a whole "
+                                       "number")
+            if value <= 0:
+                raise ModelConfigError(f"{source}: config.json has a non-positive size ({key} {value})")
+            return int(value)
+
+        n_embd, n_head = size("hidden_size"), size("num_attention_heads")
+        return cls(n_layer=size("num_hidden_layers"), n_embd=n_embd, n_head=n_head,
+                   n_head_kv=size("num_key_value_heads", n_head), head_dim=size("head_dim", n_embd // n_head or None),
+                   n_ff=size("intermediate_size"), n_vocab=size("vocab_size"))
 
 
 def llama3_rope(config: dict) -> dict | None:

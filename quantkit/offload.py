@@ -10,6 +10,7 @@ from pathlib import Path
 from . import runtime
 from .errors import InvalidArgumentError
 from .memory import auto_gpu_layers
+from .placement import plan_layers
 
 
 def resolve_gpu_layers(spec: int | str, model_path: str | Path, n_ctx: int) -> int:
@@ -40,3 +41,17 @@ def load_model(path: str | Path, n_gpu_layers: int | str = "auto", n_ctx: int = 
     """Load a GGUF with `--n-gpu-layers` resolved at context size `n_ctx` (which informs only 'auto')."""
     runtime.check_gguf_file(Path(path))
     return runtime.load_model(path, resolve_gpu_layers(n_gpu_layers, path, n_ctx))
+
+
+def connect_rpc(spec: str | None) -> list[runtime.Device]:
+    """`--rpc HOST:PORT[,…]`: add the remote servers' devices to the ones libllama offloads to (nothing when None)."""
+    if not spec:
+        return []
+    return runtime.add_rpc_servers(runtime.parse_endpoints(spec))
+
+
+def plan_placement(n_layer: int, n_gpu_layers: int | str, model_path: str | Path, n_ctx: int) -> list[str]:
+    """Where libllama will put each layer (the output layer last) with the devices registered now."""
+    ngl = resolve_gpu_layers(n_gpu_layers, model_path, n_ctx)
+    devices = [(d.id or d.name, d.memory_free or 0) for d in runtime.gpu_devices()]
+    return plan_layers(n_layer, ngl, devices)

@@ -180,6 +180,7 @@ class PerplexityResult:
     tokens_per_second: float
     is_base: bool = False
     kl: kl.KLStats | None = None
+    placement: list[str] = field(default_factory=list)  # each layer's device, the output layer last
 
 
 @dataclass
@@ -280,6 +281,7 @@ def perplexity(paths: list[str | Path], text: bytes, settings: Settings = Settin
                 record = base_data if i == 0 else None
                 base = base_data if i > 0 else None
                 result, _ = evaluate(model, info, tokens, plan, settings, record=record, base=base, progress=cb)
+                result.placement = model.layer_devices
                 if record is not None:
                     log.info("base data kept for KL: %.1f MiB", record.nbytes / 2**20)
             results.append(result)

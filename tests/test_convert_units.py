@@ -119,7 +119,7 @@ _CONFIG = {"architectures": ["Qwen2ForCausalLM"], "hidden_size": 64, "num_hidden
 
 
 @pytest.mark.parametrize("bad, message", [
-    ({"hidden_size": [1]}, "bad value"), ({"vocab_size": None}, "bad value"), ({"num_attention_heads": 0}, "non-positive"),
+    ({"hidden_size": [1]}, "bad value"), ({"vocab_size": None}, "lacks vocab_size"), ({"num_attention_heads": 0}, "non-positive"),
     ({"intermediate_size": -5}, "non-positive"), ({"max_position_embeddings": "abc"}, "max_position_embeddings"),
     ({"architectures": {"a": 1}}, "not supported"), ({"architectures": "Qwen2ForCausalLM"}, "not supported"),
 ])

@@ -15,3 +15,5 @@ Ctx = Annotated[Optional[int], typer.Option("--ctx", "-c", min=1, help="Context 
 OutDir = Annotated[Path, typer.Option("--out", "-o", help="Output folder.")]
 Force = Annotated[bool, typer.Option("--force", help="Redo outputs that already exist.")]
 GGUFPath = Annotated[Path, typer.Argument(help="A .gguf file.", show_default=False)]
+Rpc = Annotated[Optional[str], typer.Option(
+    "--rpc", help="Offload layers to ggml-rpc-server hosts too: HOST:PORT[,HOST:PORT…] (an RPC-capable build).")]

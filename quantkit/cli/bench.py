@@ -11,7 +11,8 @@ from rich.table import Table
 
 from ..bench import bench
 from ..runtime import describe_device
-from ._options import Json, NGpuLayers, Threads
+from ..offload import connect_rpc
+from ._options import Json, NGpuLayers, Rpc, Threads
 from ._output import command, emit_json, stderr, stdout
 
 
@@ -29,10 +30,12 @@ def run(
     ubatch: Annotated[int, typer.Option("--ubatch", "-ub", help="Physical batch size (llama-bench: 512).")] = 512,
     threads: Threads = None,
     n_gpu_layers: NGpuLayers = "auto",
+    rpc: Rpc = None,
     csv: Annotated[bool, typer.Option("--csv", help="Print CSV on stdout.")] = False,
     json: Json = False,
 ) -> None:
     """Prompt-processing and generation speed (tokens/s, mean ± std over runs), measured like llama-bench."""
+    connect_rpc(rpc)
     quiet = json or csv
     progress = None if quiet or not stderr.is_terminal else (lambda what: stderr.print(f"measuring {what}…",
                                                                                         style="dim", highlight=False))

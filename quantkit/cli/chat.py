@@ -19,7 +19,9 @@ from rich.text import Text
 from ..chat import ChatSession, Sampling, TurnResult, find_model_file, transcript
 from ..errors import ContextFullError, InvalidArgumentError, QuantkitError
 from ..runtime import describe_device
-from ._options import Ctx, Json, NGpuLayers, Threads
+from ..offload import connect_rpc
+from ..placement import remote_summary
+from ._options import Ctx, Json, NGpuLayers, Rpc, Threads
 from ._output import command, emit_json, stderr, stdout
 
 HELP = """commands: /exit  /clear  /regen  /think show|hide|summary  /save FILE  /help
@@ -56,8 +58,10 @@ def run(
     ctx: Ctx = 8192,
     threads: Threads = None,
     n_gpu_layers: NGpuLayers = "auto",
+    rpc: Rpc = None,
 ) -> None:
     """Chat with a GGUF model, its <think> reasoning shown apart from the answer (R1 settings by default)."""
+    connect_rpc(rpc)
     if n_predict is not None and n_predict < 1:
         raise InvalidArgumentError(f"--n-predict must be ≥ 1, not {n_predict}")
     if prompt is None and not sys.stdin.isatty():
@@ -80,8 +84,9 @@ def run(
 
 def _banner(session: ChatSession) -> None:
     m = session.model
-    stderr.print(f"{m.path.name} · {describe_device(session.threads)} · "
-                 f"{m.layers_on_gpu}/{m.n_layer + 1} layers on GPU · ctx {session.n_ctx}", style="dim", highlight=False)
+    where = remote_summary(m.layer_devices) or f"{m.layers_on_gpu}/{m.n_layer + 1} layers on GPU"
+    stderr.print(f"{m.path.name} · {describe_device(session.threads)} · {where} · ctx {session.n_ctx}", style="dim",
+                 highlight=False)
 
 
 def _stats(r: TurnResult) -> str:

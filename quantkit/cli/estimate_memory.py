@@ -7,8 +7,10 @@ import typer
 
 from ..errors import InvalidArgumentError
 from ..memory import ALL_TYPES, MemoryEstimate, estimate_memory
+from ..offload import connect_rpc, plan_placement
+from ..placement import describe
 from ..quant_types import parse_types
-from ._options import Json
+from ._options import Json, NGpuLayers, Rpc
 from ._output import command, emit_json, stdout
 
 
@@ -30,17 +32,34 @@ def run(
     vram: Annotated[Optional[float], typer.Option("--vram", help="GPU memory in GiB.")] = None,
     gpus: Annotated[Optional[str], typer.Option("--gpus", help="Several GPUs' memory in GiB, e.g. 24,24.")] = None,
     tensors: Annotated[bool, typer.Option("--tensors", help="Show the type and size of every tensor.")] = False,
+    rpc: Rpc = None,
+    n_gpu_layers: Annotated[str, typer.Option("--n-gpu-layers", "-ngl", help="With --rpc: the layers to offload "
+                                                                             "(a number or 'all').")] = "all",
     json: Json = False,
 ) -> None:
     """Weights per quant type, KV cache and compute buffers, and how many layers fit a GPU."""
     vram_gib = _vram(vram, gpus)
+    remote = connect_rpc(rpc)
+    if remote and vram_gib is None:  # the servers' free memory is what the layers must fit in
+        vram_gib = [(d.memory_free or 0) / 2**30 for d in remote]
     chosen = parse_types(types) if types else list(ALL_TYPES)
     est = estimate_memory(target, chosen, n_ctx=ctx, kv_type=kv_type, flash_attn=flash_attn, n_batch=batch,
                           n_ubatch=ubatch, vram_gib=vram_gib, with_tensors=tensors)
+    placement = _placement(est, n_gpu_layers) if remote else None
     if json:
-        emit_json(est)
+        emit_json({**est.__dict__, "placement": placement} if placement else est)
     else:
         show(est, tensors)
+        if placement:
+            stdout.print(f"placement with --n-gpu-layers {n_gpu_layers}: {describe(placement)}",
+                         markup=False, highlight=False)
+
+
+def _placement(est: MemoryEstimate, n_gpu_layers: str) -> list[str]:
+    """llama.cpp's split of the offloaded layers over the devices (RPC servers first, then local GPUs)."""
+    if str(n_gpu_layers).lower() == "auto":
+        raise InvalidArgumentError("estimate-memory --rpc takes --n-gpu-layers as a number or 'all'")
+    return plan_placement(est.n_layer, n_gpu_layers, est.target, est.n_ctx)
 
 
 def _vram(vram: float | None, gpus: str | None) -> list[float] | None:

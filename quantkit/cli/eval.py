@@ -14,7 +14,8 @@ from ..errors import InvalidArgumentError
 from ..eval.runner import Protocol, eval_table, evaluate
 from ..eval.tasks import TASK_NAMES, load_task, read_task_file
 from ..files import atomic_file
-from ._options import Ctx, Json, NGpuLayers, Threads
+from ..offload import connect_rpc
+from ._options import Ctx, Json, NGpuLayers, Rpc, Threads
 from ._output import Bars, command, emit_json, stdout
 
 
@@ -45,6 +46,7 @@ def run(
     ctx: Ctx = 8192,
     threads: Threads = None,
     n_gpu_layers: NGpuLayers = "auto",
+    rpc: Rpc = None,
     endpoint: Annotated[Optional[str], typer.Option("--endpoint", help="An OpenAI-compatible server's URL "
                                                                        "(quantkit serve, llama-server, vLLM, Ollama).")] = None,
     api_key: Annotated[Optional[str], typer.Option("--api-key", help="The endpoint's key (default: "
@@ -55,6 +57,7 @@ def run(
     json: Json = False,
 ) -> None:
     """Reasoning accuracy per quant: pass@1 ± its 95 % interval, and each rung against the base."""
+    connect_rpc(rpc)
     if task_file is not None:
         problems, task = read_task_file(task_file, problem_column, answer_column), task_file.stem
     else:

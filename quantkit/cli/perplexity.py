@@ -13,7 +13,9 @@ from ..files import atomic_file
 from ..kld import TOP_K
 from ..perplexity import DEFAULT_BATCH, DEFAULT_CTX, Settings, ladder_table, perplexity
 from ..runtime import describe_device
-from ._options import Json, NGpuLayers, Threads
+from ..offload import connect_rpc
+from ..placement import remote_summary
+from ._options import Json, NGpuLayers, Rpc, Threads
 from ._output import Bars, command, emit_json, stderr, stdout
 
 
@@ -33,6 +35,7 @@ def run(
     chunks: Annotated[Optional[int], typer.Option("--chunks", min=1, help="Score only the first N chunks.")] = None,
     threads: Threads = None,
     n_gpu_layers: NGpuLayers = "auto",
+    rpc: Rpc = None,
     kl_base: Annotated[Optional[Path], typer.Option("--kl-base", help="Base model for KL-divergence.")] = None,
     kl_top_k: Annotated[int, typer.Option("--kl-top-k", min=1, help="Base tokens kept per position for KL "
                                                                  "(the rest is one bucket).")] = TOP_K,
@@ -40,6 +43,7 @@ def run(
     json: Json = False,
 ) -> None:
     """Perplexity on wikitext-2 the way llama-perplexity computes it, with KL-divergence for a ladder."""
+    connect_rpc(rpc)
     text = read_text(text_file) if text_file else read_text(dataset_path(dataset))
     settings = Settings(n_ctx=ctx, n_batch=batch, chunks=chunks, threads=threads, n_gpu_layers=n_gpu_layers,
                         kl_top_k=kl_top_k)
@@ -80,6 +84,9 @@ def _show(table, results, device: str) -> None:
                     f"{row.ppl:.4f} ± {row.ppl_err:.5f}", f"{row.delta_ppl_pct:+.3f}", _opt(row.mean_kld, "{:.6f}"),
                     _opt(row.same_top_pct, "{:.3f}"), f"{row.tokens_per_s:.1f}")
     stdout.print(out)
+    where = remote_summary(results[0].placement)
+    if where:
+        stdout.print(f"placement: {where}", markup=False, highlight=False)
     for r in results:
         if r.kl is not None:
             _show_kl(r)

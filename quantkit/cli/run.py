@@ -9,7 +9,8 @@ from rich.progress import BarColumn, TaskProgressColumn, TextColumn, TimeElapsed
 
 from ..job import STEPS, run_recipe
 from ..recipes import load_recipe
-from ._options import Force, Json, NGpuLayers, Threads
+from ..offload import connect_rpc
+from ._options import Force, Json, NGpuLayers, Rpc, Threads
 from ._output import Bars, command, emit_json, stderr, stdout
 
 _STEP_LIST = ", ".join(STEPS)
@@ -29,10 +30,12 @@ def run(
     skip: Annotated[Optional[List[str]], typer.Option("--skip", help="Leave these steps out.")] = None,
     threads: Threads = None,
     n_gpu_layers: NGpuLayers = "auto",
+    rpc: Rpc = None,
     force: Force = False,
     json: Json = False,
 ) -> None:
     """Make a recipe's quant ladder and measure each rung: perplexity, KLD, speed, memory; then write the report."""
+    connect_rpc(rpc)
     loaded = load_recipe(recipe)
     with _JobBar(enabled=not json) as bar:
         result = run_recipe(loaded, out, only=_names(only), skip=_names(skip), threads=threads,

@@ -9,7 +9,9 @@ from typing import Annotated, Optional
 import typer
 
 from ..errors import InvalidArgumentError
-from ._options import GGUFPath, NGpuLayers, Threads
+from ..offload import connect_rpc
+from ..placement import remote_summary
+from ._options import GGUFPath, NGpuLayers, Rpc, Threads
 from ._output import command, stderr
 
 
@@ -35,8 +37,14 @@ def run(
     shutdown_grace: Annotated[float, typer.Option("--shutdown-grace", min=0, help="Seconds in-flight requests may finish after SIGINT/SIGTERM.")] = 3.0,
     threads: Threads = None,
     n_gpu_layers: NGpuLayers = "auto",
+    rpc: Rpc = None,
+    ray: Annotated[Optional[str], typer.Option("--ray", help="Run replicas on Ray Serve: 'local' starts a Ray "
+                                                            "cluster here, else the address of one (auto, HOST:PORT).")] = None,
+    replicas: Annotated[int, typer.Option("--replicas", min=1, help="With --ray: replicas of the model (one GPU "
+                                                                     "each, or --threads CPUs each).")] = 1,
 ) -> None:
     """Serve a GGUF model over an OpenAI-compatible HTTP API, several requests at once."""
+    connect_rpc(rpc)
     from ..runtime import check_gguf_file
 
     check_gguf_file(model)  # a missing or non-GGUF file fails before the socket opens
@@ -50,9 +58,12 @@ def run(
                          created=int(model.stat().st_mtime))
 
     def load() -> Engine:
+        connect_rpc(rpc)  # again in each Ray replica's process (once per process)
         return Engine.open(model, n_ctx=ctx, n_gpu_layers=n_gpu_layers, n_parallel=parallel, threads=threads,
                            n_batch=batch, max_queue=max_queue)
 
+    if ray is not None:
+        return _serve_on_ray(config, load, ray, replicas, host, port, threads, key)
     app = create_app(config, load)
     app.state.backend.on_loaded = _loaded
     sock = bind(host, port)
@@ -64,6 +75,23 @@ def run(
     stderr.print(f"quantkit serve: http://{shown}:{bound_port}/v1 · model {config.model_id} · loading…",
                  highlight=False)
     run_server(app, sock, access_log=bool(os.environ.get("QUANTKIT_ACCESS_LOG")))
+    stderr.print("quantkit serve: stopped", style="dim", highlight=False)
+
+
+def _serve_on_ray(config, load, address: str, replicas: int, host: str, port: int, threads: int | None,
+                  key: str | None) -> None:
+    from ..serve import is_loopback
+    from ..serve.replicas import check_can_deploy, deploy, serve_forever
+
+    check_can_deploy(port)
+    address = None if address.lower() == "local" else address
+    if key is None and not is_loopback(host):
+        stderr.print(f"warning: serving on {host} without an API key (pass --api-key or set QUANTKIT_API_KEY)",
+                     style="yellow", highlight=False)
+    stderr.print(f"quantkit serve: starting {replicas} Ray Serve replicas of {config.model_id}…", highlight=False)
+    deploy(config, load, replicas=replicas, host=host, port=port, threads=threads, address=address)
+    stderr.print(f"ready: http://{host}:{port}/v1 · {replicas} replicas on Ray Serve", highlight=False)
+    serve_forever(address)
     stderr.print("quantkit serve: stopped", style="dim", highlight=False)
 
 
@@ -85,6 +113,6 @@ def _loaded(engine) -> None:
     from ..runtime import describe_device
 
     m = engine.model
-    stderr.print(f"ready: {describe_device(engine.context.threads)} · {m.layers_on_gpu}/{m.n_layer + 1} layers on "
-                 f"GPU · {engine.n_parallel} slots sharing {engine.n_ctx} tokens of KV cache", style="dim",
-                 highlight=False)
+    where = remote_summary(m.layer_devices) or f"{m.layers_on_gpu}/{m.n_layer + 1} layers on GPU"
+    stderr.print(f"ready: {describe_device(engine.context.threads)} · {where} · {engine.n_parallel} slots sharing "
+                 f"{engine.n_ctx} tokens of KV cache", style="dim", highlight=False)

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import InvalidArgumentError, QuantkitError
-from ..files import WriteProgress, prepare_dir, remove_stale_partials
+from ..files import WriteProgress, output_dir, remove_stale_partials
 from .checkpoint import Checkpoint, open_checkpoint
 from .metadata import write_hparams, write_metadata
 from .source import Source, resolve_source
@@ -55,24 +55,24 @@ def convert(source: str | Path, out_dir: str | Path = ".", *, outtype: str = "au
     types = list(types or [])
     _check_types(types, imatrix)
     src = resolve_source(source, revision)
-    out_dir = prepare_dir(Path(out_dir))
-    remove_stale_partials(out_dir)
-    checkpoint = open_checkpoint(src.folder)
-    base_type = _outtype(outtype, checkpoint)
-    base = _make(out_dir / output_name(src.name, base_type), base_type, force,
-                 lambda dest: convert_checkpoint(checkpoint, dest, base_type, name=_display(src), progress=progress))
-    files = [base]
-    for qtype in types:
-        if qtype == base_type:
-            continue
-        dest = out_dir / output_name(src.name, qtype)
-        if qtype in BASE_TYPES:
-            made = _make(dest, qtype, force, lambda d, t=qtype: convert_checkpoint(
-                checkpoint, d, t, name=_display(src), progress=progress))
-        else:
-            made = _make(dest, qtype, force, lambda d, t=qtype: q.quantize(
-                base.path, d, t, imatrix=imatrix, threads=threads).n_bytes)
-        files.append(made)
+    with output_dir(Path(out_dir)) as out_dir:  # removed again if nothing could be made in it
+        remove_stale_partials(out_dir)
+        checkpoint = open_checkpoint(src.folder)
+        base_type = _outtype(outtype, checkpoint)
+        base = _make(out_dir / output_name(src.name, base_type), base_type, force,
+                     lambda dest: convert_checkpoint(checkpoint, dest, base_type, name=_display(src), progress=progress))
+        files = [base]
+        for qtype in types:
+            if qtype == base_type:
+                continue
+            dest = out_dir / output_name(src.name, qtype)
+            if qtype in BASE_TYPES:
+                made = _make(dest, qtype, force, lambda d, t=qtype: convert_checkpoint(
+                    checkpoint, d, t, name=_display(src), progress=progress))
+            else:
+                made = _make(dest, qtype, force, lambda d, t=qtype: q.quantize(
+                    base.path, d, t, imatrix=imatrix, threads=threads).n_bytes)
+            files.append(made)
     return ConvertResult(src.folder, src.name, base, files)
 
 

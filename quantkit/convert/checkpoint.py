@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import struct
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 
@@ -29,7 +31,14 @@ class CheckpointTensor:
 
     @property
     def n_bytes(self) -> int:
-        return int(np.prod(self.shape, dtype=np.int64)) * np.dtype(_DTYPES[self.dtype]).itemsize
+        return _n_bytes(self.dtype, self.shape)
+
+
+def _n_bytes(dtype: str, shape: tuple[int, ...]) -> int:
+    n = np.dtype(_DTYPES[dtype]).itemsize
+    for d in shape:  # Python integers: a hostile shape cannot overflow into a small number
+        n *= d
+    return n
 
 
 @dataclass
@@ -40,7 +49,9 @@ class Checkpoint:
 
     @property
     def architecture(self) -> str:
-        return (self.config.get("architectures") or [""])[0]
+        """config.json's architectures[0]; "" when it does not hold a list of names."""
+        names = self.config.get("architectures")
+        return names[0] if isinstance(names, list) and names and isinstance(names[0], str) else ""
 
     @property
     def n_bytes(self) -> int:
@@ -86,8 +97,14 @@ def _weight_files(folder: Path) -> list[Path]:
     if index.is_file():
         try:
             weight_map = json.loads(index.read_text(encoding="utf-8"))["weight_map"]
-        except (json.JSONDecodeError, KeyError, TypeError) as e:
-            raise CheckpointError(f"{index} is not a valid safetensors index ({e})") from None
+        except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError) as e:
+            raise CheckpointError(f"{index} is not a valid safetensors index ({type(e).__name__}: {e})") from None
+        if not isinstance(weight_map, dict) or not all(isinstance(v, str) for v in weight_map.values()):
+            raise CheckpointError(f"{index} is not a valid safetensors index (its weight_map is not names → files)")
+        outside = [name for name in weight_map.values() if Path(name).name != name or name in ("", ".", "..")]
+        if outside:
+            raise CheckpointError(f"{index} names a shard outside its folder: {outside[0]!r}",
+                                  hint="a checkpoint's index names files in its own folder: download it again")
         files = [folder / name for name in dict.fromkeys(weight_map.values())]
         missing = [f.name for f in files if not f.is_file()]
         if missing:
@@ -108,35 +125,59 @@ def _weight_files(folder: Path) -> list[Path]:
 
 def read_safetensors_header(file: Path) -> list[CheckpointTensor]:
     """The tensors of one safetensors file, checked against the file's size."""
-    size = file.stat().st_size
     with open(file, "rb") as f:
-        head = f.read(8)
-        if len(head) < 8:
-            raise _corrupt(file, "shorter than a safetensors header")
-        (n,) = struct.unpack("<Q", head)
-        if n > _MAX_HEADER or 8 + n > size:
-            raise _corrupt(file, f"header length {n:,} does not fit a {size:,}-byte file")
-        raw = f.read(n)
+        return parse_safetensors_header(f, file, os.fstat(f.fileno()).st_size)
+
+
+def parse_safetensors_header(f: BinaryIO, file: Path, size: int) -> list[CheckpointTensor]:
+    """Check a safetensors header the way the safetensors library does before anything is read for it: a length
+    that fits the file, a JSON object of entries with a dtype, a shape of non-negative sizes and data offsets
+    that match the shape, and tensors that follow each other without gaps or overlaps to the end of the file."""
+    head = f.read(8)
+    if len(head) < 8:
+        raise _corrupt(file, "shorter than a safetensors header")
+    (n,) = struct.unpack("<Q", head)
+    if n > _MAX_HEADER or 8 + n > size:
+        raise _corrupt(file, f"header length {n:,} does not fit a {size:,}-byte file")
+    raw = f.read(n)
     try:
         header = json.loads(raw)
-    except (json.JSONDecodeError, UnicodeDecodeError):
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError):
         raise _corrupt(file, "its header is not valid JSON") from None
     if not isinstance(header, dict):
         raise _corrupt(file, "its header is not a JSON object")
     header.pop("__metadata__", None)
-    return [_checkpoint_tensor(file, name, entry, 8 + n, size) for name, entry in header.items()]
+    tensors = [_checkpoint_tensor(file, name, entry, 8 + n, size) for name, entry in header.items()]
+    end = 8 + n
+    for t in sorted(tensors, key=lambda t: (t.offset, t.n_bytes)):
+        if t.offset != end:
+            why = "overlaps the tensor before it" if t.offset < end else f"leaves {t.offset - end:,} bytes unused before it"
+            raise _corrupt(file, f"tensor {t.name} {why}")
+        end += t.n_bytes
+    if end != size:
+        raise _corrupt(file, f"its tensors end at byte {end:,} of {size:,}")
+    return tensors
 
 
-def _checkpoint_tensor(file: Path, name: str, entry: dict, base: int, size: int) -> CheckpointTensor:
+def _is_int(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _checkpoint_tensor(file: Path, name: str, entry, base: int, size: int) -> CheckpointTensor:
     try:
-        dtype, shape, (start, end) = entry["dtype"], tuple(int(d) for d in entry["shape"]), entry["data_offsets"]
-    except (KeyError, TypeError, ValueError):
+        dtype, shape, offsets = entry["dtype"], entry["shape"], entry["data_offsets"]
+    except (KeyError, TypeError):
         raise _corrupt(file, f"the header entry of {name} is malformed") from None
+    if (not isinstance(dtype, str) or not isinstance(shape, list) or not all(_is_int(d) and d >= 0 for d in shape)
+            or not isinstance(offsets, list) or len(offsets) != 2 or not all(_is_int(o) for o in offsets)
+            or not 0 <= offsets[0] <= offsets[1]):
+        raise _corrupt(file, f"the header entry of {name} is malformed")
     if dtype not in _DTYPES:
         raise CheckpointError(f"tensor {name} in {file.name} is {dtype}; quantkit converts F32, F16 and BF16 weights",
                               hint="use an unquantized checkpoint")
-    info = CheckpointTensor(name, dtype, shape, file, base + int(start))
-    if int(end) - int(start) != info.n_bytes or base + int(end) > size:
+    start, end = offsets
+    info = CheckpointTensor(name, dtype, tuple(shape), file, base + start)
+    if end - start != info.n_bytes or base + end > size:
         raise _corrupt(file, f"tensor {name} does not fit its shape {list(shape)} or the file")
     return info
 

@@ -42,7 +42,7 @@ def resolve_source(source: str | Path, revision: str | None = None) -> Source:
             raise InputNotFoundError(f"{model.repo_id} ({model.label}) is not a distill quantkit converts",
                                      hint="convert one of the R1-Distill models (1.5B, 7B, 8B, 14B, 32B, 70B)")
         return download(model.repo_id, revision)
-    if _REPO_ID.match(text):
+    if _REPO_ID.match(text) and not text.startswith((".", "/", "~")):  # "./model" is a path, not a repo id
         return download(text, revision)
     raise InputNotFoundError(f"{text} is neither a folder, a Hub repo id nor an R1-Distill size label",
                              hint="pass a local checkpoint folder, a repo id like deepseek-ai/DeepSeek-R1-Distill-Qwen-7B, "
@@ -52,12 +52,15 @@ def resolve_source(source: str | Path, revision: str | None = None) -> Source:
 def download(repo_id: str, revision: str | None = None) -> Source:
     """The repo's conversion files in the HF cache (downloaded or resumed as needed)."""
     from huggingface_hub import snapshot_download
-    from huggingface_hub.errors import (HfHubHTTPError, LocalEntryNotFoundError, RepositoryNotFoundError,
-                                        RevisionNotFoundError)
+    from huggingface_hub.errors import (HFValidationError, HfHubHTTPError, LocalEntryNotFoundError,
+                                        RepositoryNotFoundError, RevisionNotFoundError)
 
     log.info("fetching %s%s", repo_id, f"@{revision}" if revision else "")
     try:
         folder = snapshot_download(repo_id, revision=revision, allow_patterns=list(NEEDED_FILES), **hub_settings())
+    except HFValidationError as e:
+        raise FetchError(f"{repo_id} is not a valid Hub repo id ({str(e).splitlines()[0][:120]})",
+                         hint="pass a repo id like deepseek-ai/DeepSeek-R1-Distill-Qwen-7B, or a folder that exists") from None
     except RepositoryNotFoundError:
         raise FetchError(f"{repo_id} is not a model repo on the Hub (or it is private)",
                          hint="check the repo id, or log in with `hf auth login`") from None

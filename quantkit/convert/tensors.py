@@ -15,7 +15,7 @@ import numpy as np
 from gguf import (GGML_QUANT_SIZES, MODEL_TENSOR, TENSOR_NAMES, GGMLQuantizationType, LlamaFileType,
                   get_tensor_name_map, quant_shape_to_byte_shape, quants)
 
-from ..errors import CheckpointError, UnsupportedModelError
+from ..errors import CheckpointError, ModelConfigError, UnsupportedModelError
 from ..models import CONVERTIBLE, Architecture, ConfigShape, architecture_of, llama3_rope
 from .checkpoint import Checkpoint, CheckpointTensor
 
@@ -73,6 +73,9 @@ _FLOAT_NP = {GGMLQuantizationType.F32: np.float32, GGMLQuantizationType.F16: np.
 
 def checkpoint_architecture(checkpoint: Checkpoint) -> Architecture:
     arch = architecture_of(checkpoint.architecture)
+    given = checkpoint.config.get("architectures")
+    if not checkpoint.architecture and given is not None:
+        raise ModelConfigError(f"config.json's architectures is {given!r:.80}, not a list of class names")
     if arch is None or not arch.convertible:
         raise UnsupportedModelError(
             f"architecture {checkpoint.architecture or '(none in config.json)'!r} is not supported",

@@ -68,9 +68,12 @@ def _load_json(path: Path, required: bool = True) -> dict:
             raise CheckpointError(f"{path.parent} has no {path.name}", hint="the checkpoint needs its tokenizer files")
         return {}
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as e:
         raise CheckpointError(f"{path} is not valid JSON ({e})") from None
+    if not isinstance(data, dict):
+        raise CheckpointError(f"{path} does not hold a JSON object", hint="the tokenizer files look damaged")
+    return data
 
 
 def _looks_special(text: str) -> bool:
@@ -79,6 +82,16 @@ def _looks_special(text: str) -> bool:
 
 
 def _tokens(vocab: dict[str, int], added: list[dict], n_vocab: int, folder: Path) -> tuple[list[str], list[int]]:
+    def is_id(i) -> bool:
+        return isinstance(i, int) and not isinstance(i, bool) and i >= 0
+
+    if not all(is_id(i) for i in vocab.values()):
+        raise CheckpointError(f"{folder / 'tokenizer.json'} has a vocabulary entry whose id is not a number",
+                              hint="the tokenizer files look damaged")
+    if not isinstance(added, list) or not all(isinstance(e, dict) and isinstance(e.get("content"), str)
+                                              and is_id(e.get("id")) for e in added):
+        raise CheckpointError(f"{folder / 'tokenizer.json'} has an added token without its text or id",
+                              hint="the tokenizer files look damaged")
     by_id: dict[int, tuple[str, int]] = {i: (text, int(TokenType.NORMAL)) for text, i in vocab.items()}
     for entry in added:
         text = entry["content"]

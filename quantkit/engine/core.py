@@ -169,6 +169,11 @@ class Engine(Closeable):
         stream._on_cancel = self._wake
         return _Job(stream, [int(t) for t in request.tokens], n, time.perf_counter())
 
+    @property
+    def alive(self) -> bool:
+        """Whether the engine's thread runs and takes requests (false once it failed or closed)."""
+        return self._thread.is_alive() and self._accepting
+
     def stats(self) -> EngineStats:
         with self._cond:
             busy = [s for s in self._slots if s.job is not None]

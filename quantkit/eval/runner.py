@@ -300,7 +300,7 @@ def evaluate(models: list[str | Path], problems: list[Problem], task: str, proto
              grader_workers: int = 2, progress: Progress | None = None) -> EvalResult:
     """Evaluate each of `models` (GGUF paths; with `endpoint`, model names on that server) on `problems`; the
     first is the base the others are compared with. Resumes from the samples files in `out_dir`."""
-    from ..files import prepare_dir
+    from ..files import output_dir
 
     if not models:
         raise InvalidArgumentError("no model given",
@@ -313,9 +313,8 @@ def evaluate(models: list[str | Path], problems: list[Problem], task: str, proto
 
         for path in models:  # every file checked before the first one is evaluated
             check_gguf_file(Path(path))
-    out = prepare_dir(Path(out_dir))
     result = EvalResult(task, protocol, len(problems))
-    with Grader(workers=grader_workers) as grader:
+    with output_dir(Path(out_dir)) as out, Grader(workers=grader_workers) as grader:  # kept once it holds samples
         for model in models:
             result.models.append(_evaluate_one(model, problems, task, protocol, out, grader, progress,
                                                endpoint=endpoint, api_key=api_key, parallel=parallel, n_ctx=n_ctx,

@@ -16,7 +16,7 @@ from typing import Any
 from gguf import MODEL_TENSOR, TENSOR_NAMES
 
 from ..errors import InvalidArgumentError, OutputError, UnsupportedModelError
-from ..files import WriteProgress, atomic_dir, check_free_space, prepare_dir
+from ..files import WriteProgress, atomic_dir, check_free_space, output_dir, remove_stale_partials
 from ..gguf_file import field as gguf_field
 from ..gguf_file import open_gguf, tensor_array
 from ..models import CONVERTIBLE, architecture_named
@@ -102,7 +102,8 @@ def export_gguf(
             progress(done, total, "export")
 
     log.info("exporting %s (%s, %d tensors) to %s as %s", path, arch.name, len(entries), out_dir, dtype)
-    with atomic_dir(out_dir, overwrite=True) as tmp:
+    with output_dir(out_dir.parent) as parent, atomic_dir(out_dir, overwrite=True) as tmp:
+        remove_stale_partials(parent, out_dir.name)  # what an export killed outright left behind
         check_free_space(tmp, total + (64 << 20))  # here, once the folder is known to be writable
         for shard, name in zip(shards, names):
             write_shard(tmp / name, shard, lambda e: iter_rows(by_name[e.name]), advance)
@@ -125,7 +126,6 @@ def _check_destination(out_dir: Path, force: bool) -> None:
         if any(out_dir.iterdir()) and not force:
             raise OutputError(f"{out_dir} already exists and is not empty",
                               hint="choose another folder, or pass --force to replace it")
-    prepare_dir(out_dir.parent)
 
 
 def _write_json(path: Path, data: Any, indent: int | None = 2) -> str:

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import InvalidArgumentError
-from ..files import prepare_dir, remove_stale_partials
+from ..files import output_dir, remove_stale_partials
 from ..recipes import Recipe
 from ..report import REPORT_FILES
 from .facts import report_facts
@@ -63,22 +63,22 @@ def run_recipe(recipe: Recipe, out_dir: str | Path | None = None, *, only: list[
                force: bool = False, progress: Callback | None = None) -> JobResult:
     """Run the steps of `recipe` into `out_dir` (default `out/<recipe>`), keeping what is already complete."""
     chosen = select_steps(only, skip)
-    out = prepare_dir(Path(out_dir) if out_dir is not None else default_out_dir(recipe))
-    total = sum(units(s, recipe) for s in chosen)
-    job = Job(recipe, out, StepStore(out), JobProgress(progress, total), threads, n_gpu_layers, force)
-    for folder in (job.models_dir, job.store.folder):
-        if folder.is_dir():
-            remove_stale_partials(folder)
-    t0 = time.perf_counter()
-    outcomes = []
-    for name in STEPS:
-        if name not in chosen:
-            outcomes.append(StepOutcome(name, "skipped", 0.0))
-            continue
-        t = time.perf_counter()
-        status = STEPS[name](job)
-        outcomes.append(StepOutcome(name, status, time.perf_counter() - t))
-        log.info("step %s: %s", name, status)
+    with output_dir(Path(out_dir) if out_dir is not None else default_out_dir(recipe)) as out:  # gone if left empty
+        total = sum(units(s, recipe) for s in chosen)
+        job = Job(recipe, out, StepStore(out), JobProgress(progress, total), threads, n_gpu_layers, force)
+        for folder in (job.models_dir, job.store.folder):
+            if folder.is_dir():
+                remove_stale_partials(folder)
+        t0 = time.perf_counter()
+        outcomes = []
+        for name in STEPS:
+            if name not in chosen:
+                outcomes.append(StepOutcome(name, "skipped", 0.0))
+                continue
+            t = time.perf_counter()
+            status = STEPS[name](job)
+            outcomes.append(StepOutcome(name, status, time.perf_counter() - t))
+            log.info("step %s: %s", name, status)
     return _result(job, outcomes, time.perf_counter() - t0)
 
 

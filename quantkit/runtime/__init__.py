@@ -14,13 +14,15 @@ How many layers to offload is decided above this package (quantkit.offload), fro
 from ._lib import capture, lib
 from .batch import Batch
 from .context import Context, EvalCallback, KVCacheFullError, create_context
-from .devices import (Device, describe_device, extra_buffers_default, free_gpu_memory, gpu_devices, physical_cores,
-                      supports_gpu_offload)
+from .devices import (Device, all_devices, describe_device, extra_buffers_default, free_gpu_memory, gpu_devices,
+                      physical_cores, supports_gpu_offload)
 from .model import ALL_LAYERS, Model, check_gguf_file, load_model, load_vocabulary
 from .quantizer import model_quantize
+from .rpc import add_rpc_servers, parse_endpoints, supports_rpc
 from .sampler import Sampler, Sampling
 
 __all__ = ["ALL_LAYERS", "Batch", "Context", "Device", "EvalCallback", "KVCacheFullError", "Model", "Sampler",
-           "Sampling", "capture", "check_gguf_file", "create_context", "describe_device", "extra_buffers_default",
-           "free_gpu_memory", "gpu_devices", "lib", "load_model", "load_vocabulary", "model_quantize",
-           "physical_cores", "supports_gpu_offload"]
+           "Sampling", "add_rpc_servers", "all_devices", "capture", "check_gguf_file", "create_context",
+           "describe_device", "extra_buffers_default", "free_gpu_memory", "gpu_devices", "lib", "load_model",
+           "load_vocabulary", "model_quantize", "parse_endpoints", "physical_cores", "supports_gpu_offload",
+           "supports_rpc"]

@@ -29,6 +29,7 @@ class _LogRouter:
         self.level = logging.DEBUG
         self.partial = ""
         self.sinks: list[list[str]] = []
+        self.quiet = 0  # captures under way whose caller reports what failed: their lines log at INFO at most
         self.lock = threading.Lock()
         self.callback = None  # kept referenced: llama.cpp holds only the raw pointer
 
@@ -41,11 +42,12 @@ class _LogRouter:
                 return
             *lines, self.partial = self.partial.split("\n")
             sinks = list(self.sinks)
+            level = min(self.level, logging.INFO) if self.quiet else self.level
         for line in lines:
             line = line.rstrip()
             if not line:
                 continue
-            llama_log.log(self.level, "%s", line)
+            llama_log.log(level, "%s", line)
             for sink in sinks:
                 sink.append(line)
 
@@ -74,26 +76,31 @@ def lib():
 
 
 @contextlib.contextmanager
-def capture() -> Iterator[list[str]]:
-    """Collect libllama's log lines while the block runs (they also reach Python logging). Blocks may nest."""
+def capture(quiet: bool = False) -> Iterator[list[str]]:
+    """Collect libllama's log lines while the block runs (they also reach Python logging). Blocks may nest.
+    `quiet`: the caller turns a failure into a typed error that carries libllama's reason, so libllama's errors
+    log at INFO (shown with -v) instead of as warnings that would repeat it on stderr."""
     lib()
     lines: list[str] = []
     with _router.lock:
         _router.sinks.append(lines)
+        _router.quiet += quiet
     try:
         yield lines
     finally:
         _router.flush_into(lines)
         with _router.lock:
             _router.sinks.remove(lines)
+            _router.quiet -= quiet
 
 
 _ggml = None
 
 
 def ggml():
-    """libggml of the same build (device enumeration, tensor access in eval callbacks)."""
+    """libggml of the same build (device enumeration, tensor access in eval callbacks): beside the libllama
+    llama-cpp-python loaded, its own or the one `LLAMA_CPP_LIB_PATH` names."""
     global _ggml
     if _ggml is None:
-        _ggml = ctypes.CDLL(str(Path(lib().__file__).parent / "lib" / "libggml.so"))
+        _ggml = ctypes.CDLL(str(Path(lib().llama_cpp._base_path) / "libggml.so"))
     return _ggml

@@ -27,45 +27,65 @@ def physical_cores() -> int:
 
 @dataclass(frozen=True)
 class Device:
-    name: str
-    kind: str  # "gpu" or "cpu"
+    name: str  # what reports show: the GPU's description, or an RPC device's endpoint
+    kind: str  # "gpu", "rpc" or "cpu"
     memory_total: int | None = None
     memory_free: int | None = None
+    id: str = ""  # ggml's device name (CUDA0, RPC1 …), as libllama's log names it
 
 
 def supports_gpu_offload() -> bool:
-    """Whether this build of llama.cpp has a GPU backend (CUDA, ROCm, Metal, Vulkan …)."""
+    """Whether this build of llama.cpp can offload layers (a GPU backend, or the RPC backend)."""
     return bool(lib().llama_supports_gpu_offload())
 
 
 def gpu_devices() -> list[Device]:
-    """The GPU devices of the ggml backends llama.cpp was built with (none for a CPU build)."""
+    """The devices libllama offloads layers to (GPUs of its ggml backends, and RPC servers added to them)."""
     if not supports_gpu_offload():
         return []
     try:
-        return list(_ggml_gpus(ggml()))
+        return all_devices()
     except (OSError, AttributeError) as e:  # symbols differ between ggml versions: say what we know
         log.debug("cannot enumerate ggml devices: %s", e)
         return [Device("GPU (offload supported)", "gpu")]
 
 
-def _ggml_gpus(g: ctypes.CDLL):
+def all_devices() -> list[Device]:
+    """Every non-CPU device in ggml's backend registry, in registry order."""
+    g = _typed(ggml())
+    devices = []
+    for i in range(g.ggml_backend_dev_count()):
+        dev = g.ggml_backend_dev_get(i)
+        kind = g.ggml_backend_dev_type(dev)
+        if kind in (_CPU, _ACCEL):
+            continue
+        free, total = ctypes.c_size_t(), ctypes.c_size_t()
+        g.ggml_backend_dev_memory(dev, ctypes.byref(free), ctypes.byref(total))
+        backend = g.ggml_backend_reg_name(g.ggml_backend_dev_backend_reg(dev)).decode(errors="replace")
+        devices.append(Device(g.ggml_backend_dev_description(dev).decode(errors="replace"),
+                              "rpc" if backend == "RPC" else "gpu", total.value, free.value,
+                              g.ggml_backend_dev_name(dev).decode(errors="replace")))
+    return devices
+
+
+_CPU, _ACCEL = 0, 3  # ggml_backend_dev_type: CPU, GPU, IGPU, ACCEL
+
+
+def _typed(g: ctypes.CDLL) -> ctypes.CDLL:
     g.ggml_backend_dev_count.restype = ctypes.c_size_t
     g.ggml_backend_dev_get.restype = ctypes.c_void_p
     g.ggml_backend_dev_get.argtypes = [ctypes.c_size_t]
     g.ggml_backend_dev_type.argtypes = [ctypes.c_void_p]
-    g.ggml_backend_dev_description.restype = ctypes.c_char_p
-    g.ggml_backend_dev_description.argtypes = [ctypes.c_void_p]
+    for name in ("ggml_backend_dev_description", "ggml_backend_dev_name"):
+        getattr(g, name).restype = ctypes.c_char_p
+        getattr(g, name).argtypes = [ctypes.c_void_p]
+    g.ggml_backend_dev_backend_reg.restype = ctypes.c_void_p
+    g.ggml_backend_dev_backend_reg.argtypes = [ctypes.c_void_p]
+    g.ggml_backend_reg_name.restype = ctypes.c_char_p
+    g.ggml_backend_reg_name.argtypes = [ctypes.c_void_p]
     g.ggml_backend_dev_memory.argtypes = [ctypes.c_void_p, ctypes.POINTER(ctypes.c_size_t),
                                           ctypes.POINTER(ctypes.c_size_t)]
-    cpu_type = 0  # GGML_BACKEND_DEVICE_TYPE_CPU; GPU, IGPU and ACCEL follow
-    for i in range(g.ggml_backend_dev_count()):
-        dev = g.ggml_backend_dev_get(i)
-        if g.ggml_backend_dev_type(dev) == cpu_type:
-            continue
-        free, total = ctypes.c_size_t(), ctypes.c_size_t()
-        g.ggml_backend_dev_memory(dev, ctypes.byref(free), ctypes.byref(total))
-        yield Device(g.ggml_backend_dev_description(dev).decode(errors="replace"), "gpu", total.value, free.value)
+    return g
 
 
 def free_gpu_memory() -> int | None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 import ctypes
 import logging
 import os
+import re
 from pathlib import Path
 
 import numpy as np
@@ -11,7 +12,7 @@ import numpy as np
 from .. import gguf_file
 from ..errors import RuntimeLoadError
 from ..resources import Closeable
-from ._lib import lib
+from ._lib import capture, lib
 from .devices import extra_buffers_default, supports_gpu_offload
 
 log = logging.getLogger(__name__)
@@ -34,6 +35,7 @@ class Model(Closeable):
         self.path = path
         self.ptr = ptr
         self.n_gpu_layers = n_gpu_layers
+        self.layer_devices: list[str] = []  # where libllama put each layer, the output layer last ("CPU", "RPC0" …)
         self.vocab = llama_cpp.llama_model_get_vocab(ptr)
         self.n_vocab = int(llama_cpp.llama_vocab_n_tokens(self.vocab))
         self.n_ctx_train = int(llama_cpp.llama_model_n_ctx_train(ptr))
@@ -131,9 +133,10 @@ def load_vocabulary(path: str | Path) -> Model:
     llama_cpp = lib()
     params = llama_cpp.llama_model_default_params()
     params.vocab_only = True
-    ptr = llama_cpp.llama_model_load_from_file(os.fsencode(path), params)
+    with capture(quiet=True) as lines:
+        ptr = llama_cpp.llama_model_load_from_file(os.fsencode(path), params)
     if not ptr:
-        raise RuntimeLoadError(f"llama.cpp could not read the vocabulary of {path}", hint=SEE_LOG)
+        raise RuntimeLoadError(f"llama.cpp could not read the vocabulary of {path}{_reason(lines)}", hint=SEE_LOG)
     return Model(path, ptr, 0)
 
 
@@ -148,8 +151,28 @@ def load_model(path: str | Path, n_gpu_layers: int = 0, extra_buffers: bool | No
     params.use_extra_bufts = extra_buffers_default() if extra_buffers is None else extra_buffers
     if not params.use_extra_bufts:
         log.info("ggml extra buffer types (repack, AMX) off")
-    ptr = llama_cpp.llama_model_load_from_file(os.fsencode(path), params)
+    with capture(quiet=True) as lines:
+        ptr = llama_cpp.llama_model_load_from_file(os.fsencode(path), params)
     if not ptr:
-        raise RuntimeLoadError(f"llama.cpp could not load {path}", hint=SEE_LOG)
+        raise RuntimeLoadError(f"llama.cpp could not load {path}{_reason(lines)}", hint=SEE_LOG)
     log.info("loaded %s (n_gpu_layers %d)", path.name, n_gpu_layers)
-    return Model(path, ptr, n_gpu_layers)
+    model = Model(path, ptr, n_gpu_layers)
+    model.layer_devices = _layer_devices(lines)
+    return model
+
+
+_ASSIGNED = re.compile(r"layer\s+(\d+) assigned to device (\S+?),")
+
+
+def _layer_devices(load_log: list[str]) -> list[str]:
+    """The device of each layer (the output layer last), from libllama's load log."""
+    placed = {int(m[1]): m[2] for m in map(_ASSIGNED.search, load_log) if m}
+    return [placed[i] for i in sorted(placed)]
+
+
+def _reason(lines: list[str]) -> str:
+    """libllama's reason for a failed load (`llama_model_load: error loading model: REASON`), as `: REASON`."""
+    for line in lines:
+        if "error loading model" in line:
+            return ": " + line.split("error loading model", 1)[1].lstrip(": ").strip()
+    return ""

@@ -44,6 +44,9 @@ class ServeConfig:
     max_body_bytes: int = 8 * 2**20
     shutdown_grace: float = 3.0  # seconds in-flight requests may finish after SIGINT/SIGTERM before they are cancelled
     created: int = field(default_factory=lambda: int(time.time()))
+    replica: str | None = None  # one of several replicas (Ray Serve): named in a header and in /metrics
+    load_in_background: bool = True  # False: the app starts only once the model is loaded (a replica is not
+    # routed to before its startup ends)
 
 
 class APIError(Exception):
@@ -86,6 +89,11 @@ class Backend:
     def start_loading(self) -> None:
         self._thread = threading.Thread(target=self._load_engine, name="quantkit-load", daemon=True)
         self._thread.start()
+
+    def load_now(self) -> None:
+        self._load_engine()
+        if self.load_error is not None:
+            raise self.load_error
 
     def _load_engine(self) -> None:
         try:
@@ -144,7 +152,10 @@ def create_app(config: ServeConfig, load: Callable[[], Engine]) -> FastAPI:
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI):
-        backend.start_loading()
+        if config.load_in_background:
+            backend.start_loading()
+        else:
+            await run_in_threadpool(backend.load_now)
         yield
         backend.shutting_down = True
         await run_in_threadpool(backend.close)
@@ -170,7 +181,7 @@ def create_app(config: ServeConfig, load: Callable[[], Engine]) -> FastAPI:
         log.exception("internal error answering %s %s", request.method, request.url.path)
         return APIError(500, f"internal error: {type(e).__name__}", "server_error").response()
 
-    app.add_middleware(_CountRequests, metrics=metrics)
+    app.add_middleware(_CountRequests, metrics=metrics, replica=config.replica)
 
     def authorize(request: Request) -> None:
         if config.api_key is None:
@@ -201,7 +212,7 @@ def create_app(config: ServeConfig, load: Callable[[], Engine]) -> FastAPI:
         llama = None
         if stats is not None and stats.busy_slots == 0 and stats.waiting == 0:
             llama = sum(engine.kv_cells_in_llama().values())
-        return PlainTextResponse(metrics.render(stats, llama), media_type="text/plain; version=0.0.4")
+        return PlainTextResponse(metrics.render(stats, llama, config.replica), media_type="text/plain; version=0.0.4")
 
     @app.post("/v1/chat/completions")
     async def chat_completions(request: Request):
@@ -244,8 +255,9 @@ def create_app(config: ServeConfig, load: Callable[[], Engine]) -> FastAPI:
 class _CountRequests:
     """Counts every answer by path and status (a pure ASGI middleware: it leaves streaming and disconnects be)."""
 
-    def __init__(self, app, metrics: Metrics):
+    def __init__(self, app, metrics: Metrics, replica: str | None = None):
         self.app, self.metrics = app, metrics
+        self.header = [(b"x-quantkit-replica", replica.encode())] if replica else []
 
     async def __call__(self, scope, receive, send) -> None:
         if scope["type"] != "http":
@@ -256,6 +268,7 @@ class _CountRequests:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
+                message = {**message, "headers": [*message.get("headers", []), *self.header]}
             await send(message)
 
         try:

@@ -1,6 +1,7 @@
 """`/metrics` in Prometheus' text format: the server's request counts and the engine's own numbers."""
 from __future__ import annotations
 
+import os
 import threading
 from collections import Counter
 
@@ -18,9 +19,10 @@ class Metrics:
         with self._lock:
             self._requests[(path if path in ENDPOINTS else "other", status)] += 1
 
-    def render(self, stats=None, kv_cells_llama: int | None = None) -> str:
+    def render(self, stats=None, kv_cells_llama: int | None = None, replica: str | None = None) -> str:
         """The exposition text; `stats` is the engine's EngineStats (None while the model loads),
-        `kv_cells_llama` the cells llama.cpp itself holds (only known while the engine is idle)."""
+        `kv_cells_llama` the cells llama.cpp itself holds (only known while the engine is idle), `replica` the
+        name of this replica when there are several (each counts only what it answered)."""
         out: list[str] = []
 
         def metric(name: str, kind: str, help_: str, samples: list[tuple[str, float]]) -> None:
@@ -30,6 +32,9 @@ class Metrics:
 
         with self._lock:
             requests = sorted(self._requests.items())
+        if replica:
+            metric("replica_info", "gauge", "The replica that answered (its counts are its own).",
+                   [(f'{{replica="{replica}",pid="{os.getpid()}"}}', 1)])
         metric("requests_total", "counter", "HTTP requests answered, by endpoint and status code.",
                [(f'{{endpoint="{e}",status="{s}"}}', n) for (e, s), n in requests])
         metric("model_loaded", "gauge", "1 once the model is loaded and the engine runs.", [("", stats is not None)])
