@@ -345,3 +345,27 @@ def test_experts_are_counted_per_routed_token():
     assert np.array_equal(acc.sums[weight.name], want)
     imatrix = acc.imatrix(chunk_size=10, datasets=["t"])
     assert imatrix.entries[weight.name].sums.shape == (n_as, cols) and imatrix.chunk_count == counts.max() // 10
+
+
+def test_wikitext_calibrates_on_train_from_the_same_zip(tmp_path, monkeypatch):
+    import zipfile
+
+    from tests._fixtures.hub_server import FakeHub
+
+    monkeypatch.setenv("QUANTKIT_CACHE", str(tmp_path / "cache"))
+    folder = tmp_path / "hub" / "datasets" / "ggml-org" / "ci"
+    folder.mkdir(parents=True)
+    train = " = Valkyria Chronicles = \n the train split , not the scored one . \n" * 20
+    test = " = Robert Boulter = \n an English actor who is scored . \n" * 20
+    with zipfile.ZipFile(folder / "wikitext-2-raw-v1.zip", "w") as zf:
+        zf.writestr("wikitext-2-raw/wiki.test.raw", test.encode())
+        zf.writestr("wikitext-2-raw/wiki.train.raw", train.encode())
+    with FakeHub(tmp_path / "hub") as hub:
+        monkeypatch.setenv("HF_ENDPOINT", hub.endpoint)
+        calibration = calibration_text("wikitext-2")
+        assert (calibration.name, calibration.scored) == ("wikitext-2-train", "wikitext-2")
+        assert calibration.text == train.encode()[:-1]
+        from quantkit.imatrix.compute import _overlap
+
+        overlap = _overlap(calibration)
+    assert overlap.scored == "wikitext-2" and overlap.ngrams == 0.0 and overlap.n_lines == 2
