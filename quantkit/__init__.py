@@ -4,6 +4,7 @@ The library under the CLI. Each command has its function:
     from quantkit.convert import convert          # checkpoint → GGUF → quant ladder
     from quantkit.quantize import quantize        # one quant type through libllama
     from quantkit.perplexity import perplexity    # llama-perplexity's numbers, KL-divergence
+    from quantkit.imatrix import compute_imatrix  # llama-imatrix's importance matrix (imatrix_for_base: cached)
     from quantkit.bench import bench              # pp/tg tokens/s like llama-bench
     from quantkit.engine import Engine            # many sequences at once (chat, serve and eval run on it)
     from quantkit.eval.runner import evaluate     # pass@1 per rung, on the engine or an OpenAI endpoint
@@ -22,6 +23,7 @@ _EXPORTS = {
     "inspect_gguf": "inspect", "run_recipe": "job", "auto_gpu_layers": "memory", "estimate_memory": "memory",
     "ReasoningSplitter": "reasoning", "split_reasoning": "reasoning", "load_recipe": "recipes",
     "Engine": "engine", "GenerationRequest": "engine", "evaluate": "eval.runner", "create_app": "serve",
+    "compute_imatrix": "imatrix", "imatrix_for_base": "imatrix",
 }
 
 __all__ = sorted([*_EXPORTS, "__version__"])

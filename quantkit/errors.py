@@ -147,3 +147,11 @@ class ServeDeployError(QuantkitError):
 
 class HubUploadError(QuantkitError):
     hint = "set HF_TOKEN to a token with write access (or run `hf auth login`), then push again: what arrived is kept"
+
+
+class NotImatrixError(QuantkitError):
+    hint = "pass an importance matrix made by `quantkit imatrix` or llama-imatrix (.gguf, or the legacy .dat)"
+
+
+class ImatrixMismatchError(QuantkitError):
+    hint = "compute the importance matrix from this model (quantkit imatrix MODEL.gguf)"

@@ -7,8 +7,8 @@ import sys
 import typer
 from typer.core import TyperGroup
 
-from ..cli import bench, chat, convert, estimate_memory, eval, export, inspect, perplexity, recipes, run, serve
-from ..cli import card, ollama, push
+from ..cli import (bench, card, chat, convert, estimate_memory, eval, export, imatrix, inspect, ollama, perplexity,
+                   push, recipes, run, serve)
 from ._output import debug_enabled, fail
 
 
@@ -48,7 +48,7 @@ app = typer.Typer(
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 
-for module in (convert, estimate_memory, perplexity, chat, serve, bench, eval, inspect, export, run, recipes,
+for module in (convert, estimate_memory, imatrix, perplexity, chat, serve, bench, eval, inspect, export, run, recipes,
                card, push, ollama):
     module.register(app)
 

@@ -91,8 +91,11 @@ class Context(Closeable):
 
 def create_context(model: Model, n_ctx: int, n_batch: int | None = None, n_ubatch: int | None = None,
                    n_seq_max: int = 1, threads: int | None = None, kv_unified: bool = False,
-                   eval_callback: EvalCallback | None = None) -> Context:
-    """A context of `n_ctx` cells in all. `eval_callback` sees the graph's nodes as they are computed."""
+                   eval_callback: EvalCallback | None = None, kv_type: int | None = None,
+                   flash_attn: bool | None = None) -> Context:
+    """A context of `n_ctx` cells in all. `eval_callback` sees the graph's nodes as they are computed; `kv_type`
+    is the ggml type of the K and V cache (default F16, llama.cpp's); `flash_attn` None leaves llama.cpp's
+    choice (auto)."""
     llama_cpp = lib()
     threads = threads or physical_cores()
     n_batch = min(n_batch or n_ctx, n_ctx)
@@ -105,6 +108,10 @@ def create_context(model: Model, n_ctx: int, n_batch: int | None = None, n_ubatc
     params.n_threads_batch = threads
     params.kv_unified = kv_unified
     params.no_perf = True
+    if kv_type is not None:
+        params.type_k = params.type_v = kv_type
+    if flash_attn is not None:
+        params.flash_attn_type = 1 if flash_attn else 0  # LLAMA_FLASH_ATTN_TYPE_ENABLED / _DISABLED
     keep: tuple = ()
     if eval_callback is not None:
         def call(tensor, ask, user_data) -> bool:

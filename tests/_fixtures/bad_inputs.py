@@ -564,6 +564,15 @@ OTHER_ROWS = [
         lambda w: ["serve", str(w.good.model), "--api-key-file", w.file("key", "\n"), *CPU], "holds no API key"),
     Row("serve", "an unknown --reasoning-format",
         lambda w: ["serve", str(w.good.model), "--reasoning-format", "xml", *CPU], "reasoning-format"),
+    Row("imatrix", "a calibration text too short for one chunk",
+        lambda w: ["imatrix", str(w.good.model), "--text-file", w.file("t.txt", "Too short."), "--ctx", "64",
+                   "-o", "i.gguf", *CPU], "needs 64"),
+    Row("imatrix", "a dataset with no calibration text paired",
+        lambda w: ["imatrix", str(w.good.model), "--dataset", "shakespeare", "-o", "i.gguf", *CPU], "shakespeare"),
+    Row("imatrix", "a model that is not a GGUF",
+        lambda w: ["imatrix", w.file("m.gguf", "hello"), "--dataset", "python-docs", "-o", "i.gguf", *CPU],
+        "not a GGUF"),
+    Row("imatrix", "a context below 16", lambda w: ["imatrix", str(w.good.model), "--ctx", "8", *CPU], "--ctx", 2),
     # rows for commands that land later go here, one line each, e.g.
     # Row("quantize", "an unknown quant type", lambda w: ["quantize", str(w.good.model), "-t", "Q9_K"], "unknown quant type"),
 ]
