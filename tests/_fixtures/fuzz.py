@@ -318,7 +318,16 @@ def run(target: str, cases: int, seed: int = 0, replay: int | None = None) -> di
             "outcomes": dict(outcomes.most_common()),
             "findings": findings[:50], "n_findings": len(findings), "slowest_case_s": round(slowest[0], 4),
             "slowest_case": slowest[1], "seconds": round(time.perf_counter() - start, 2),
-            "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}
+            "peak_rss_mib": round(_peak_rss_kib() / 1024, 1)}
+
+
+def _peak_rss_kib() -> int:
+    """This process's own peak RSS (VmHWM). Not getrusage's ru_maxrss: Linux carries that across execve from the
+    forked copy of the parent, so a child of a large pytest process would report the parent's size."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1])
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 
 
 def main() -> None:
