@@ -65,11 +65,15 @@ class Target:
 
     size: int | None = None
     bpw: float | None = None
+    text: str | None = None  # the size as the user spelled it
 
     @property
     def label(self) -> str:
-        """The name part of the output file: `MIX-4.50bpw`, `MIX-123.4MiB`."""
-        return f"MIX-{self.bpw:.2f}bpw" if self.bpw is not None else f"MIX-{self.size / 2**20:.1f}MiB"
+        """The name part of the output file: `MIX-4.50bpw`, `MIX-4.2G` (as given), `MIX-123456789B`."""
+        if self.bpw is not None:
+            return f"MIX-{self.bpw:.2f}bpw"
+        text = re.sub(r"[^0-9A-Za-z.]", "", self.text or "")
+        return f"MIX-{text.upper()}" if text else f"MIX-{self.size}B"
 
     def describe(self) -> str:
         return f"bpw<={self.bpw:g}" if self.bpw is not None else f"size<={self.size}"
@@ -86,7 +90,7 @@ def parse_size(text: str) -> int:
 
 
 def targets(sizes: list[str] | None, bpws: list[float] | None) -> list[Target]:
-    out = [Target(size=parse_size(s)) for s in sizes or []]
+    out = [Target(size=parse_size(s), text=s) for s in sizes or []]
     for b in bpws or []:
         if not 1.0 <= b <= 32.0:
             raise InvalidArgumentError(f"--target-bpw {b:g} is out of range", hint="bits per weight between 1 and 32")
@@ -289,14 +293,15 @@ class Plan:
             counts[t] = counts.get(t, 0) + 1
         out = {KEY_TARGET: self.target.describe(),
                KEY_TYPES: ",".join(f"{t}:{n}" for t, n in sorted(counts.items())),
-               KEY_PLAN: plan_digest(self.overrides)}
+               KEY_PLAN: plan_digest(self.types)}
         if self.imatrix:
             out[KEY_IMATRIX] = self.imatrix[-127:]
         return out
 
 
 def plan_digest(types: dict[str, str]) -> str:
-    """sha256 of the `name=TYPE` lines of a plan, sorted: what a file's KEY_PLAN is checked against."""
+    """sha256 of the sorted `name=TYPE` lines of every tensor of a file: a planned file's KEY_PLAN is the digest
+    of its plan, so a file whose tensors are what was planned has KEY_PLAN == plan_digest(its tensor types)."""
     return hashlib.sha256("".join(f"{n}={t}\n" for n, t in sorted(types.items())).encode()).hexdigest()
 
 
@@ -395,4 +400,15 @@ def layer_table(types: dict[str, str]) -> list[dict[str, str]]:
         if kind.endswith(("_norm", ".bias")) or "norm" in kind or kind.endswith("bias") or kind == "rope_freqs":
             continue
         rows.setdefault(key, {"layer": key})[kind] = t
-    return [rows[k] for k in sorted(rows, key=lambda k: -1 if k == "-" else int(k))]
+    order = ["layer", "token_embd", "output", "attn_q", "attn_k", "attn_v", "attn_output", "ffn_gate", "ffn_up",
+             "ffn_down"]
+    kinds = order + sorted({k for r in rows.values() for k in r} - set(order))
+    return [{k: rows[key][k] for k in kinds if k in rows[key]}
+            for key in sorted(rows, key=lambda k: -1 if k == "-" else int(k))]
+
+
+def summary(plan: Plan) -> dict:
+    """What `--json` shows of a plan."""
+    return {"target": plan.target.describe(), "label": plan.target.label, "file_bytes": plan.file_bytes,
+            "weights_bytes": plan.weights_bytes, "bits_per_weight": plan.bits_per_weight, "error": plan.error,
+            "file_type": plan.file_type, "imatrix": plan.imatrix, "types": plan.types}

@@ -112,6 +112,20 @@ def quantize(
     return QuantizeResult(dst, name, dst.stat().st_size, seconds)
 
 
+def check_float_base(path: Path) -> None:
+    """Refuse, before any work, a base whose weights are already quantized (libllama would refuse later)."""
+    from .gguf_file import file_type_name, read_header
+
+    header = read_header(path)
+    floats = {GGMLQuantizationType.F32, GGMLQuantizationType.F16, GGMLQuantizationType.BF16}
+    quantized = next((t for t in header.tensors if t.type not in floats), None)
+    if quantized is not None:
+        kind = file_type_name(header.get("general.file_type")) or quantized.type.name
+        raise InvalidArgumentError(f"{Path(path).name} is not a float GGUF ({kind}; {quantized.name} is "
+                                   f"{quantized.type.name})",
+                                   hint="quantize from an F16, BF16 or F32 GGUF (quantkit convert --outtype F16)")
+
+
 def quantize_mix(src: Path, dst: Path, plan, *, imatrix: dict[str, np.ndarray] | None = None,
                  threads: int | None = None) -> QuantizeResult:
     """Write the budget mix `plan` (quantkit.mixes.Plan) of `src` at `dst`: libllama quantizes, every planned

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, List, Optional
 
 import typer
 
@@ -15,3 +15,9 @@ Ctx = Annotated[Optional[int], typer.Option("--ctx", "-c", min=1, help="Context 
 OutDir = Annotated[Path, typer.Option("--out", "-o", help="Output folder.")]
 Force = Annotated[bool, typer.Option("--force", help="Redo outputs that already exist.")]
 GGUFPath = Annotated[Path, typer.Argument(help="A .gguf file.", show_default=False)]
+ImatrixFile = Annotated[Optional[Path], typer.Option(
+    "--imatrix", help="Importance matrix (GGUF, from llama-imatrix or quantkit imatrix); opens the IQ types.")]
+TargetSize = Annotated[Optional[List[str]], typer.Option(
+    "--target-size", help="Make a per-tensor mix that fits this file size (e.g. 4.2G, 4200MB, 3.9GiB); repeatable.")]
+TargetBpw = Annotated[Optional[List[float]], typer.Option(
+    "--target-bpw", help="Make a per-tensor mix of at most this many bits per weight; repeatable.")]

@@ -8,7 +8,7 @@ import typer
 from ..errors import InvalidArgumentError
 from ..memory import ALL_TYPES, MemoryEstimate, estimate_memory
 from ..quant_types import parse_types
-from ._options import Json
+from ._options import ImatrixFile, Json, TargetBpw, TargetSize
 from ._output import command, emit_json, stdout
 
 
@@ -30,17 +30,86 @@ def run(
     vram: Annotated[Optional[float], typer.Option("--vram", help="GPU memory in GiB.")] = None,
     gpus: Annotated[Optional[str], typer.Option("--gpus", help="Several GPUs' memory in GiB, e.g. 24,24.")] = None,
     tensors: Annotated[bool, typer.Option("--tensors", help="Show the type and size of every tensor.")] = False,
+    target_size: TargetSize = None,
+    target_bpw: TargetBpw = None,
+    imatrix: ImatrixFile = None,
     json: Json = False,
 ) -> None:
-    """Weights per quant type, KV cache and compute buffers, and how many layers fit a GPU."""
+    """Weights per quant type, KV cache and compute buffers, and how many layers fit a GPU; with --target-size
+    or --target-bpw (TARGET a local float GGUF), the per-tensor plan of each budget mix, before any quantizing."""
+    from ..mixes import targets
+
     vram_gib = _vram(vram, gpus)
     chosen = parse_types(types) if types else list(ALL_TYPES)
+    budgets = targets(target_size, target_bpw)
+    if imatrix is not None and not budgets:
+        raise InvalidArgumentError("--imatrix is for planning a budget mix", hint="add --target-size or --target-bpw")
     est = estimate_memory(target, chosen, n_ctx=ctx, kv_type=kv_type, flash_attn=flash_attn, n_batch=batch,
                           n_ubatch=ubatch, vram_gib=vram_gib, with_tensors=tensors)
+    plans = _plans(target, budgets, imatrix) if budgets else None
     if json:
-        emit_json(est)
-    else:
-        show(est, tensors)
+        emit_json(est if plans is None else {**_as_dict(est), "plans": [p["summary"] for p in plans]})
+        return
+    show(est, tensors)
+    for p in plans or []:
+        show_plan(p)
+
+
+def _as_dict(est: MemoryEstimate) -> dict:
+    from dataclasses import asdict
+
+    return asdict(est)
+
+
+def _plans(target: str, budgets: list, imatrix) -> list[dict]:
+    """Each budget's plan, and the measured damage of the standard ladder's types beside it."""
+    from pathlib import Path
+
+    from ..memory import weights_plan
+    from ..memory.shapes import resolve_target
+    from ..mixes import measure, plan_mix, standard_error, summary
+    from ..quant_types import LADDER
+    from ..quantize import check_float_base, load_imatrix
+
+    path = Path(target)
+    if path.suffix != ".gguf" or not path.is_file():
+        raise InvalidArgumentError(f"a budget mix is planned from a local float GGUF, not {target!r}",
+                                   hint="quantkit convert SOURCE --outtype F16 first, then plan from its file")
+    check_float_base(path)
+    values = load_imatrix(imatrix) if imatrix is not None else None
+    measured = measure(path, values)
+    spec = resolve_target(str(path))
+    ladder = []
+    for qtype in LADDER:
+        err = standard_error(measured, {p.name: p.type for p in weights_plan(spec, qtype, values is not None)})
+        est = estimate_memory(spec, [qtype]).types[0]
+        ladder.append({"type": qtype, "file MiB": round(est.file_bytes / 2**20, 2), "bpw": est.bits_per_weight,
+                       "damage": err})
+    out = []
+    for b in budgets:
+        plan = plan_mix(path, b, values, imatrix_name=Path(imatrix).name if imatrix else None, measured=measured)
+        out.append({"summary": summary(plan), "plan": plan, "ladder": ladder})
+    return out
+
+
+def show_plan(p: dict) -> None:
+    import pandas as pd
+
+    from ..mixes import layer_table
+    from .convert import print_layer_table
+
+    plan = p["plan"]
+    stdout.print(f"\nbudget mix {plan.target.label} ({plan.target.describe()}): {plan.file_bytes:,} bytes "
+                 f"({plan.file_bytes / 2**20:.2f} MiB), {plan.bits_per_weight} bpw, labelled {plan.file_type}, "
+                 f"damage {plan.error:.4g}" + (f", imatrix {plan.imatrix}" if plan.imatrix else ""),
+                 markup=False, highlight=False)
+    rows = [r for r in p["ladder"] if r["damage"] is not None]
+    if rows:
+        frame = pd.DataFrame(rows)
+        frame["damage"] = frame["damage"].map(lambda v: f"{v:.4g}")
+        stdout.print("the standard types' damage by the same measure:", markup=False, highlight=False)
+        stdout.print(frame.to_string(index=False), markup=False, highlight=False)
+    print_layer_table(layer_table(plan.types))
 
 
 def _vram(vram: float | None, gpus: str | None) -> list[float] | None:
