@@ -8,9 +8,10 @@ rows (so libllama's fallback never changes a planned type), a sample of rows goe
 type's `to_float`. The error is the importance-weighted squared difference, Σ_j imatrix_j (w_j - ŵ_j)², scaled
 to all rows: with imatrix_j the mean square of input column j over the calibration text, that is the expected
 squared perturbation of the matmul's output per token, so the errors of different tensors are in the same
-unit and add up. A tensor without importance values (token_embd, output without --process-output) is weighted
-with the mean importance of the tensors reading vectors of the same width, or 1 without an imatrix; an untied
-token_embd is a lookup (one row per token), so its error is the mean over rows, not the sum.
+unit and add up. A matmul without importance values (output without --process-output, a tied token_embd) is
+weighted with the mean importance of the tensors reading vectors of the same width, or 1 without an imatrix;
+an untied token_embd is a lookup whose row is added to the residual as it is: weight 1, and since one row is
+read per token its error is the mean over rows, not the sum.
 
 Budget. A multiple-choice knapsack: minimise Σ error over one type per tensor, subject to Σ bytes ≤ budget.
 We solve it by a Lagrangian sweep — for a price λ, each tensor independently takes the type minimising
@@ -40,7 +41,10 @@ from .quant_types import MIX_IMATRIX_TYPES, MIX_TYPES, TENSOR_TYPES_NEEDING_IMAT
 
 log = logging.getLogger(__name__)
 
-SAMPLE_ROWS = 256  # rows measured per tensor (evenly spread); all rows when the tensor has fewer
+# values measured per tensor: that many / the row length rows, evenly spread (at least MIN_ROWS; all rows when
+# the tensor has fewer). 64 Ki values keep SmolLM2's measurement near a minute on one core, IQ types included.
+SAMPLE_VALUES = 1 << 16
+MIN_ROWS = 16
 # metadata written into a planned file (GGUF strings of at most 127 bytes: libllama's kv override limit)
 KEY_TARGET = "quantize.mix.target"
 KEY_TYPES = "quantize.mix.types"
@@ -117,10 +121,13 @@ class TensorOptions:
     options: list[Option]  # by size, smallest first
 
 
-def candidate_types(tensor: HeaderTensor, has_imatrix_values: bool, base_type: T) -> list[T]:
+def candidate_types(tensor: HeaderTensor, has_imatrix_values: bool, base_type: T,
+                    allowed: list[T] | None = None) -> list[T]:
     """The ggml types a plan may give `tensor`: those whose block divides its rows (libllama's fallback would
-    change any other), the imatrix-only ones only where the tensor has importance values."""
+    change any other), the imatrix-only ones only where the tensor has importance values; within `allowed`."""
     pool = list(MIX_TYPES) + (list(MIX_IMATRIX_TYPES) if has_imatrix_values else [])
+    if allowed is not None:
+        pool = [t for t in pool if t in allowed]
     if base_type == T.BF16:
         pool.append(T.BF16)
     if base_type == T.F32:
@@ -140,12 +147,14 @@ def _weights_for(name: str, n_cols: int, n_rows: int, imatrix: dict[str, np.ndar
     return None, (weight if weight is not None else np.ones(n_cols, np.float32))[None, :]
 
 
-def measure(base: Path, imatrix: dict[str, np.ndarray] | None = None, *, sample_rows: int = SAMPLE_ROWS,
+def measure(base: Path, imatrix: dict[str, np.ndarray] | None = None, *, sample_values: int = SAMPLE_VALUES,
+            threads: int | None = None, types: list[T] | None = None,
             progress: Callable[[int, int, str], None] | None = None) -> list[TensorOptions]:
-    """Size and damage of every candidate type for every tensor libllama would quantize in `base`."""
+    """Size and damage of every candidate type (within `types`, if given) for every tensor libllama would
+    quantize in `base` (tensors measured on `threads` threads: ggml's quantizers run outside Python's lock)."""
+    from concurrent.futures import ThreadPoolExecutor
     from .gguf_file import open_gguf
     from .memory.tensor_types import allows_quantization
-    from .runtime.quants import round_trip
 
     reader = open_gguf(base)
     tensors = [(t, HeaderTensor(t.name, tuple(int(d) for d in t.shape), T(t.tensor_type))) for t in reader.tensors]
@@ -159,40 +168,54 @@ def measure(base: Path, imatrix: dict[str, np.ndarray] | None = None, *, sample_
             if v is not None and v.size == h.shape[0]:
                 groups.setdefault(h.shape[0], []).append(v)
         by_width = {w: np.mean(vs, axis=0).astype(np.float32) for w, vs in groups.items()}
-    out = []
     total = sum(h.n_elements for _, h in tensors)
     done = 0
-    for t, h in tensors:
-        n_cols = h.shape[0]
-        data = np.asarray(t.data)
-        if h.type == T.BF16:
-            data = (data.view(np.uint16).astype(np.uint32) << 16).view(np.float32)
-        rows = data.reshape(-1, n_cols)
-        n_rows = rows.shape[0]
-        pick = np.unique(np.linspace(0, n_rows - 1, min(sample_rows, n_rows)).round().astype(np.int64))
-        sample = rows[pick].astype(np.float32)
-        values, weights = _weights_for(h.name, n_cols, n_rows, imatrix, by_width)
-        per_expert = n_rows // values.shape[0] if values is not None else n_rows
-        row_weights = weights[np.minimum(pick // max(1, n_rows // weights.shape[0]), weights.shape[0] - 1)]
-        lookup = h.name == "token_embd.weight" and not tied  # one row per token: the mean, not the sum
-        scale = (1.0 if lookup else n_rows) / pick.size
-        options = []
-        for qt in candidate_types(h, values is not None, h.type):
-            if qt == h.type:
-                err = 0.0
-            else:
-                err = 0.0
-                for e in np.unique(pick // per_expert):  # each expert's rows with its own importance values
-                    sel = (pick // per_expert) == e
-                    deq, _ = round_trip(int(qt), sample[sel], values[e] if values is not None else None)
-                    err += float((row_weights[sel] * (sample[sel] - deq) ** 2).sum(dtype=np.float64))
-                err *= scale
-            options.append(Option(qt.name, tensor_bytes(qt, h.shape), err))
-        out.append(TensorOptions(h.name, h.shape, h.type.name, options))
-        done += h.n_elements
-        if progress:
-            progress(done, total, "measuring")
+
+    def one(pair) -> TensorOptions:
+        return _measure_tensor(*pair, imatrix, by_width, tied, sample_values, types)
+
+    out = []
+    with ThreadPoolExecutor(max(1, threads or 1)) as pool:
+        for (_, h), options in zip(tensors, pool.map(one, tensors)):
+            out.append(options)
+            done += h.n_elements
+            if progress:
+                progress(done, total, "measuring")
     return out
+
+
+def _measure_tensor(t, h: HeaderTensor, imatrix, by_width, tied: bool, sample_values: int,
+                    allowed: list[T] | None) -> TensorOptions:
+    """One tensor's options: each candidate type's size and its error on a sample of rows, scaled to all."""
+    from .runtime.quants import round_trip
+
+    n_cols = h.shape[0]
+    data = np.asarray(t.data)
+    if h.type == T.BF16:
+        data = (data.view(np.uint16).astype(np.uint32) << 16).view(np.float32)
+    rows = data.reshape(-1, n_cols)
+    n_rows = rows.shape[0]
+    n_sample = min(n_rows, max(MIN_ROWS, sample_values // n_cols))
+    pick = np.unique(np.linspace(0, n_rows - 1, n_sample).round().astype(np.int64))
+    sample = rows[pick].astype(np.float32)
+    lookup = h.name == "token_embd.weight" and not tied  # one row per token: the mean, not the sum
+    values, weights = _weights_for(h.name, n_cols, n_rows, imatrix, {} if lookup else by_width)
+    per_expert = n_rows // values.shape[0] if values is not None else n_rows
+    row_weights = weights[np.minimum(pick // max(1, n_rows // weights.shape[0]), weights.shape[0] - 1)]
+    scale = (1.0 if lookup else n_rows) / pick.size
+    options = []
+    for qt in candidate_types(h, values is not None, h.type, allowed):
+        if qt == h.type:
+            err = 0.0
+        else:
+            err = 0.0
+            for e in np.unique(pick // per_expert):  # each expert's rows with its own importance values
+                sel = (pick // per_expert) == e
+                deq, _ = round_trip(int(qt), sample[sel], values[e] if values is not None else None)
+                err += float((row_weights[sel] * (sample[sel] - deq) ** 2).sum(dtype=np.float64))
+            err *= scale
+        options.append(Option(qt.name, tensor_bytes(qt, h.shape), err))
+    return TensorOptions(h.name, h.shape, h.type.name, options)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -311,7 +334,7 @@ def _kv_bytes(kv: dict[str, str]) -> int:
 
 def plan_mix(base: Path, target: Target, imatrix: dict[str, np.ndarray] | None = None, *,
              imatrix_name: str | None = None, measured: list[TensorOptions] | None = None,
-             sample_rows: int = SAMPLE_ROWS, progress=None) -> Plan:
+             sample_values: int = SAMPLE_VALUES, threads: int | None = None, progress=None) -> Plan:
     """The per-tensor types of the smallest-damage file of `base` that fits `target`."""
     from .memory import _output_header_bytes
     from .memory.shapes import resolve_target
@@ -321,8 +344,8 @@ def plan_mix(base: Path, target: Target, imatrix: dict[str, np.ndarray] | None =
     if spec.header is None:
         raise InvalidArgumentError(f"{base} is not a local GGUF file", hint="a budget mix is planned from a base GGUF")
     alignment = spec.header.alignment
-    measured = measured if measured is not None else measure(base, imatrix, sample_rows=sample_rows,
-                                                             progress=progress)
+    if measured is None:
+        measured = measure(base, imatrix, sample_values=sample_values, threads=threads, progress=progress)
     planned = {t.name for t in measured}
     fixed = [t for t in spec.tensors if t.name not in planned]
     fixed_bytes = sum(padded(tensor_bytes(t.type, t.shape), alignment) for t in fixed)

@@ -150,7 +150,7 @@ def _make_mixes(base: Path, out_dir: Path, name: str, targets: list, imatrix: Pa
             continue
         start = time.perf_counter()
         if measured is None:  # one measurement serves every budget
-            measured = mixes.measure(base, values, progress=progress)
+            measured = mixes.measure(base, values, threads=threads, progress=progress)
         plan = mixes.plan_mix(base, target, values, imatrix_name=imatrix_name, measured=measured)
         result = quantize_mix(base, dest, plan, imatrix=values, threads=threads)
         files.append(OutputFile(dest, target.label, result.n_bytes, time.perf_counter() - start, True,
@@ -205,8 +205,9 @@ def _check_types(types: list[str], imatrix: Path | None) -> None:
     if imatrix is None:
         need = [t for t in types if needs_imatrix(t) or is_imatrix_type(t)]
         if need:
-            raise InvalidArgumentError(f"{', '.join(need)} need(s) an importance matrix",
-                                       hint="pass --imatrix FILE (made by llama-imatrix or quantkit imatrix)")
+            verb = "needs" if len(need) == 1 else "need"
+            raise InvalidArgumentError(f"{' and '.join(need)} {verb} an importance matrix",
+                                       hint="pass --imatrix FILE, from llama-imatrix or quantkit imatrix")
 
 
 def _outtype(outtype: str, checkpoint: Checkpoint) -> str:
