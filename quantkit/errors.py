@@ -135,3 +135,11 @@ class GatedTaskError(QuantkitError):
 
 class RecordsError(QuantkitError):
     hint = "the samples file is damaged: move it away to start the evaluation over"
+
+
+class NotImatrixError(QuantkitError):
+    hint = "pass an importance matrix made by `quantkit imatrix` or llama-imatrix (.gguf, or the legacy .dat)"
+
+
+class ImatrixMismatchError(QuantkitError):
+    hint = "compute the importance matrix from this model (quantkit imatrix MODEL.gguf)"

@@ -322,6 +322,17 @@ class Plan:
         return out
 
 
+def importance_for(imatrix: Path | None, base: Path) -> dict[str, np.ndarray] | None:
+    """The importance values of the imatrix file `imatrix` (checked against `base`), as libllama gets them."""
+    if imatrix is None:
+        return None
+    from .imatrix.format import check_imatrix_matches, read_imatrix
+
+    data = read_imatrix(imatrix)
+    check_imatrix_matches(data, base)
+    return data.importance()
+
+
 def plan_digest(types: dict[str, str]) -> str:
     """sha256 of the sorted `name=TYPE` lines of every tensor of a file: a planned file's KEY_PLAN is the digest
     of its plan, so a file whose tensors are what was planned has KEY_PLAN == plan_digest(its tensor types)."""

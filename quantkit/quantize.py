@@ -17,6 +17,7 @@ from gguf import GGMLQuantizationType
 from . import runtime
 from .errors import InputNotFoundError, InvalidArgumentError, NotGGUFError, QuantizeError
 from .files import atomic_file
+from .imatrix.format import check_imatrix_matches, read_imatrix
 from .quant_types import file_type, needs_imatrix
 
 log = logging.getLogger(__name__)
@@ -27,46 +28,6 @@ class QuantizeResult:
     type: str
     n_bytes: int  # file size; for a dry run, libllama's total of tensor data (no file is written)
     seconds: float
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# importance matrix (llama.cpp's GGUF imatrix format)
-
-
-def load_imatrix(path: Path) -> dict[str, np.ndarray]:
-    """Per-tensor importance values from a llama-imatrix GGUF file: `<tensor>.in_sum2` divided by
-    `<tensor>.counts`, per expert, the way llama-quantize normalises them (1 where a count is zero)."""
-    from .gguf_file import open_gguf
-
-    path = Path(path)
-    if path.suffix != ".gguf":
-        raise NotGGUFError(f"{path} is not a GGUF imatrix",
-                           hint="quantkit reads the GGUF imatrix format of current llama-imatrix (--output-format gguf)")
-    reader = open_gguf(path)
-    sums: dict[str, np.ndarray] = {}
-    counts: dict[str, np.ndarray] = {}
-    for t in reader.tensors:
-        if t.tensor_type != GGMLQuantizationType.F32:
-            continue
-        if t.name.endswith(".in_sum2"):
-            sums[t.name.removesuffix(".in_sum2")] = np.asarray(t.data, dtype=np.float32).reshape(-1)
-        elif t.name.endswith(".counts"):
-            counts[t.name.removesuffix(".counts")] = np.asarray(t.data, dtype=np.float32).reshape(-1)
-    if not sums:
-        raise NotGGUFError(f"{path} holds no importance matrix (no *.in_sum2 tensors)",
-                           hint="pass a file made by llama-imatrix")
-    out: dict[str, np.ndarray] = {}
-    for name, s in sums.items():
-        c = counts.get(name)
-        if c is None or c.size == 0 or s.size % c.size:
-            raise NotGGUFError(f"{path}: the counts of {name} do not match its sums", hint="make the imatrix again")
-        per_expert = s.reshape(c.size, -1)
-        safe = np.where(c > 0, c, 1.0)[:, None]
-        out[name] = np.where(c[:, None] > 0, per_expert / safe, 1.0).astype(np.float32).reshape(-1)
-    return out
-
-
-# ---------------------------------------------------------------------------------------------------------------
 
 
 def quantize(
@@ -93,8 +54,12 @@ def quantize(
         raise NotGGUFError(f"{src} is a folder, not a GGUF file")
     if needs_imatrix(name) and imatrix is None and not dry_run:
         raise InvalidArgumentError(f"{name} needs an importance matrix", hint="pass --imatrix FILE made by llama-imatrix")
-    options = dict(threads=threads, dry_run=dry_run, allow_requantize=allow_requantize,
-                   imatrix=load_imatrix(imatrix) if imatrix is not None else None)
+    importance = None
+    if imatrix is not None:
+        data = read_imatrix(imatrix)
+        check_imatrix_matches(data, src)
+        importance = data.importance()
+    options = dict(threads=threads, dry_run=dry_run, allow_requantize=allow_requantize, imatrix=importance)
 
     start = time.perf_counter()
     if dry_run:

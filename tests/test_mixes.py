@@ -150,7 +150,7 @@ def test_measured_error_is_the_weighted_round_trip_error(mix_model, imatrix_file
     """Q8_0 (which ignores importance values when quantizing) against numpy: Σ imatrix_j (w - ŵ)² over every
     row for a layer tensor; the mean importance of same-width tensors for output.weight; and for the untied
     token_embd, a lookup, the mean over rows."""
-    from quantkit.quantize import load_imatrix
+    from quantkit.imatrix import load_imatrix
 
     imatrix = load_imatrix(imatrix_file)
     measured = {t.name: t for t in measure(mix_model, imatrix, sample_values=1 << 20, types=[T.Q8_0, T.Q4_0])}

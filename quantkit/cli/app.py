@@ -5,8 +5,8 @@ import logging
 
 import typer
 
-from ..cli import (bench, chat, convert, estimate_memory, eval, export, inspect, perplexity, quantize, recipes, run,
-                  serve)
+from ..cli import (bench, chat, convert, estimate_memory, eval, export, imatrix, inspect, perplexity, quantize,
+                  recipes, run, serve)
 from ._output import debug_enabled
 
 app = typer.Typer(
@@ -18,7 +18,8 @@ app = typer.Typer(
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 
-for module in (convert, quantize, estimate_memory, perplexity, chat, serve, bench, eval, inspect, export, run, recipes):
+for module in (convert, quantize, estimate_memory, imatrix, perplexity, chat, serve, bench, eval, inspect, export, run,
+               recipes):
     module.register(app)
 
 

@@ -135,9 +135,9 @@ def resolve_imatrix(imatrix: Path | None, base: Path) -> Path | None:
 def _make_mixes(base: Path, out_dir: Path, name: str, targets: list, imatrix: Path | None, force: bool,
                 threads: int | None, progress: WriteProgress | None) -> list[OutputFile]:
     from .. import mixes
-    from ..quantize import load_imatrix, quantize_mix
+    from ..quantize import quantize_mix
 
-    values = load_imatrix(imatrix) if imatrix is not None else None
+    values = mixes.importance_for(imatrix, base)
     imatrix_name = Path(imatrix).name if imatrix is not None else None
     measured = None
     files = []
