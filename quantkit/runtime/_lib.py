@@ -89,11 +89,13 @@ def capture() -> Iterator[list[str]]:
 
 
 _ggml = None
+_ggml_lock = threading.Lock()
 
 
 def ggml():
     """libggml of the same build (device enumeration, tensor access in eval callbacks)."""
     global _ggml
-    if _ggml is None:
-        _ggml = ctypes.CDLL(str(Path(lib().__file__).parent / "lib" / "libggml.so"))
+    with _ggml_lock:  # one handle: functions' ctypes signatures are set on it
+        if _ggml is None:
+            _ggml = ctypes.CDLL(str(Path(lib().__file__).parent / "lib" / "libggml.so"))
     return _ggml

@@ -3,6 +3,7 @@ type's `to_float` from ggml's type traits. Used to measure what a type does to a
 from __future__ import annotations
 
 import ctypes
+import threading
 
 import numpy as np
 
@@ -22,13 +23,16 @@ class _TypeTraits(ctypes.Structure):  # struct ggml_type_traits (ggml.h)
 
 
 _TO_FLOAT = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.POINTER(ctypes.c_float), ctypes.c_int64)
-_bound = False
+_bound = None  # the libggml handle whose functions carry the signatures below
+_bind_lock = threading.Lock()
 
 
 def _lib():
     global _bound
-    g = ggml()
-    if not _bound:
+    with _bind_lock:
+        if _bound is not None:
+            return _bound
+        g = ggml()
         g.ggml_quantize_chunk.restype = ctypes.c_size_t
         g.ggml_quantize_chunk.argtypes = [ctypes.c_int, ctypes.POINTER(ctypes.c_float), ctypes.c_void_p,
                                           ctypes.c_int64, ctypes.c_int64, ctypes.c_int64,
@@ -39,7 +43,7 @@ def _lib():
         g.ggml_row_size.argtypes = [ctypes.c_int, ctypes.c_int64]
         g.ggml_quantize_requires_imatrix.restype = ctypes.c_bool
         g.ggml_quantize_requires_imatrix.argtypes = [ctypes.c_int]
-        _bound = True
+        _bound = g
     return g
 
 
