@@ -78,6 +78,8 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--jitter", type=float, default=0.0,
                     help="score a copy of the base with this much noise in its weights (× each tensor's std)")
+    ap.add_argument("--relative", action="store_true",
+                    help="plan on errors relative to each tensor's output energy (an experiment)")
     args = ap.parse_args()
 
     from gguf import GGMLQuantizationType as T
@@ -101,7 +103,7 @@ def main() -> None:
     values = mixes.importance_for(imatrix, base)
 
     t0 = time.perf_counter()
-    measured = mixes.measure(base, values, threads=args.threads)
+    measured = mixes.measure(base, values, threads=args.threads, relative=args.relative)
     seconds_measure = time.perf_counter() - t0
     print(f"measured {len(measured)} tensors × their candidate types in {seconds_measure:.1f} s "
           f"({args.threads} threads)")

@@ -148,10 +148,12 @@ def _weights_for(name: str, n_cols: int, n_rows: int, imatrix: dict[str, np.ndar
 
 
 def measure(base: Path, imatrix: dict[str, np.ndarray] | None = None, *, sample_values: int = SAMPLE_VALUES,
-            threads: int | None = None, types: list[T] | None = None,
+            threads: int | None = None, types: list[T] | None = None, relative: bool = False,
             progress: Callable[[int, int, str], None] | None = None) -> list[TensorOptions]:
     """Size and damage of every candidate type (within `types`, if given) for every tensor libllama would
-    quantize in `base` (tensors measured on `threads` threads: ggml's quantizers run outside Python's lock)."""
+    quantize in `base` (tensors measured on `threads` threads: ggml's quantizers run outside Python's lock).
+    `relative` (an experiment, see benchmarks/mixes_results.md): each error divided by the same weighted sum of
+    the weights themselves, i.e. relative to the tensor's output energy instead of absolute."""
     from concurrent.futures import ThreadPoolExecutor
     from .gguf_file import open_gguf
     from .memory.tensor_types import allows_quantization
@@ -172,7 +174,7 @@ def measure(base: Path, imatrix: dict[str, np.ndarray] | None = None, *, sample_
     done = 0
 
     def one(pair) -> TensorOptions:
-        return _measure_tensor(*pair, imatrix, by_width, tied, sample_values, types)
+        return _measure_tensor(*pair, imatrix, by_width, tied, sample_values, types, relative)
 
     out = []
     with ThreadPoolExecutor(max(1, threads or 1)) as pool:
@@ -185,7 +187,7 @@ def measure(base: Path, imatrix: dict[str, np.ndarray] | None = None, *, sample_
 
 
 def _measure_tensor(t, h: HeaderTensor, imatrix, by_width, tied: bool, sample_values: int,
-                    allowed: list[T] | None) -> TensorOptions:
+                    allowed: list[T] | None, relative: bool = False) -> TensorOptions:
     """One tensor's options: each candidate type's size and its error on a sample of rows, scaled to all."""
     from .runtime.quants import round_trip
 
@@ -214,6 +216,8 @@ def _measure_tensor(t, h: HeaderTensor, imatrix, by_width, tied: bool, sample_va
                 deq, _ = round_trip(int(qt), sample[sel], values[e] if values is not None else None)
                 err += float((row_weights[sel] * (sample[sel] - deq) ** 2).sum(dtype=np.float64))
             err *= scale
+            if relative:
+                err /= max(float((row_weights * sample ** 2).sum(dtype=np.float64)) * scale, 1e-30)
         options.append(Option(qt.name, tensor_bytes(qt, h.shape), err))
     return TensorOptions(h.name, h.shape, h.type.name, options)
 

@@ -69,6 +69,7 @@ def _plans(target: str, budgets: list, imatrix) -> list[dict]:
     from ..memory.shapes import resolve_target
     from ..mixes import measure, plan_mix, standard_error, summary
     from ..quant_types import LADDER
+    from ..convert import resolve_imatrix
     from ..mixes import importance_for
     from ..quantize import check_float_base
 
@@ -77,6 +78,7 @@ def _plans(target: str, budgets: list, imatrix) -> list[dict]:
         raise InvalidArgumentError(f"a budget mix is planned from a local float GGUF, not {target!r}",
                                    hint="quantkit convert SOURCE --outtype F16 first, then plan from its file")
     check_float_base(path)
+    imatrix = resolve_imatrix(imatrix, path)
     values = importance_for(imatrix, path)
     measured = measure(path, values)
     spec = resolve_target(str(path))

@@ -127,8 +127,10 @@ def base_name(base: Path) -> str:
 
 
 def resolve_imatrix(imatrix: Path | None, base: Path) -> Path | None:
-    """The importance matrix file a ladder of `base` uses: today the path given. The one place where
-    `--imatrix auto` (computed once from `base` with the calibration text, cached beside it) is to plug in."""
+    """The importance matrix file a ladder or a budget plan of `base` uses: today the path given. The one place
+    where `--imatrix auto` (computed once from `base` with the calibration text, cached beside it) is to plug in:
+    convert, quantize and estimate-memory's plans all come through here (the CLI's ImatrixFile option is a
+    Path; it becomes a str that is "auto" or a path)."""
     return imatrix
 
 
