@@ -25,7 +25,6 @@ milliseconds and easy to check.
 from __future__ import annotations
 
 import hashlib
-import logging
 import math
 import re
 from collections.abc import Callable
@@ -39,7 +38,6 @@ from .errors import InvalidArgumentError
 from .gguf_header import HeaderTensor, layer_of, padded, tensor_bytes
 from .quant_types import MIX_IMATRIX_TYPES, MIX_TYPES, TENSOR_TYPES_NEEDING_IMATRIX, block_size
 
-log = logging.getLogger(__name__)
 
 # values measured per tensor: that many / the row length rows, evenly spread (at least MIN_ROWS; all rows when
 # the tensor has fewer). 64 Ki values keep SmolLM2's measurement near a minute on one core, IQ types included.
