@@ -2,7 +2,7 @@
 which of them libllama refuses to make without an importance matrix."""
 from __future__ import annotations
 
-from gguf import LlamaFileType
+from gguf import GGML_QUANT_SIZES, GGMLQuantizationType as T, LlamaFileType
 
 from .errors import InvalidArgumentError
 
@@ -12,6 +12,11 @@ LADDER: tuple[str, ...] = (
     "Q5_0", "Q5_K_S", "Q5_K_M", "Q6_K", "Q8_0",
 )
 BASE_TYPES = ("F32", "F16", "BF16")
+# The rungs an importance matrix opens (llama-quantize's IQ file types and Q2_K_S), smallest first.
+IMATRIX_LADDER: tuple[str, ...] = (
+    "IQ1_S", "IQ1_M", "IQ2_XXS", "IQ2_XS", "IQ2_S", "IQ2_M", "Q2_K_S", "IQ3_XXS", "IQ3_XS", "IQ3_S", "IQ3_M",
+    "IQ4_XS", "IQ4_NL",
+)
 
 # File types whose quantizer refuses to run without an importance matrix (llama-quant.cpp,
 # tensor_requires_imatrix: the IQ1/IQ2 types, IQ3_XXS, and the Q2_K tensors of a Q2_K_S file).
@@ -51,14 +56,49 @@ def parse_types(values: list[str]) -> list[str]:
             part = part.strip()
             if not part:
                 continue
-            names = LADDER if part.lower() == "all" else (file_type(part).name.removeprefix("MOSTLY_").removeprefix("ALL_"),)
+            names = LADDER if part.lower() == "all" else IMATRIX_LADDER if part.lower() == "all-imatrix" else (file_type(part).name.removeprefix("MOSTLY_").removeprefix("ALL_"),)
             out.extend(n for n in names if n not in out)
     if not out:
         raise InvalidArgumentError("no quant type given", hint=f"use one of {', '.join((*LADDER, *BASE_TYPES))}, or 'all'")
     return out
 
 
+def is_imatrix_type(name: str) -> bool:
+    """Whether this file type is one of the rungs an importance matrix opens (IMATRIX_LADDER)."""
+    return name.strip().upper() in IMATRIX_LADDER
+
+
 def needs_imatrix(name: str) -> bool:
     """Whether libllama refuses this file type without an importance matrix."""
     file_type(name)
     return name.strip().upper() in _IMATRIX_TYPES
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# tensor types (ggml types) for per-tensor mixes
+
+# The ggml types a budget mix may give a tensor, with gguf's block facts; the imatrix-only ones need importance
+# values for the tensor (ggml_quantize_requires_imatrix: ggml aborts without them).
+MIX_TYPES: tuple[T, ...] = (T.Q2_K, T.Q3_K, T.Q4_0, T.Q4_1, T.Q4_K, T.Q5_0, T.Q5_1, T.Q5_K, T.Q6_K, T.Q8_0, T.F16)
+MIX_IMATRIX_TYPES: tuple[T, ...] = (T.IQ1_S, T.IQ1_M, T.IQ2_XXS, T.IQ2_XS, T.IQ2_S, T.IQ3_XXS, T.IQ3_S, T.IQ4_XS,
+                                    T.IQ4_NL)
+TENSOR_TYPES_NEEDING_IMATRIX = frozenset({T.IQ1_S, T.IQ1_M, T.IQ2_XXS, T.IQ2_XS, T.IQ2_S, T.IQ3_XXS})
+
+
+def block_size(t: T) -> int:
+    return GGML_QUANT_SIZES[t][0]
+
+
+def bits_per_weight(t: T) -> float:
+    block, size = GGML_QUANT_SIZES[t]
+    return 8 * size / block
+
+
+def tensor_type(name: str) -> T:
+    """`"q4_k"` → GGMLQuantizationType.Q4_K."""
+    try:
+        return T[name.strip().upper()]
+    except KeyError:
+        raise InvalidArgumentError(f"unknown tensor type {name!r}",
+                                   hint=f"use one of {', '.join(t.name for t in (*MIX_TYPES, *MIX_IMATRIX_TYPES))}"
+                                   ) from None

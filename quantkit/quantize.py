@@ -77,6 +77,45 @@ def quantize(
     return QuantizeResult(dst, name, dst.stat().st_size, seconds)
 
 
+def check_float_base(path: Path) -> None:
+    """Refuse, before any work, a base whose weights are already quantized (libllama would refuse later)."""
+    from .gguf_file import file_type_name, read_header
+
+    header = read_header(path)
+    floats = {GGMLQuantizationType.F32, GGMLQuantizationType.F16, GGMLQuantizationType.BF16}
+    quantized = next((t for t in header.tensors if t.type not in floats), None)
+    if quantized is not None:
+        kind = file_type_name(header.get("general.file_type")) or quantized.type.name
+        raise InvalidArgumentError(f"{Path(path).name} is not a float GGUF ({kind}; {quantized.name} is "
+                                   f"{quantized.type.name})",
+                                   hint="quantize from an F16, BF16 or F32 GGUF (quantkit convert --outtype F16)")
+
+
+def quantize_mix(src: Path, dst: Path, plan, *, imatrix: dict[str, np.ndarray] | None = None,
+                 threads: int | None = None) -> QuantizeResult:
+    """Write the budget mix `plan` (quantkit.mixes.Plan) of `src` at `dst`: libllama quantizes, every planned
+    tensor named by an anchored tensor-type override, the plan's summary in the file's metadata. The written
+    file's tensor types are checked against the plan before it is renamed into place."""
+    from .gguf_file import read_header
+
+    src, dst = Path(src), Path(dst)
+    tensor_types = {name: int(GGMLQuantizationType[t]) for name, t in plan.overrides.items()}
+    options = dict(threads=threads, imatrix=imatrix, tensor_types=tensor_types, metadata=plan.kv())
+    start = time.perf_counter()
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    label = plan.target.label
+    with atomic_file(dst) as tmp:
+        log.info("quantizing %s to %s", src.name, label)
+        rc, lines = runtime.model_quantize(src, tmp, int(file_type(plan.file_type)), **options)
+        _check(rc, lines, src, label)
+        written = {t.name: t.type.name for t in read_header(tmp).tensors}
+        if written != plan.types:
+            first = next(n for n in plan.types if written.get(n) != plan.types[n])
+            raise QuantizeError(f"libllama wrote {first} as {written.get(first)}, not the planned {plan.types[first]}",
+                                hint="report this: the plan and libllama's rules disagree")
+    return QuantizeResult(dst, label, dst.stat().st_size, time.perf_counter() - start)
+
+
 def _check(rc: int, lines: list[str], src: Path, name: str) -> None:
     if rc == 0:
         return

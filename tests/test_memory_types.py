@@ -3,12 +3,15 @@ from __future__ import annotations
 
 import re
 
+import numpy as np
 import pytest
 from gguf import GGMLQuantizationType, GGUFReader
 
 from quantkit.memory import ALL_TYPES, estimate_memory, weights_plan
 from quantkit.memory.shapes import resolve_target
+from quantkit.quant_types import IMATRIX_LADDER, file_type
 from quantkit.quantize import quantize
+from quantkit.runtime import model_quantize
 from quantkit.runtime import capture as capture_llama_log
 from tests._fixtures.memory import FIXTURES, tiny_model
 
@@ -17,10 +20,15 @@ pytestmark = pytest.mark.slow  # builds or reads a model, or runs llama.cpp
 _LINE = re.compile(r"^\[\s*\d+/\s*\d+\]\s+(\S+)\s+- \[.*\], type =\s+(\w+), size =.*?(?:\((\w+)\))?$")
 
 
-def libllama_types(src, qtype, tmp_path, **kw) -> dict[str, str]:
-    """The type libllama picks for every tensor, read from its dry-run log."""
+def libllama_types(src, qtype, tmp_path, imatrix=None, **kw) -> dict[str, str]:
+    """The type libllama picks for every tensor, read from its dry-run log (`imatrix`: a dict of importance
+    values handed to libllama as they are)."""
     with capture_llama_log() as lines:
-        quantize(src, tmp_path / "dry.gguf", qtype, dry_run=True, **kw)
+        if imatrix is None:
+            quantize(src, tmp_path / "dry.gguf", qtype, dry_run=True, **kw)
+        else:
+            rc, _ = model_quantize(src, tmp_path / "dry.gguf", int(file_type(qtype)), dry_run=True, imatrix=imatrix)
+            assert rc == 0
     out = {}
     for line in lines:
         m = _LINE.match(line.strip())
@@ -41,6 +49,29 @@ def test_predicted_types_equal_libllama_dry_run(fixture, tmp_path):
                                                       if predicted[k] != actual.get(k)})
 
 
+def _ones_imatrix(spec) -> dict:
+    return {t.name: np.ones(t.shape[0], np.float32) for t in spec.tensors
+            if len(t.shape) >= 2 and t.name.startswith("blk.")}
+
+
+@pytest.mark.parametrize("fixture", ["qwen2-28", "llama-32", "llama-80", "llama-16-tied"])
+def test_imatrix_types_equal_libllama_dry_run(fixture, tmp_path):
+    """The IQ rungs (and Q2_K_S) with an importance matrix; and the types whose choices change when there is
+    none, without one (a dry run does not refuse)."""
+    src = tiny_model(fixture)
+    spec = resolve_target(str(src))
+    imatrix = _ones_imatrix(spec)
+    for qtype in IMATRIX_LADDER:
+        predicted = {p.name: p.type for p in weights_plan(spec, qtype)}
+        actual = libllama_types(src, qtype, tmp_path, imatrix=imatrix)
+        assert predicted == actual, (fixture, qtype, {k: (predicted[k], actual.get(k)) for k in predicted
+                                                      if predicted[k] != actual.get(k)})
+    for qtype, with_imatrix in (("IQ3_XXS", False), ("IQ4_XS", False), ("Q4_0", True), ("Q5_0", True)):
+        predicted = {p.name: p.type for p in weights_plan(spec, qtype, has_imatrix=with_imatrix)}
+        actual = libllama_types(src, qtype, tmp_path, imatrix=imatrix if with_imatrix else None)
+        assert predicted == actual, (fixture, qtype, with_imatrix)
+
+
 def test_rules_are_exercised(tmp_path):
     """The fixtures do reach the rules they were shaped for (so the comparison above is not vacuous)."""
     def types(fixture, qtype):
@@ -53,6 +84,10 @@ def test_rules_are_exercised(tmp_path):
     assert types("qwen2-28", "Q4_K_M")["blk.0.ffn_down.weight"] == "Q8_0"  # Q6_K falls back (n_ff 320)
     assert types("llama-16-tied", "Q4_0")["blk.0.ffn_down.weight"] == "F16"  # n_ff 336: not even Q4_0
     assert types("llama-16-tied", "Q4_K_M")["token_embd.weight"] == "Q6_K"  # tied: output rule
+    assert types("qwen2-28", "IQ2_S")["blk.0.ffn_down.weight"] == "IQ4_NL"  # IQ3_S falls back (n_ff 320)
+    assert types("llama-32", "IQ2_XXS")["blk.0.attn_v.weight"] == "Q4_K"  # GQA 4
+    assert types("qwen2-28", "IQ1_S")["blk.0.attn_output.weight"] == "IQ2_XXS"
+    assert types("llama-16-tied", "IQ2_XS")["token_embd.weight"] == "Q5_K"  # tied: output rule
     q4km = types("qwen2-64", "Q4_K_M")
     assert [q4km[f"blk.{i}.attn_v.weight"] for i in (0, 7, 8, 10, 56)] == ["Q6_K", "Q6_K", "Q4_K", "Q6_K", "Q6_K"]
 

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, List, Optional
 
 import typer
 
@@ -22,3 +22,9 @@ SplitMaxSize = Annotated[Optional[str], typer.Option(
                              "tensor data: 48G, 500M (powers of 1000) or bytes.")]
 SplitMaxTensors = Annotated[Optional[int], typer.Option(
     "--split-max-tensors", min=1, help="Split each file into llama.cpp shards of at most this many tensors.")]
+ImatrixFile = Annotated[Optional[Path], typer.Option(
+    "--imatrix", help="Importance matrix (GGUF, from llama-imatrix or quantkit imatrix); opens the IQ types.")]
+TargetSize = Annotated[Optional[List[str]], typer.Option(
+    "--target-size", help="Make a per-tensor mix that fits this file size (e.g. 4.2G, 4200MB, 3.9GiB); repeatable.")]
+TargetBpw = Annotated[Optional[List[float]], typer.Option(
+    "--target-bpw", help="Make a per-tensor mix of at most this many bits per weight; repeatable.")]

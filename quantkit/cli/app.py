@@ -8,7 +8,7 @@ import typer
 from typer.core import TyperGroup
 
 from ..cli import (bench, card, chat, convert, estimate_memory, eval, export, imatrix, inspect, ollama, perplexity,
-                   push, recipes, run, serve)
+                   push, quantize, recipes, run, serve)
 from ._output import debug_enabled, fail
 
 
@@ -48,8 +48,8 @@ app = typer.Typer(
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 
-for module in (convert, estimate_memory, imatrix, perplexity, chat, serve, bench, eval, inspect, export, run, recipes,
-               card, push, ollama):
+for module in (convert, quantize, estimate_memory, imatrix, perplexity, chat, serve, bench, eval, inspect, export, run,
+               recipes, card, push, ollama):
     module.register(app)
 
 

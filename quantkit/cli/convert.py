@@ -6,7 +6,8 @@ from typing import Annotated, List, Optional
 
 import typer
 
-from ._options import Force, Json, OutDir, SplitMaxSize, SplitMaxTensors, Threads
+from ._options import (Force, ImatrixFile, Json, OutDir, SplitMaxSize, SplitMaxTensors, TargetBpw, TargetSize,
+                       Threads)
 from ._output import ByteProgress, command, emit_json, stdout
 
 
@@ -24,7 +25,9 @@ def run(
                                                            "F32, F16, BF16 or Q8_0.")] = "auto",
     out: OutDir = Path("."),
     revision: Annotated[Optional[str], typer.Option("--revision", help="Hub branch, tag or commit.")] = None,
-    imatrix: Annotated[Optional[Path], typer.Option("--imatrix", help="Importance matrix (llama-imatrix GGUF).")] = None,
+    imatrix: ImatrixFile = None,
+    target_size: TargetSize = None,
+    target_bpw: TargetBpw = None,
     force: Force = False,
     threads: Threads = None,
     split_max_size: SplitMaxSize = None,
@@ -33,18 +36,38 @@ def run(
 ) -> None:
     """Convert an R1-Distill checkpoint (repo id, folder or size label) to GGUF and quantize it."""
     from ..convert import convert
+    from ..mixes import targets
     from ..quant_types import parse_types
     from ..split import parse_size
 
     wanted = parse_types(types) if types else []
+    budgets = targets(target_size, target_bpw)
     with ByteProgress() as progress:
         result = convert(source, out, outtype=outtype, types=wanted, revision=revision, imatrix=imatrix,
-                         force=force, threads=threads, progress=progress.update,
+                         targets=budgets, force=force, threads=threads, progress=progress.update,
                          split_max_size=parse_size(split_max_size) if split_max_size else None,
                          split_max_tensors=split_max_tensors)
     if json:
         emit_json({"source": result.source, "name": result.name, "files": result.files})
         return
-    for f in result.files:
+    show_files(result.files)
+
+
+def show_files(files) -> None:
+    """One line per file made or kept; a budget mix also gets its per-layer table of types."""
+    from ..mixes import layer_table
+
+    for f in files:
         verb = "made" if f.made else "kept"
-        stdout.print(f"{verb} {f.path} ({f.type}, {f.n_bytes / 2**20:,.1f} MiB)", markup=False, highlight=False)
+        extra = f", {f.target}" if f.target else ""
+        stdout.print(f"{verb} {f.path} ({f.type}, {f.n_bytes / 2**20:,.1f} MiB{extra})", markup=False,
+                     highlight=False)
+        if f.tensor_types:
+            print_layer_table(layer_table(f.tensor_types))
+
+
+def print_layer_table(rows: list[dict]) -> None:
+    import pandas as pd
+
+    frame = pd.DataFrame(rows).fillna("")
+    stdout.print(frame.to_string(index=False), markup=False, highlight=False)

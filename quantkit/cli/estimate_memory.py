@@ -10,7 +10,7 @@ from ..memory import ALL_TYPES, MemoryEstimate, estimate_memory
 from ..offload import connect_rpc, plan_placement
 from ..placement import describe
 from ..quant_types import parse_types
-from ._options import Json, NGpuLayers, Rpc
+from ._options import ImatrixFile, Json, Rpc, TargetBpw, TargetSize
 from ._output import command, emit_json, stdout
 
 
@@ -35,24 +35,41 @@ def run(
     rpc: Rpc = None,
     n_gpu_layers: Annotated[str, typer.Option("--n-gpu-layers", "-ngl", help="With --rpc: the layers to offload "
                                                                              "(a number or 'all').")] = "all",
+    target_size: TargetSize = None,
+    target_bpw: TargetBpw = None,
+    imatrix: ImatrixFile = None,
     json: Json = False,
 ) -> None:
-    """Weights per quant type, KV cache and compute buffers, and how many layers fit a GPU."""
+    """Weights per quant type, KV cache and compute buffers, and how many layers fit a GPU; with --target-size
+    or --target-bpw (TARGET a local float GGUF), the per-tensor plan of each budget mix, before any quantizing."""
+    from ..mixes import targets
+
     vram_gib = _vram(vram, gpus)
     remote = connect_rpc(rpc)
     if remote and vram_gib is None:  # the servers' free memory is what the layers must fit in
         vram_gib = [(d.memory_free or 0) / 2**30 for d in remote]
     chosen = parse_types(types) if types else list(ALL_TYPES)
+    budgets = targets(target_size, target_bpw)
+    if imatrix is not None and not budgets:
+        raise InvalidArgumentError("--imatrix is for planning a budget mix", hint="add --target-size or --target-bpw")
     est = estimate_memory(target, chosen, n_ctx=ctx, kv_type=kv_type, flash_attn=flash_attn, n_batch=batch,
                           n_ubatch=ubatch, vram_gib=vram_gib, with_tensors=tensors)
     placement = _placement(est, n_gpu_layers) if remote else None
+    plans = _plans(target, budgets, imatrix) if budgets else None
     if json:
-        emit_json({**est.__dict__, "placement": placement} if placement else est)
-    else:
-        show(est, tensors)
-        if placement:
-            stdout.print(f"placement with --n-gpu-layers {n_gpu_layers}: {describe(placement)}",
-                         markup=False, highlight=False)
+        doc = est if placement is None and plans is None else _as_dict(est)
+        if placement is not None:
+            doc["placement"] = placement
+        if plans is not None:
+            doc["plans"] = [p["summary"] for p in plans]
+        emit_json(doc)
+        return
+    show(est, tensors)
+    if placement:
+        stdout.print(f"placement with --n-gpu-layers {n_gpu_layers}: {describe(placement)}", markup=False,
+                     highlight=False)
+    for p in plans or []:
+        show_plan(p)
 
 
 def _placement(est: MemoryEstimate, n_gpu_layers: str) -> list[str]:
@@ -60,6 +77,66 @@ def _placement(est: MemoryEstimate, n_gpu_layers: str) -> list[str]:
     if str(n_gpu_layers).lower() == "auto":
         raise InvalidArgumentError("estimate-memory --rpc takes --n-gpu-layers as a number or 'all'")
     return plan_placement(est.n_layer, n_gpu_layers, est.target, est.n_ctx)
+
+
+def _as_dict(est: MemoryEstimate) -> dict:
+    from dataclasses import asdict
+
+    return asdict(est)
+
+
+def _plans(target: str, budgets: list, imatrix) -> list[dict]:
+    """Each budget's plan, and the measured damage of the standard ladder's types beside it."""
+    from pathlib import Path
+
+    from ..memory import weights_plan
+    from ..memory.shapes import resolve_target
+    from ..mixes import measure, plan_mix, standard_error, summary
+    from ..quant_types import LADDER
+    from ..convert import resolve_imatrix
+    from ..mixes import importance_for
+    from ..quantize import check_float_base
+
+    path = Path(target)
+    if path.suffix != ".gguf" or not path.is_file():
+        raise InvalidArgumentError(f"a budget mix is planned from a local float GGUF, not {target!r}",
+                                   hint="quantkit convert SOURCE --outtype F16 first, then plan from its file")
+    check_float_base(path)
+    imatrix = resolve_imatrix(imatrix, path)
+    values = importance_for(imatrix, path)
+    measured = measure(path, values)
+    spec = resolve_target(str(path))
+    ladder = []
+    for qtype in LADDER:
+        err = standard_error(measured, {p.name: p.type for p in weights_plan(spec, qtype, values is not None)})
+        est = estimate_memory(spec, [qtype]).types[0]
+        ladder.append({"type": qtype, "file MiB": round(est.file_bytes / 2**20, 2), "bpw": est.bits_per_weight,
+                       "damage": err})
+    out = []
+    for b in budgets:
+        plan = plan_mix(path, b, values, imatrix_name=Path(imatrix).name if imatrix else None, measured=measured)
+        out.append({"summary": summary(plan), "plan": plan, "ladder": ladder})
+    return out
+
+
+def show_plan(p: dict) -> None:
+    import pandas as pd
+
+    from ..mixes import layer_table
+    from .convert import print_layer_table
+
+    plan = p["plan"]
+    stdout.print(f"\nbudget mix {plan.target.label} ({plan.target.describe()}): {plan.file_bytes:,} bytes "
+                 f"({plan.file_bytes / 2**20:.2f} MiB), {plan.bits_per_weight} bpw, labelled {plan.file_type}, "
+                 f"damage {plan.error:.4g}" + (f", imatrix {plan.imatrix}" if plan.imatrix else ""),
+                 markup=False, highlight=False)
+    rows = [r for r in p["ladder"] if r["damage"] is not None]
+    if rows:
+        frame = pd.DataFrame(rows)
+        frame["damage"] = frame["damage"].map(lambda v: f"{v:.4g}")
+        stdout.print("the standard types' damage by the same measure:", markup=False, highlight=False)
+        stdout.print(frame.to_string(index=False), markup=False, highlight=False)
+    print_layer_table(layer_table(plan.types))
 
 
 def _vram(vram: float | None, gpus: str | None) -> list[float] | None:

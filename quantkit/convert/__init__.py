@@ -21,7 +21,8 @@ from .writer import write_gguf
 
 log = logging.getLogger(__name__)
 
-__all__ = ["OUTTYPES", "ConvertResult", "OutputFile", "convert", "convert_checkpoint", "output_name"]
+__all__ = ["OUTTYPES", "ConvertResult", "OutputFile", "convert", "convert_checkpoint", "output_name",
+           "quantize_file", "quantize_ladder", "resolve_imatrix"]
 
 
 @dataclass
@@ -31,6 +32,8 @@ class OutputFile:
     n_bytes: int
     seconds: float
     made: bool  # False: an existing complete file was kept
+    target: str | None = None  # a budget mix: its budget (`size<=N` or `bpw<=X`)
+    tensor_types: dict[str, str] | None = None  # a budget mix: every tensor's type
 
 
 @dataclass
@@ -46,13 +49,13 @@ def output_name(name: str, qtype: str) -> str:
 
 
 def convert(source: str | Path, out_dir: str | Path = ".", *, outtype: str = "auto", types: list[str] | None = None,
-            revision: str | None = None, imatrix: Path | None = None, force: bool = False,
-            threads: int | None = None, progress: WriteProgress | None = None, split_max_size: int | None = None,
-            split_max_tensors: int | None = None) -> ConvertResult:
+            revision: str | None = None, imatrix: Path | None = None, targets: list | None = None,
+            force: bool = False, threads: int | None = None, progress: WriteProgress | None = None,
+            split_max_size: int | None = None, split_max_tensors: int | None = None) -> ConvertResult:
     """Convert `source` (folder, repo id or size label) to `<Name>-<OUTTYPE>.gguf` in `out_dir`, then quantize it
-    to each of `types` (names as `quant_types.parse_types` gives them). With `split_max_size` (bytes of tensor
-    data) or `split_max_tensors`, each file is then cut into llama.cpp's shards (split.split_gguf)."""
-    from .. import quantize as q
+    to each of `types` (names as `quant_types.parse_types` gives them) and to a budget mix for each of `targets`
+    (quantkit.mixes.Target). With `split_max_size` (bytes of tensor data) or `split_max_tensors`, each file is then
+    cut into llama.cpp's shards (split.split_gguf)."""
     from ..quant_types import BASE_TYPES
 
     types = list(types or [])
@@ -66,20 +69,22 @@ def convert(source: str | Path, out_dir: str | Path = ".", *, outtype: str = "au
                      lambda dest: convert_checkpoint(checkpoint, dest, base_type, name=_display(src), progress=progress))
         files = [base]
         for qtype in types:
-            if qtype == base_type:
+            if qtype == base_type or qtype not in BASE_TYPES:
                 continue
-            dest = out_dir / output_name(src.name, qtype)
-            if qtype in BASE_TYPES:
-                made = _make(dest, qtype, force, lambda d, t=qtype: convert_checkpoint(
-                    checkpoint, d, t, name=_display(src), progress=progress))
-            else:
-                made = _make(dest, qtype, force, lambda d, t=qtype: q.quantize(
-                    base.path, d, t, imatrix=imatrix, threads=threads).n_bytes)
-            files.append(made)
-        if split_max_size or split_max_tensors:
-            files = [_split(f, split_max_size, split_max_tensors) for f in files]
-            base = files[0]
-    return ConvertResult(src.folder, src.name, base, files)
+            files.append(_make(out_dir / output_name(src.name, qtype), qtype, force, lambda d, t=qtype:
+                               convert_checkpoint(checkpoint, d, t, name=_display(src), progress=progress)))
+        quants = [t for t in types if t not in BASE_TYPES]
+        files += quantize_ladder(base.path, out_dir, src.name, quants, targets=targets, imatrix=imatrix, force=force,
+                                 threads=threads, progress=progress)
+        files = split_files(files, split_max_size, split_max_tensors)
+    return ConvertResult(src.folder, src.name, files[0], files)
+
+
+def split_files(files: list[OutputFile], max_size: int | None, max_tensors: int | None) -> list[OutputFile]:
+    """Each file cut into llama.cpp's shards when a limit is given (the files unchanged otherwise)."""
+    if not (max_size or max_tensors):
+        return files
+    return [_split(f, max_size, max_tensors) for f in files]
 
 
 def _split(made: OutputFile, max_size: int | None, max_tensors: int | None) -> OutputFile:
@@ -87,6 +92,111 @@ def _split(made: OutputFile, max_size: int | None, max_tensors: int | None) -> O
 
     shards = split_gguf(made.path, max_size, max_tensors)
     return replace(made, path=shards[0], n_bytes=sum(p.stat().st_size for p in shards))
+
+
+def quantize_ladder(base: Path, out_dir: Path, name: str, types: list[str], *, targets: list | None = None,
+                    imatrix: Path | None = None, force: bool = False, threads: int | None = None,
+                    progress: WriteProgress | None = None) -> list[OutputFile]:
+    """Quantize the float GGUF `base` to `<name>-<TYPE>.gguf` in `out_dir` for each of `types`, and to
+    `<name>-MIX-<budget>.gguf` for each budget in `targets`; complete outputs are kept unless `force`."""
+    from .. import quantize as q
+
+    _check_types(types, imatrix)
+    imatrix = resolve_imatrix(imatrix, base)
+    files = []
+    for qtype in types:
+        dest = out_dir / output_name(name, qtype)
+        if dest.resolve() == Path(base).resolve():
+            continue
+        files.append(_make(dest, qtype, force, lambda d, t=qtype: q.quantize(
+            base, d, t, imatrix=imatrix, threads=threads).n_bytes))
+    if targets:
+        files += _make_mixes(base, out_dir, name, targets, imatrix, force, threads, progress)
+    return files
+
+
+def quantize_file(base: str | Path, out_dir: str | Path = ".", *, types: list[str] | None = None,
+                  targets: list | None = None, imatrix: Path | None = None, force: bool = False,
+                  threads: int | None = None, progress: WriteProgress | None = None,
+                  split_max_size: int | None = None, split_max_tensors: int | None = None) -> list[OutputFile]:
+    """`quantkit quantize`: an F32/F16/BF16 GGUF (ours or downloaded) to `types` and budget mixes for `targets`,
+    named `<base name without -F16>-<TYPE>.gguf` in `out_dir`."""
+    from ..quantize import check_float_base
+
+    base = Path(base)
+    types, targets = list(types or []), list(targets or [])
+    if not types and not targets:
+        raise InvalidArgumentError("nothing to make", hint="give -t TYPE, --target-size SIZE or --target-bpw X")
+    _check_types(types, imatrix)
+    check_float_base(base)
+    with output_dir(Path(out_dir)) as out_dir:  # removed again if nothing could be made in it
+        remove_stale_partials(out_dir)
+        files = quantize_ladder(base, out_dir, base_name(base), types, targets=targets, imatrix=imatrix,
+                                force=force, threads=threads, progress=progress)
+        return split_files(files, split_max_size, split_max_tensors)
+
+
+def base_name(base: Path) -> str:
+    """`SmolLM2-F16.gguf` → `SmolLM2`: the name the ladder's files share (output_name adds the type back)."""
+    stem = Path(base).stem
+    for suffix in ("-F32", "-F16", "-BF16"):
+        if stem.upper().endswith(suffix):
+            return stem[: -len(suffix)]
+    return stem
+
+
+def resolve_imatrix(imatrix: Path | None, base: Path) -> Path | None:
+    """The importance matrix file a ladder or a budget plan of `base` uses: today the path given. The one place
+    where `--imatrix auto` (computed once from `base` with the calibration text, cached beside it) is to plug in:
+    convert, quantize and estimate-memory's plans all come through here (the CLI's ImatrixFile option is a
+    Path; it becomes a str that is "auto" or a path)."""
+    return imatrix
+
+
+def _make_mixes(base: Path, out_dir: Path, name: str, targets: list, imatrix: Path | None, force: bool,
+                threads: int | None, progress: WriteProgress | None) -> list[OutputFile]:
+    from .. import mixes
+    from ..quantize import quantize_mix
+
+    values = mixes.importance_for(imatrix, base)
+    imatrix_name = Path(imatrix).name if imatrix is not None else None
+    measured = None
+    files = []
+    for target in targets:
+        dest = out_dir / output_name(name, target.label)
+        if not force and _is_complete_mix(dest, target, imatrix_name):
+            log.info("%s is already complete; kept (use --force to redo it)", dest)
+            files.append(OutputFile(dest, target.label, dest.stat().st_size, 0.0, False, target.describe(),
+                                    _tensor_types(dest)))
+            continue
+        start = time.perf_counter()
+        if measured is None:  # one measurement serves every budget
+            measured = mixes.measure(base, values, threads=threads, progress=progress)
+        plan = mixes.plan_mix(base, target, values, imatrix_name=imatrix_name, measured=measured)
+        result = quantize_mix(base, dest, plan, imatrix=values, threads=threads)
+        files.append(OutputFile(dest, target.label, result.n_bytes, time.perf_counter() - start, True,
+                                target.describe(), dict(plan.types)))
+    return files
+
+
+def _tensor_types(path: Path) -> dict[str, str]:
+    from ..gguf_file import read_header
+
+    return {t.name: t.type.name for t in read_header(path).tensors}
+
+
+def _is_complete_mix(path: Path, target, imatrix_name: str | None) -> bool:
+    from .. import mixes
+    from ..gguf_file import read_header
+
+    if not path.is_file():
+        return False
+    try:
+        header = read_header(path)
+    except QuantkitError:
+        return False
+    return (header.get(mixes.KEY_TARGET) == target.describe() and header.get(mixes.KEY_IMATRIX) == imatrix_name
+            and header.get(mixes.KEY_PLAN) == mixes.plan_digest({t.name: t.type.name for t in header.tensors}))
 
 
 def convert_checkpoint(checkpoint: Checkpoint | Path, dest: Path, outtype: str = "BF16", *, name: str | None = None,
@@ -111,13 +221,14 @@ def _display(src: Source) -> str | None:
 
 
 def _check_types(types: list[str], imatrix: Path | None) -> None:
-    from ..quant_types import needs_imatrix
+    from ..quant_types import is_imatrix_type, needs_imatrix
 
     if imatrix is None:
-        need = [t for t in types if needs_imatrix(t)]
+        need = [t for t in types if needs_imatrix(t) or is_imatrix_type(t)]
         if need:
-            raise InvalidArgumentError(f"{', '.join(need)} need(s) an importance matrix",
-                                       hint="pass --imatrix FILE made by llama-imatrix")
+            verb = "needs" if len(need) == 1 else "need"
+            raise InvalidArgumentError(f"{' and '.join(need)} {verb} an importance matrix",
+                                       hint="pass --imatrix FILE, from llama-imatrix or quantkit imatrix")
 
 
 def _outtype(outtype: str, checkpoint: Checkpoint) -> str:

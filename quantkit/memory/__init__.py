@@ -97,8 +97,14 @@ def _output_header_bytes(spec: ModelSpec) -> int:
     return padded(spec.header_bytes_estimate + infos, GGUF_DEFAULT_ALIGNMENT)
 
 
-def weights_plan(spec: ModelSpec, qtype: str) -> list[TensorEstimate]:
-    types = choose_types(_quant_model(spec), spec.tensors, qtype)
+def weights_plan(spec: ModelSpec, qtype: str, has_imatrix: bool | None = None) -> list[TensorEstimate]:
+    """Every tensor's type and size in a `qtype` file. `has_imatrix` (a few of libllama's choices depend on it)
+    defaults to yes for the rungs an importance matrix opens (IQ types, Q2_K_S) and no for the others."""
+    from ..quant_types import is_imatrix_type
+
+    if has_imatrix is None:
+        has_imatrix = is_imatrix_type(qtype)
+    types = choose_types(_quant_model(spec), spec.tensors, qtype, has_imatrix)
     return [TensorEstimate(t.name, list(t.shape), types[t.name].name, tensor_bytes(types[t.name], t.shape))
             for t in spec.tensors]
 

@@ -17,11 +17,18 @@ DEFAULT_TYPE: dict[str, T] = {
     "F16": T.F16, "BF16": T.BF16, "F32": T.F32,
     "Q2_K": T.Q2_K, "Q3_K_S": T.Q3_K, "Q3_K_M": T.Q3_K, "Q3_K_L": T.Q3_K,
     "Q4_K_S": T.Q4_K, "Q4_K_M": T.Q4_K, "Q5_K_S": T.Q5_K, "Q5_K_M": T.Q5_K, "Q6_K": T.Q6_K,
+    "Q2_K_S": T.Q2_K, "IQ3_XS": T.IQ3_S, "IQ2_XXS": T.IQ2_XXS, "IQ2_XS": T.IQ2_XS, "IQ2_S": T.IQ2_XS,
+    "IQ2_M": T.IQ2_S, "IQ3_XXS": T.IQ3_XXS, "IQ1_S": T.IQ1_S, "IQ1_M": T.IQ1_M, "IQ4_NL": T.IQ4_NL,
+    "IQ4_XS": T.IQ4_XS, "IQ3_S": T.IQ3_S, "IQ3_M": T.IQ3_S,
 }
+# the file types whose non-attention tensors libllama handles in one branch (the IQ1/IQ2 family)
+_IQ12 = frozenset({"IQ2_XXS", "IQ2_XS", "IQ1_S", "IQ2_S", "IQ2_M", "IQ1_M"})
 _UNQUANTIZED = {T.F32, T.F16, T.BF16}
 
 # tensor_type_fallback: a 256-block type whose row length does not divide falls back to a 32-block one
-_FALLBACK = {T.Q2_K: T.Q4_0, T.Q3_K: T.Q4_0, T.Q4_K: T.Q5_0, T.Q5_K: T.Q5_1, T.Q6_K: T.Q8_0}
+_FALLBACK = {T.Q2_K: T.Q4_0, T.Q3_K: T.Q4_0, T.Q4_K: T.Q5_0, T.Q5_K: T.Q5_1, T.Q6_K: T.Q8_0,
+             T.IQ1_S: T.IQ4_NL, T.IQ1_M: T.IQ4_NL, T.IQ2_XXS: T.IQ4_NL, T.IQ2_XS: T.IQ4_NL, T.IQ2_S: T.IQ4_NL,
+             T.IQ3_XXS: T.IQ4_NL, T.IQ3_S: T.IQ4_NL, T.IQ4_XS: T.IQ4_NL}
 
 @dataclass(frozen=True)
 class QuantModel:
@@ -83,8 +90,10 @@ def _more_bits(i: int, n: int) -> bool:
     return i < n // 8 or i >= 7 * n // 8 or (i - n // 8) % 3 == 2
 
 
-def choose_types(model: QuantModel, tensors: list[HeaderTensor], ftype: str) -> dict[str, T]:
-    """Name → the type libllama writes for each tensor when quantizing `tensors` to file type `ftype`."""
+def choose_types(model: QuantModel, tensors: list[HeaderTensor], ftype: str, has_imatrix: bool = False
+                 ) -> dict[str, T]:
+    """Name → the type libllama writes for each tensor when quantizing `tensors` to file type `ftype`
+    (`has_imatrix`: with an importance matrix, which changes a few of libllama's choices)."""
     if ftype not in DEFAULT_TYPE:
         raise InvalidArgumentError(f"estimate-memory does not model file type {ftype}",
                                    hint=f"use one of {', '.join(DEFAULT_TYPE)}")
@@ -93,7 +102,7 @@ def choose_types(model: QuantModel, tensors: list[HeaderTensor], ftype: str) -> 
     cats = {t.name: _category(t.name) for t in ordered}
     n_attn_v = sum(1 for c in cats.values() if c == "attn_v")
     tied = "output" not in cats.values()
-    state = {"attn_v": 0, "ffn_down": 0}
+    state = {"attn_v": 0, "ffn_down": 0, "ffn_gate": 0, "ffn_up": 0, "has_imatrix": has_imatrix}
     out: dict[str, T] = {}
     for t in ordered:
         if not allows_quantization(t) or default in _UNQUANTIZED:
@@ -112,20 +121,60 @@ def _layer(model: QuantModel, counter: int, name: str) -> int:
 
 
 def _rules(m: QuantModel, t: HeaderTensor, cat: str, ftype: str, new: T, tied: bool, state: dict, n_attn_v: int) -> T:
+    imatrix = state["has_imatrix"]
     if cat == "output" or (tied and cat == "token_embd"):
         block = GGML_QUANT_SIZES[new][0]
         if t.shape[0] % block:
             return T.Q8_0
+        if ftype in ("IQ2_XXS", "IQ2_XS", "IQ3_XXS", "IQ1_S", "IQ2_S", "IQ2_M", "IQ1_M"):
+            return T.Q5_K
         return new if new == T.Q8_0 else T.Q6_K
     if cat == "token_embd":
+        if ftype in ("IQ2_XXS", "IQ2_XS", "IQ1_S", "IQ1_M"):
+            return T.Q2_K
+        if ftype in ("IQ2_S", "IQ2_M", "IQ3_XXS"):
+            return T.IQ3_S
+        return new
+    if ftype in _IQ12:
+        two_s = ftype in ("IQ2_S", "IQ2_M")
+        if cat == "attn_v":
+            state["attn_v"] += 1
+            if m.n_gqa >= 4 or m.n_expert >= 4:
+                return T.Q4_K
+            return T.IQ3_S if two_s else T.Q2_K
+        if m.n_expert == 8 and cat == "attn_k":
+            return T.Q4_K
+        if cat == "ffn_down":
+            i = state["ffn_down"]
+            state["ffn_down"] += 1
+            if i < m.n_layer // 8:
+                return T.IQ3_S if two_s else T.Q2_K
+            return new
+        if cat == "attn_output":
+            if m.n_expert == 8:
+                return T.Q5_K
+            if ftype in ("IQ1_S", "IQ1_M"):
+                return T.IQ2_XXS
+            if two_s:
+                return T.IQ3_S
         return new
     if cat == "attn_v":
         i = state["attn_v"]
         if ftype == "Q2_K":
             new = T.Q4_K if m.n_gqa >= 4 else T.Q3_K
+        elif ftype == "Q2_K_S" and m.n_gqa >= 4:
+            new = T.Q4_K
+        elif ftype == "IQ3_XXS":
+            new = T.Q4_K if m.n_gqa >= 4 else T.IQ3_XXS if imatrix else T.IQ3_S
+        elif ftype in ("IQ3_XS", "IQ3_S") and m.n_gqa >= 4:
+            new = T.Q4_K
+        elif ftype == "IQ3_M":
+            new = T.Q4_K
         elif ftype == "Q3_K_M":
             new = T.Q5_K if i < 2 else T.Q4_K
         elif ftype == "Q3_K_L":
+            new = T.Q5_K
+        elif ftype in ("IQ4_NL", "IQ4_XS") and m.n_gqa >= 4:
             new = T.Q5_K
         elif ftype in ("Q4_K_M", "Q5_K_M") and _more_bits(i, n_attn_v):
             new = T.Q6_K
@@ -138,30 +187,53 @@ def _rules(m: QuantModel, t: HeaderTensor, cat: str, ftype: str, new: T, tied: b
         state["attn_v"] += 1
         return new
     if cat == "attn_k":
-        return T.Q8_0 if m.n_expert == 8 else new
+        if m.n_expert == 8:
+            return T.Q8_0
+        return {"IQ3_XS": T.IQ3_XXS, "IQ3_XXS": T.IQ2_S}.get(ftype, new)
+    if cat == "attn_q":
+        return {"IQ3_XS": T.IQ3_XXS, "IQ3_XXS": T.IQ2_S}.get(ftype, new)
     if cat == "ffn_down":
         i, n = _layer(m, state["ffn_down"], t.name), m.n_layer
         if ftype == "Q2_K":
             new = T.Q3_K
+        elif ftype == "Q2_K_S":
+            if i < n // 8:
+                new = T.Q4_K
+        elif ftype == "IQ3_XXS" and not imatrix:
+            new = T.Q4_K if i < n // 8 else T.Q3_K
         elif ftype == "Q3_K_M":
             new = T.Q5_K if i < n // 16 else T.Q4_K
+        elif ftype == "IQ3_M" and (i < n // 8 or (m.n_expert == 8 and _more_bits(i, n))):
+            new = T.Q4_K
         elif ftype == "Q3_K_L":
             new = T.Q5_K
         elif ftype == "Q4_K_M":
             if _more_bits(i, n):
                 new = T.Q6_K
+        elif i < n // 8 and ftype in ("IQ4_NL", "IQ4_XS") and not imatrix:
+            new = T.Q5_K
         elif ftype == "Q5_K_M" and _more_bits(i, n):
             new = T.Q6_K
         elif ftype == "Q4_K_S" and i < n // 8:
             new = T.Q5_K
+        elif ftype in ("Q4_0", "Q5_0") and imatrix and i < n // 8:
+            new = T.Q4_1 if ftype == "Q4_0" else T.Q5_1
         state["ffn_down"] += 1
         return new
     if cat == "attn_output":
         if m.n_expert == 8:
-            if ftype in ("Q2_K", "Q3_K_S", "Q3_K_M", "Q4_K_S", "Q4_K_M"):
+            if ftype in ("Q2_K", "IQ3_XS", "IQ3_XXS", "Q3_K_S", "Q3_K_M", "IQ4_NL", "Q4_K_S", "Q4_K_M", "IQ3_S",
+                         "IQ3_M", "IQ4_XS"):
                 new = T.Q5_K
         else:
-            new = {"Q2_K": T.Q3_K, "Q3_K_M": T.Q4_K, "Q3_K_L": T.Q5_K}.get(ftype, new)
+            new = {"Q2_K": T.Q3_K, "IQ3_XXS": T.IQ3_S, "Q3_K_M": T.Q4_K, "Q3_K_L": T.Q5_K, "IQ3_M": T.Q4_K
+                   }.get(ftype, new)
+        return new
+    if cat in ("ffn_gate", "ffn_up"):
+        i, n = _layer(m, state[cat], t.name), m.n_layer
+        state[cat] += 1
+        if ftype == "IQ3_XS" and n // 8 <= i < 7 * n // 8:
+            return T.IQ3_XXS
         return new
     return new
 

@@ -95,12 +95,14 @@ def capture(quiet: bool = False) -> Iterator[list[str]]:
 
 
 _ggml = None
+_ggml_lock = threading.Lock()
 
 
 def ggml():
     """libggml of the same build (device enumeration, tensor access in eval callbacks): beside the libllama
     llama-cpp-python loaded, its own or the one `LLAMA_CPP_LIB_PATH` names."""
     global _ggml
-    if _ggml is None:
-        _ggml = ctypes.CDLL(str(Path(lib().llama_cpp._base_path) / "libggml.so"))
+    with _ggml_lock:  # one handle: functions' ctypes signatures are set on it
+        if _ggml is None:
+            _ggml = ctypes.CDLL(str(Path(lib().llama_cpp._base_path) / "libggml.so"))
     return _ggml

@@ -1,0 +1,51 @@
+"""`quantkit quantize BASE.gguf -t Q4_K_M --target-size 4.2G`: a float GGUF to a quant ladder and budget mixes."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, List, Optional
+
+import typer
+
+from ._options import (Force, GGUFPath, ImatrixFile, Json, OutDir, SplitMaxSize, SplitMaxTensors, TargetBpw, TargetSize,
+                       Threads)
+from ._output import ByteProgress, command, emit_json
+
+
+def register(app: typer.Typer) -> None:
+    app.command("quantize")(run)
+
+
+@command
+def run(
+    base: GGUFPath,
+    types: Annotated[Optional[List[str]], typer.Option(
+        "--type", "-t", help="Quant type(s): repeatable or comma-separated, 'all', or 'all-imatrix' (the IQ rungs).")
+    ] = None,
+    out: OutDir = Path("."),
+    imatrix: ImatrixFile = None,
+    target_size: TargetSize = None,
+    target_bpw: TargetBpw = None,
+    force: Force = False,
+    threads: Threads = None,
+    split_max_size: SplitMaxSize = None,
+    split_max_tensors: SplitMaxTensors = None,
+    json: Json = False,
+) -> None:
+    """Quantize an F32/F16/BF16 GGUF (ours or downloaded) with libllama, like llama-quantize."""
+    from ..convert import quantize_file
+    from ..mixes import targets
+    from ..quant_types import parse_types
+    from ..split import parse_size
+    from .convert import show_files
+
+    wanted = parse_types(types) if types else []
+    budgets = targets(target_size, target_bpw)
+    with ByteProgress() as progress:
+        files = quantize_file(base, out, types=wanted, targets=budgets, imatrix=imatrix, force=force,
+                              threads=threads, progress=progress.update,
+                              split_max_size=parse_size(split_max_size) if split_max_size else None,
+                              split_max_tensors=split_max_tensors)
+    if json:
+        emit_json({"base": base, "files": files})
+        return
+    show_files(files)
