@@ -106,9 +106,16 @@ class Recipe:
         return self.source[len(EMBEDDED_PREFIX):] if self.source.startswith(EMBEDDED_PREFIX) else None
 
     @property
+    def imatrix_auto(self) -> bool:
+        """`imatrix = "auto"`: computed from the base with the calibration text paired with [perplexity] dataset."""
+        return self.imatrix is not None and (self.imatrix == "auto" or self.imatrix.startswith("auto:"))
+
+    @property
     def imatrix_path(self) -> Path | None:
-        """A relative imatrix path is relative to the recipe file."""
-        return None if self.imatrix is None else (self.path.parent / self.imatrix).expanduser()
+        """A relative imatrix path is relative to the recipe file (None for "auto": the job computes it)."""
+        if self.imatrix is None or self.imatrix_auto:
+            return None
+        return (self.path.parent / self.imatrix).expanduser()
 
 
 _TABLES = {"perplexity": PerplexitySettings, "bench": BenchSettings, "memory": MemorySettings, "chat": ChatDefaults,
@@ -266,7 +273,7 @@ def _ladder(where: str, values: list, imatrix: str | None) -> tuple[str, ...]:
                                                                            "the ladder lists the quant types made from it")
     if imatrix is None and (need := [t for t in types if needs_imatrix(t)]):
         raise RecipeError(f"{where}: {', '.join(need)} need(s) an importance matrix",
-                          hint='add imatrix = "FILE.gguf" (made by llama-imatrix) or drop those types')
+                          hint='add imatrix = "auto" or "FILE.gguf" (llama-imatrix, quantkit imatrix), or drop those types')
     return tuple(types)
 
 

@@ -23,7 +23,8 @@ SplitMaxSize = Annotated[Optional[str], typer.Option(
 SplitMaxTensors = Annotated[Optional[int], typer.Option(
     "--split-max-tensors", min=1, help="Split each file into llama.cpp shards of at most this many tensors.")]
 ImatrixFile = Annotated[Optional[Path], typer.Option(
-    "--imatrix", help="Importance matrix (GGUF, from llama-imatrix or quantkit imatrix); opens the IQ types.")]
+    "--imatrix", help="Importance matrix (GGUF from llama-imatrix or quantkit imatrix; opens the IQ types), or "
+                      "'auto' / 'auto:python-docs': computed once from the base and cached beside it.")]
 TargetSize = Annotated[Optional[List[str]], typer.Option(
     "--target-size", help="Make a per-tensor mix that fits this file size (e.g. 4.2G, 4200MB, 3.9GiB); repeatable.")]
 TargetBpw = Annotated[Optional[List[float]], typer.Option(

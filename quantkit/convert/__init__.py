@@ -102,7 +102,7 @@ def quantize_ladder(base: Path, out_dir: Path, name: str, types: list[str], *, t
     from .. import quantize as q
 
     _check_types(types, imatrix)
-    imatrix = resolve_imatrix(imatrix, base)
+    imatrix = resolve_imatrix(imatrix, base, threads=threads)
     files = []
     for qtype in types:
         dest = out_dir / output_name(name, qtype)
@@ -145,12 +145,17 @@ def base_name(base: Path) -> str:
     return stem
 
 
-def resolve_imatrix(imatrix: Path | None, base: Path) -> Path | None:
-    """The importance matrix file a ladder or a budget plan of `base` uses: today the path given. The one place
-    where `--imatrix auto` (computed once from `base` with the calibration text, cached beside it) is to plug in:
-    convert, quantize and estimate-memory's plans all come through here (the CLI's ImatrixFile option is a
-    Path; it becomes a str that is "auto" or a path)."""
-    return imatrix
+def resolve_imatrix(imatrix: Path | str | None, base: Path, *, threads: int | None = None) -> Path | None:
+    """The importance matrix file a ladder or a budget plan of `base` uses: the path given, or for `auto`
+    (`auto:DATASET`) one computed once from `base` with DATASET's calibration text (wikitext-2's train split by
+    default; python-docs: its calibration part) and cached beside it (imatrix.imatrix_for_base)."""
+    spec = str(imatrix) if imatrix is not None else ""
+    if spec != "auto" and not spec.startswith("auto:"):
+        return imatrix
+    from ..imatrix import imatrix_for_base
+    from ..imatrix.compute import AUTO_DATASET
+
+    return imatrix_for_base(Path(base), dataset=spec.partition(":")[2] or AUTO_DATASET, threads=threads)
 
 
 def _make_mixes(base: Path, out_dir: Path, name: str, targets: list, imatrix: Path | None, force: bool,

@@ -138,6 +138,11 @@ def quantize(job: Job) -> str:
     convert_result = job.base()
     base = Path(convert_result["base"]["path"])
     imatrix = job.recipe.imatrix_path
+    if job.recipe.imatrix_auto:  # computed once beside the base, calibrated apart from the scored text
+        from ..convert import resolve_imatrix
+
+        spec = job.recipe.imatrix if ":" in job.recipe.imatrix else f"auto:{job.recipe.perplexity.dataset}"
+        imatrix = resolve_imatrix(spec, base, threads=job.threads)
     statuses = []
     for qtype in job.recipe.ladder:
         key = rung_key("quantize", qtype)
