@@ -26,7 +26,7 @@ def resolve_gpu_layers(spec: int | str, model_path: str | Path, n_ctx: int) -> i
         return runtime.ALL_LAYERS
     if spec != "auto":
         raise InvalidArgumentError(f"--n-gpu-layers must be a number, 'all' or 'auto', not {spec!r}")
-    if not runtime.supports_gpu_offload():
+    if not runtime.supports_gpu_offload() or not runtime.gpu_devices():  # an RPC build with no server added
         return 0
     free = runtime.free_gpu_memory()
     if free is None:
