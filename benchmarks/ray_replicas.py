@@ -11,7 +11,6 @@ import argparse
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -23,15 +22,11 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from benchmarks.serve import free_port  # noqa: E402
 
 
 def _start(model: Path, replicas: int, args, ray_tmp: str) -> tuple[subprocess.Popen, str]:
-    port = _free_port()
+    port = free_port()
     cmd = [sys.executable, "-m", "quantkit", "serve", str(model), "--ray", "local", "--replicas", str(replicas),
            "--port", str(port), "--threads", str(args.threads), "--parallel", "8", "--ctx", "4096",
            "--n-gpu-layers", "0"]

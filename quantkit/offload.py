@@ -26,9 +26,10 @@ def resolve_gpu_layers(spec: int | str, model_path: str | Path, n_ctx: int) -> i
         return runtime.ALL_LAYERS
     if spec != "auto":
         raise InvalidArgumentError(f"--n-gpu-layers must be a number, 'all' or 'auto', not {spec!r}")
-    if not runtime.supports_gpu_offload() or not runtime.gpu_devices():  # an RPC build with no server added
+    devices = runtime.gpu_devices()  # none on a CPU build, or on an RPC build with no server added
+    if not devices:
         return 0
-    free = runtime.free_gpu_memory()
+    free = next((d.memory_free for d in devices if d.memory_free), None)  # the first device's, as libllama fills it
     if free is None:
         import logging
 

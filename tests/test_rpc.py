@@ -13,6 +13,7 @@ import time
 import pytest
 
 from quantkit.placement import describe, plan_layers
+from tests._fixtures.serve import free_port
 
 GIB = 2**30
 
@@ -44,12 +45,6 @@ def test_a_build_without_rpc_says_how_to_get_one(smollm2_gguf):
 
 # ---- for real: two servers, the local CPU -------------------------------------------------------------------------
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _quantkit(*args: str, env: dict | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "quantkit", *args], capture_output=True, text=True,
                           env=env, timeout=timeout)
@@ -61,7 +56,7 @@ def rpc(tmp_path_factory):
     from tests._fixtures.rpc_build import rpc_build
 
     build = rpc_build()
-    ports = [_free_port(), _free_port()]
+    ports = [free_port(), free_port()]
     servers = [subprocess.Popen([str(build / "ggml-rpc-server"), "-H", "127.0.0.1", "-p", str(p), "-t", "1"],
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) for p in ports]
     try:
@@ -128,7 +123,7 @@ def test_chat_over_rpc_gives_the_local_greedy_text(rpc, smollm2_gguf):
 
 @pytest.mark.slow
 def test_an_unreachable_host_is_one_line(rpc, smollm2_gguf):
-    dead = f"127.0.0.1:{_free_port()}"
+    dead = f"127.0.0.1:{free_port()}"
     started = time.monotonic()
     r = _quantkit("perplexity", str(smollm2_gguf), "--rpc", f"{rpc['spec']},{dead}", env=rpc["env"], timeout=60)
     assert r.returncode == 1 and time.monotonic() - started < 30
@@ -143,7 +138,7 @@ def test_a_host_that_dies_mid_run_ends_the_run_with_one_error(smollm2_gguf, tmp_
     from tests._fixtures.rpc_build import rpc_build
 
     build = rpc_build()
-    port = _free_port()
+    port = free_port()
     server = subprocess.Popen([str(build / "ggml-rpc-server"), "-H", "127.0.0.1", "-p", str(port), "-t", "1"],
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:

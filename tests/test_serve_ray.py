@@ -7,7 +7,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import tempfile
 import time
 from collections import Counter
@@ -17,19 +16,13 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests._fixtures.serve import Server
+from tests._fixtures.serve import Server, free_port
 
 pytest.importorskip("ray.serve", reason="Ray Serve is an optional extra: pip install 'quantkit[ray]'")
 
 pytestmark = pytest.mark.slow
 
 BODY = {"messages": [{"role": "user", "content": "Name a colour."}], "max_tokens": 8, "temperature": 0}
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _processes_under(root: str) -> list[int]:
@@ -89,7 +82,7 @@ def _load(base: str, n: int, concurrency: int = 16, during=None) -> list[tuple[i
 
 
 def test_two_replicas_serve_load_and_survive_a_killed_replica(smollm2_gguf, ray_tmp, tmp_path):
-    port = _free_port()
+    port = free_port()
     server = Server(smollm2_gguf, "--ray", "local", "--replicas", "2", "--port", str(port), "--threads", "1",
                     "--ctx", "2048", "--parallel", "4", env={"RAY_TMPDIR": ray_tmp})
     try:

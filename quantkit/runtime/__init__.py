@@ -14,7 +14,7 @@ How many layers to offload is decided above this package (quantkit.offload), fro
 from ._lib import capture, lib
 from .batch import Batch
 from .context import Context, EvalCallback, KVCacheFullError, create_context
-from .devices import (Device, all_devices, describe_device, extra_buffers_default, free_gpu_memory, gpu_devices,
+from .devices import (Device, all_devices, describe_device, extra_buffers_default, gpu_devices,
                       physical_cores, supports_gpu_offload)
 from .model import ALL_LAYERS, Model, check_gguf_file, load_model, load_vocabulary
 from .quantizer import model_quantize
@@ -23,6 +23,6 @@ from .sampler import Sampler, Sampling
 
 __all__ = ["ALL_LAYERS", "Batch", "Context", "Device", "EvalCallback", "KVCacheFullError", "Model", "Sampler",
            "Sampling", "add_rpc_servers", "all_devices", "capture", "check_gguf_file", "create_context",
-           "describe_device", "extra_buffers_default", "free_gpu_memory", "gpu_devices", "lib", "load_model",
+           "describe_device", "extra_buffers_default", "gpu_devices", "lib", "load_model",
            "load_vocabulary", "model_quantize", "parse_endpoints", "physical_cores", "supports_gpu_offload",
            "supports_rpc"]

@@ -88,12 +88,6 @@ def _typed(g: ctypes.CDLL) -> ctypes.CDLL:
     return g
 
 
-def free_gpu_memory() -> int | None:
-    """Free memory of the first GPU as llama.cpp's own backend reports it; None when it cannot be told."""
-    free = [d.memory_free for d in gpu_devices() if d.memory_free]
-    return free[0] if free else None
-
-
 def describe_device(threads: int | None = None) -> str:
     """One line for reports: the GPU and its memory when llama.cpp can offload, else "CPU, N threads"."""
     gpus = gpu_devices()

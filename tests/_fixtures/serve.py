@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -14,6 +15,13 @@ from pathlib import Path
 import httpx
 
 START_TIMEOUT = 180.0  # seconds to load a model on a busy 2-core machine
+
+
+def free_port() -> int:
+    """A port nothing listens on now, for servers that cannot pick their own (Ray Serve, ggml-rpc-server)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 class Server:
