@@ -86,7 +86,7 @@ def main() -> None:
         return
 
     from quantkit import runtime
-    from quantkit.embedded import embedded_gguf
+    from quantkit.convert.embedded import embedded_gguf
 
     model = args.model or embedded_gguf()
     args.threads = args.threads or runtime.physical_cores()

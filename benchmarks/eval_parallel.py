@@ -38,7 +38,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=None)
     args = parser.parse_args()
     from quantkit import runtime
-    from quantkit.embedded import embedded_gguf
+    from quantkit.convert.embedded import embedded_gguf
 
     model = args.model or embedded_gguf()
     print(f"model: {model.name}; {runtime.describe_device(args.threads)}; arith, {args.limit} problems, greedy, "

@@ -41,7 +41,7 @@ KLD_TYPES = ("Q2_K", "Q3_K_M", "Q4_K_M")
 
 def smollm2_base(folder: Path) -> Path:
     from quantkit.convert import convert
-    from quantkit.embedded import embedded_checkpoint
+    from quantkit.convert.embedded import embedded_checkpoint
 
     return convert(embedded_checkpoint(), folder, outtype="F16").base.path
 
@@ -90,7 +90,7 @@ def compare(ours: Path, theirs: Path) -> dict:
 
 
 def quantize_both(quantizer: Path, base: Path, imatrices: dict[str, Path], folder: Path, threads: int) -> list[str]:
-    from quantkit.quantize import quantize
+    from quantkit.quantize.file import quantize
 
     rows = []
     shared = folder / "imatrix.gguf"  # llama-quantize writes the imatrix's path into the file: one path for both
@@ -113,9 +113,9 @@ def quantize_both(quantizer: Path, base: Path, imatrices: dict[str, Path], folde
 
 
 def kld_table(base: Path, imatrix: Path, folder: Path, args) -> list[str]:
-    from quantkit.datasets import dataset_path, read_text
-    from quantkit.perplexity import Settings, perplexity
-    from quantkit.quantize import quantize
+    from quantkit.measure.texts import dataset_path, read_text
+    from quantkit.measure.perplexity import Settings, perplexity
+    from quantkit.quantize.file import quantize
 
     files = []
     for qtype in KLD_TYPES:
@@ -151,7 +151,7 @@ def main() -> None:
     ap.add_argument("--kld-chunks", type=int, default=40)
     ap.add_argument("--kld-imatrix-chunks", type=int, default=100)
     args = ap.parse_args()
-    from quantkit.datasets import dataset_path
+    from quantkit.measure.texts import dataset_path
 
     imatrix_tool, quantizer = build_tool("llama-imatrix"), build_tool("llama-quantize")
     BENCH_CACHE.mkdir(parents=True, exist_ok=True)

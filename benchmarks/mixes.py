@@ -31,7 +31,7 @@ WORK = BENCH_CACHE / "mixes"
 
 def smollm2_f16() -> Path:
     from quantkit.convert import convert
-    from quantkit.embedded import embedded_checkpoint
+    from quantkit.convert.embedded import embedded_checkpoint
 
     return convert(embedded_checkpoint(), WORK / "base", outtype="F16").base.path
 
@@ -84,10 +84,10 @@ def main() -> None:
 
     from gguf import GGMLQuantizationType as T
 
-    from quantkit import mixes
-    from quantkit.datasets import dataset_path, read_text
-    from quantkit.perplexity import Settings, perplexity
-    from quantkit.quantize import quantize, quantize_mix
+    from quantkit.quantize import mixes
+    from quantkit.measure.texts import dataset_path, read_text
+    from quantkit.measure.perplexity import Settings, perplexity
+    from quantkit.quantize.file import quantize, quantize_mix
 
     WORK.mkdir(parents=True, exist_ok=True)
     base = smollm2_f16()

@@ -57,8 +57,8 @@ def parse_kl(log: str) -> dict[str, float]:
 
 
 def run_quantkit(models: list[Path], text: Path, args):
-    from quantkit.datasets import read_text
-    from quantkit.perplexity import Settings, perplexity
+    from quantkit.measure.texts import read_text
+    from quantkit.measure.perplexity import Settings, perplexity
 
     settings = Settings(n_ctx=args.ctx, n_batch=args.batch, chunks=args.chunks, threads=args.threads, n_gpu_layers=0,
                         kl_top_k=args.kl_top_k)
@@ -69,7 +69,7 @@ def run_quantkit(models: list[Path], text: Path, args):
 
 def requantize(src: Path, ftype_name: str) -> Path:
     """A second quantization of `src` for the KL comparison (libllama, allow_requantize)."""
-    from quantkit.quantize import quantize
+    from quantkit.quantize.file import quantize
 
     dest = BENCH_CACHE / f"{src.stem}-requant-{ftype_name}.gguf"
     if not dest.exists():

@@ -27,7 +27,7 @@ DEFAULT_TYPES = "Q2_K,Q3_K_M,Q4_0,Q4_K_S,Q4_K_M,Q5_K_M,Q6_K,Q8_0"
 
 def smollm2_base(folder: Path) -> Path:
     from quantkit.convert import convert
-    from quantkit.embedded import embedded_checkpoint
+    from quantkit.convert.embedded import embedded_checkpoint
 
     return convert(embedded_checkpoint(), folder, outtype="F16").base.path
 
@@ -39,7 +39,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     args = ap.parse_args()
     from quantkit.quant_types import parse_types
-    from quantkit.quantize import quantize
+    from quantkit.quantize.file import quantize
 
     binary = build_tool("llama-quantize")
     BENCH_CACHE.mkdir(parents=True, exist_ok=True)

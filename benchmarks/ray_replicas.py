@@ -61,7 +61,7 @@ def main() -> None:
     parser.add_argument("--max-tokens", type=int, default=32)
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
-    from quantkit.embedded import embedded_gguf
+    from quantkit.convert.embedded import embedded_gguf
 
     model = args.model or embedded_gguf()
     print(f"model: {model.name}; {os.cpu_count()} CPUs; {args.requests} chat requests at concurrency "

@@ -104,8 +104,8 @@ def run_script(name: str, args: list[str]) -> tuple[str, float]:
 
 
 def comparisons(args) -> dict[str, tuple[list[str], callable]]:
-    from quantkit.embedded import embedded_gguf
-    from quantkit.datasets import python_docs_path
+    from quantkit.convert.embedded import embedded_gguf
+    from quantkit.measure.texts import python_docs_path
 
     threads = str(args.threads)
     return {

@@ -523,7 +523,7 @@ def main() -> None:
         sys.exit("benchmarks/serve.py needs httpx: pip install httpx")
 
     from quantkit import runtime
-    from quantkit.embedded import embedded_gguf
+    from quantkit.convert.embedded import embedded_gguf
 
     model = (args.model or embedded_gguf()).resolve()
     args.threads = args.threads or runtime.physical_cores()

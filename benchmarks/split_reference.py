@@ -20,10 +20,10 @@ from pathlib import Path
 
 from llama_tools import build_tool
 
-from quantkit.datasets import dataset_path, read_text
-from quantkit.gguf_header import read_local_header, tensor_bytes
-from quantkit.perplexity import Settings, perplexity
-from quantkit.split import split_gguf
+from quantkit.measure.texts import dataset_path, read_text
+from quantkit.gguf.header import read_local_header, tensor_bytes
+from quantkit.measure.perplexity import Settings, perplexity
+from quantkit.gguf.split import split_gguf
 from tests._fixtures.smollm2 import smollm2_gguf
 
 

@@ -17,10 +17,10 @@ from pathlib import Path
 
 from .engine import Engine, GenerationRequest, GenerationResult
 from .errors import ContextFullError, InvalidArgumentError, ModelNotFoundError
-from .reasoning import CLOSE, Piece
+from .engine.reasoning import CLOSE, Piece
 from .resources import Closeable
 from .runtime import Sampling
-from .templates import ChatTemplate, model_template
+from .engine.templates import ChatTemplate, model_template
 
 __all__ = ["ChatSession", "Conversation", "MATH_INSTRUCTION", "Sampling", "Turn", "TurnResult", "find_model_file", "transcript"]
 

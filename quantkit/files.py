@@ -1,11 +1,12 @@
-"""Safe output: nothing that looks finished is left behind unless it is finished.
+"""What quantkit writes and where: safe output, the cache folder, results as JSON.
 
-Files and folders are written under a temporary name in the destination folder and renamed into place only
+Safe output: nothing that looks finished is left behind unless it is finished. Files and folders are written under a temporary name in the destination folder and renamed into place only
 when complete; on any error or Ctrl-C the temporary is removed.
 """
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import errno
 import glob
 import logging
@@ -13,6 +14,7 @@ import os
 import shutil
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 from .errors import OutputError
 
@@ -148,3 +150,36 @@ def _remove(path: Path) -> None:
     else:
         with contextlib.suppress(FileNotFoundError):
             path.unlink()
+
+
+# ---- where: the cache ---------------------------------------------------------------------------------------
+
+def cache_dir(*parts: str) -> Path:
+    """Where quantkit keeps what it fetches and makes once: `$QUANTKIT_CACHE`, else `$XDG_CACHE_HOME/quantkit`,
+    else `~/.cache/quantkit` (tests point QUANTKIT_CACHE elsewhere)."""
+    root = os.environ.get("QUANTKIT_CACHE")
+    if root:
+        base = Path(root)
+    else:
+        xdg = os.environ.get("XDG_CACHE_HOME")
+        base = Path(xdg) / "quantkit" if xdg else Path.home() / ".cache" / "quantkit"
+    path = base.joinpath(*parts)
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+# ---- results as JSON: what `--json` prints and what `quantkit run` stores are the same ----------------------
+
+def to_json(data: Any) -> Any:
+    """Dataclasses, paths, tuples and numpy scalars as plain JSON values."""
+    if dataclasses.is_dataclass(data) and not isinstance(data, type):
+        return to_json(dataclasses.asdict(data))
+    if isinstance(data, dict):
+        return {str(k): to_json(v) for k, v in data.items()}
+    if isinstance(data, (list, tuple)):
+        return [to_json(v) for v in data]
+    if isinstance(data, os.PathLike):
+        return os.fspath(data)
+    if hasattr(data, "item") and callable(data.item):  # numpy scalars
+        return data.item()
+    return data

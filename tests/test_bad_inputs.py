@@ -127,8 +127,8 @@ def test_readme_shows_the_corpus():
 def test_good_inputs_are_good(tmp_path):
     """The inputs the rows spoil are themselves accepted, so a row fails only for what it spoiled."""
     from quantkit.convert import convert
-    from quantkit.gguf_file import read_header
-    from quantkit.recipes import load_recipe
+    from quantkit.gguf.reader import read_header
+    from quantkit.job.recipes import load_recipe
 
     good = good_inputs()
     assert read_header(good.model).tensors

@@ -6,7 +6,7 @@ import json
 import pytest
 from typer.testing import CliRunner
 
-from quantkit.bench import bench
+from quantkit.measure.bench import bench
 from quantkit.cli.app import app
 from tests.test_bad_inputs import assert_clean_failure
 

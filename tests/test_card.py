@@ -10,7 +10,7 @@ import pytest
 from huggingface_hub import ModelCard
 from typer.testing import CliRunner
 
-from quantkit.card import model_card, write_card
+from quantkit.share.card import model_card, write_card
 from quantkit.cli.app import app
 
 runner = CliRunner()
@@ -137,7 +137,7 @@ def test_imatrix_found_beside_the_models(tmp_path):
     from gguf import GGUFWriter
     import numpy as np
 
-    from quantkit.card import find_imatrices
+    from quantkit.share.card import find_imatrices
 
     (tmp_path / "models").mkdir()
     w = GGUFWriter(tmp_path / "models" / "M-F16.imatrix-0a1b.gguf", "llama")

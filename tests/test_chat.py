@@ -9,7 +9,7 @@ from typer.testing import CliRunner
 
 from quantkit.chat import ChatSession, Sampling, Turn, TurnResult
 from quantkit.cli.app import app
-from quantkit.reasoning import Piece
+from quantkit.engine.reasoning import Piece
 from quantkit.runtime import load_vocabulary
 from tests.test_bad_inputs import assert_clean_failure
 
@@ -43,7 +43,7 @@ def test_one_shot_json(smollm2_gguf):
     assert (out["answer_tokens"] == 12) == (out["finish_reason"] == "length")
     assert out["prompt_tps"] > 0 and out["gen_tps"] > 0
     with load_vocabulary(smollm2_gguf) as vocab:
-        from quantkit.templates import model_template
+        from quantkit.engine.templates import model_template
 
         text, _ = model_template(vocab).prompt([{"role": "user", "content": "What is the capital of France?"}])
         assert out["prompt_tokens"] == len(vocab.prompt_tokens(text))

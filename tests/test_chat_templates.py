@@ -7,7 +7,7 @@ import pytest
 
 from quantkit.runtime import load_vocabulary
 from quantkit.chat import MATH_INSTRUCTION, Conversation, Turn, TurnResult
-from quantkit.templates import ChatTemplate, model_template
+from quantkit.engine.templates import ChatTemplate, model_template
 from tests._fixtures.r1_vocab import R1_VOCABS, r1_vocab_gguf
 
 pytestmark = pytest.mark.slow  # builds or reads a model, or runs llama.cpp
@@ -31,7 +31,7 @@ def _token_id(model, text: str) -> int:
 
 def _finished(text: str, opened: bool = True) -> TurnResult:
     """A turn as the session records it: the generated text (the opening tag was in the prompt)."""
-    from quantkit.reasoning import split_reasoning
+    from quantkit.engine.reasoning import split_reasoning
 
     thought, answer = split_reasoning(text, in_thought=opened)
     return TurnResult(reasoning=thought, answer=answer, text=text, thought_unfinished="</think>" not in text)

@@ -234,7 +234,7 @@ def test_killed_mid_write_leaves_nothing_final_and_the_next_run_cleans_up(tmp_pa
     import time
 
     from quantkit.convert import convert
-    from quantkit.embedded import embedded_checkpoint
+    from quantkit.convert.embedded import embedded_checkpoint
 
     source = embedded_checkpoint()  # 135M parameters: its F16 takes long enough to write to be caught mid-way
     out = tmp_path / "out"

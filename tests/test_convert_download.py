@@ -9,7 +9,7 @@ import pytest
 
 from quantkit.convert import convert
 from quantkit.errors import FetchError
-from quantkit.gguf_file import open_gguf
+from quantkit.gguf.reader import open_gguf
 from quantkit.hub import hub_settings, reachable
 from tests._fixtures.hub_server import FakeHub
 from tests._fixtures.tiny import tiny_checkpoint

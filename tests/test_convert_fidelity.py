@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from quantkit.convert import convert_checkpoint
-from quantkit.gguf_file import field, open_gguf
+from quantkit.gguf.reader import field, open_gguf
 from tests._fixtures.gguf_tensors import tensor_table
 from tests._fixtures.reference import reference_gguf
 from tests._fixtures.tiny import tiny_checkpoint
@@ -19,7 +19,7 @@ _NAMING_KEYS = {"general.name", "general.basename", "general.version", "general.
 
 
 def _smollm2() -> Path:
-    from quantkit.embedded import embedded_checkpoint
+    from quantkit.convert.embedded import embedded_checkpoint
 
     return embedded_checkpoint()
 

@@ -19,7 +19,7 @@ PROMPT = "<｜User｜>Why is the sky blue? Answer in one sentence.<｜Assistant�
 
 def _checkpoint(family: str) -> Path:
     if family == "smollm2":
-        from quantkit.embedded import embedded_checkpoint
+        from quantkit.convert.embedded import embedded_checkpoint
 
         return embedded_checkpoint()
     return tiny_checkpoint(family)

@@ -78,7 +78,7 @@ def test_more_requests_than_slots_queue_and_all_finish(scripted_gguf):
     (The scripted model: a slot reused after a shorter prefix fills holes in the cache, so a sequence's cells are
     no longer in position order and its attention sums in another order — enough to flip one of SmolLM2's near
     ties.)"""
-    from quantkit.templates import model_template
+    from quantkit.engine.templates import model_template
     from tests._fixtures.scripted import THOUGHT, TEXT, ANSWER
 
     with open_engine(scripted_gguf, n_parallel=3) as engine:

@@ -129,7 +129,7 @@ def test_interrupt_leaves_nothing(model, tmp_path, monkeypatch):
 
 def test_embedded_checkpoint_is_exported_once(smollm2_gguf, monkeypatch):
     import quantkit.export
-    from quantkit.embedded import embedded_checkpoint
+    from quantkit.convert.embedded import embedded_checkpoint
 
     first = embedded_checkpoint()
     assert (first / "config.json").exists() and (first / "model.safetensors").exists()

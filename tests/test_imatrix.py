@@ -120,7 +120,7 @@ def test_mismatch_names_the_first_tensor(tmp_path):
 
 
 def test_calibration_is_apart_from_the_scored_text():
-    from quantkit.datasets import dataset_path, read_text
+    from quantkit.measure.texts import dataset_path, read_text
 
     calibration = calibration_text("python-docs")
     assert (calibration.name, calibration.scored) == ("python-docs-calibration", "python-docs-heldout")
@@ -211,7 +211,7 @@ def _reference(checkpoint: Path, tokens: np.ndarray, bos: int) -> dict[str, tupl
 
 @pytest.mark.slow
 def test_collection_matches_transformers(tiny_f32):
-    from quantkit.datasets import read_text
+    from quantkit.measure.texts import read_text
     from quantkit.imatrix.collect import collect_imatrix
     from quantkit.runtime import load_model
 

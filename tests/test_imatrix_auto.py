@@ -25,7 +25,7 @@ def test_a_path_is_kept_and_auto_computes_from_the_base(monkeypatch, tmp_path):
 
 
 def test_a_recipe_with_auto_needs_no_file(tmp_path):
-    from quantkit.recipes import load_recipe
+    from quantkit.job.recipes import load_recipe
 
     recipe = tmp_path / "r.toml"
     recipe.write_text('source = "embedded:smollm2"\nladder = ["IQ3_XXS"]\nimatrix = "auto"\n'

@@ -6,7 +6,7 @@ import pytest
 from typer.testing import CliRunner
 
 from quantkit.cli.app import app
-from quantkit.inspect import inspect_gguf
+from quantkit.gguf.info import inspect_gguf
 from tests._fixtures.gguf_files import write_tiny_gguf
 
 pytestmark = pytest.mark.slow  # builds or reads a model, or runs llama.cpp

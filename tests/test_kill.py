@@ -40,7 +40,7 @@ def _smollm2_gguf() -> str:
 
 
 def _smollm2_export() -> Path:
-    from quantkit.embedded import embedded_checkpoint
+    from quantkit.convert.embedded import embedded_checkpoint
 
     return embedded_checkpoint()  # SmolLM2 exported once by export_gguf(dtype="f32"): what the CLI must write
 

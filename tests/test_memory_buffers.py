@@ -94,7 +94,7 @@ def test_auto_gpu_layers_fits_the_memory_it_is_given(smollm2_gguf):
 
 def test_auto_offloads_nothing_on_a_cpu_build(smollm2_gguf):
     from quantkit import runtime
-    from quantkit.offload import resolve_gpu_layers
+    from quantkit.runtime.offload import resolve_gpu_layers
 
     if runtime.supports_gpu_offload():
         pytest.skip("a GPU build of llama.cpp: 'auto' depends on the GPU's free memory")

@@ -10,7 +10,7 @@ from gguf import GGMLQuantizationType, GGUFReader
 from quantkit.memory import ALL_TYPES, estimate_memory, weights_plan
 from quantkit.memory.shapes import resolve_target
 from quantkit.quant_types import IMATRIX_LADDER, file_type
-from quantkit.quantize import quantize
+from quantkit.quantize.file import quantize
 from quantkit.runtime import model_quantize
 from quantkit.runtime import capture as capture_llama_log
 from tests._fixtures.memory import FIXTURES, tiny_model

@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 
 from quantkit.cli.app import app
 from quantkit.errors import InvalidArgumentError
-from quantkit.mixes import KEY_PLAN, KEY_TARGET, Option, TensorOptions, measure, parse_size, plan_digest, solve
+from quantkit.quantize.mixes import KEY_PLAN, KEY_TARGET, Option, TensorOptions, measure, parse_size, plan_digest, solve
 from quantkit.runtime.quants import round_trip
 from tests._fixtures.cache import cached_dir
 from tests._fixtures.memory import TinyModel, write_tiny_model

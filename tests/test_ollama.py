@@ -14,8 +14,8 @@ from typer.testing import CliRunner
 
 from quantkit.cli.app import app
 from quantkit.memory import estimate_memory
-from quantkit.ollama import STOP_TOKENS, model_name, r1_template
-from quantkit.split import split_gguf
+from quantkit.share.ollama import STOP_TOKENS, model_name, r1_template
+from quantkit.gguf.split import split_gguf
 
 runner = CliRunner()
 

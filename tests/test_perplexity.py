@@ -7,9 +7,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from quantkit import kld, runtime
-from quantkit.datasets import read_text
-from quantkit.perplexity import Settings, perplexity
+from quantkit import runtime
+from quantkit.measure import kld
+from quantkit.measure.texts import read_text
+from quantkit.measure.perplexity import Settings, perplexity
 from tests._fixtures.texts import english_text
 from tests._fixtures.tiny_llama import tiny_llama
 
@@ -212,7 +213,7 @@ def test_base_data_stays_small():
     b = kld.BaseLogProbs(n_vocab=152064, k=kld.TOP_K)
     rng = np.random.default_rng(0)
     logits = rng.standard_normal((255, 152064)).astype(np.float32)
-    from quantkit.perplexity import log_partition
+    from quantkit.measure.perplexity import log_partition
 
     log_z = log_partition(logits)
     b.add(logits, log_z, log_z - logits[:, 0])

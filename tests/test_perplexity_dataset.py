@@ -6,7 +6,7 @@ import zipfile
 
 import pytest
 
-from quantkit.datasets import DATASETS, dataset_path, read_text
+from quantkit.measure.texts import DATASETS, dataset_path, read_text
 from quantkit.errors import DatasetUnavailableError
 from tests._fixtures.hub_server import FakeHub
 

@@ -10,10 +10,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import quantkit.perplexity
+import quantkit.measure.perplexity
 from quantkit.convert import convert
-from quantkit.datasets import read_text
-from quantkit.perplexity import Settings, perplexity
+from quantkit.measure.texts import read_text
+from quantkit.measure.perplexity import Settings, perplexity
 from tests._fixtures.texts import english_text
 from tests._fixtures.tiny import SPECS, tiny_checkpoint
 
@@ -64,13 +64,13 @@ def test_token_stream_is_the_hf_tokenizers(qwen2, text, monkeypatch):
     """The stream quantkit scores is the one transformers makes of the text: BOS first, nothing dropped."""
     folder, gguf = qwen2
     seen = []
-    real = quantkit.perplexity.evaluate
+    real = quantkit.measure.perplexity.evaluate
 
     def spy(model, info, tokens, plan, *args, **kwargs):
         seen.append(np.array(tokens))
         return real(model, info, tokens, plan, *args, **kwargs)
 
-    monkeypatch.setattr(quantkit.perplexity, "evaluate", spy)
+    monkeypatch.setattr(quantkit.measure.perplexity, "evaluate", spy)
     perplexity([gguf], text, Settings(n_ctx=N_CTX, n_batch=N_BATCH, chunks=CHUNKS, threads=2, n_gpu_layers=0))
     expected = hf_tokens(folder, text)
     assert expected[0] == SPECS["qwen2"].bos

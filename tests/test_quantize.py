@@ -5,7 +5,7 @@ from gguf import LlamaFileType
 
 from quantkit.errors import InvalidArgumentError, QuantizeError
 from quantkit.quant_types import LADDER, file_type, needs_imatrix, parse_types
-from quantkit.quantize import quantize
+from quantkit.quantize.file import quantize
 from tests._fixtures.memory import tiny_model
 
 pytestmark = pytest.mark.slow  # builds or reads a model, or runs llama.cpp

@@ -4,7 +4,7 @@ import random
 
 import pytest
 
-from quantkit.reasoning import ReasoningSplitter, split_reasoning
+from quantkit.engine.reasoning import ReasoningSplitter, split_reasoning
 
 EOS = "<｜end▁of▁sentence｜>"
 

@@ -9,7 +9,7 @@ from typer.testing import CliRunner
 from quantkit.cli.app import app
 from quantkit.errors import RecipeError, RecipeNotFoundError
 from quantkit.models import R1_DISTILLS
-from quantkit.recipes import available_recipes, find_recipe, load_recipe
+from quantkit.job.recipes import available_recipes, find_recipe, load_recipe
 from tests._fixtures.run_recipe import TINY_RECIPE, write_recipe
 from tests.test_bad_inputs import assert_clean_failure
 

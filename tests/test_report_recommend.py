@@ -6,7 +6,7 @@ from __future__ import annotations
 from types import SimpleNamespace
 
 from quantkit.job.facts import chat_rung
-from quantkit.report import recommend
+from quantkit.share.report import recommend
 
 GIB = 2**30
 

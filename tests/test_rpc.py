@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from quantkit.placement import describe, plan_layers
+from quantkit.memory.layers import describe, plan_layers
 from tests._fixtures.serve import free_port
 
 GIB = 2**30

@@ -10,8 +10,8 @@ import pytest
 from typer.testing import CliRunner
 
 from quantkit.cli.app import app
-from quantkit.datasets import python_docs_path
-from quantkit.report import GPU_SIZES_GIB, PLOT_HINT
+from quantkit.measure.texts import python_docs_path
+from quantkit.share.report import GPU_SIZES_GIB, PLOT_HINT
 from tests._fixtures.run_recipe import THREADS, full_run, report_rows, run_args, write_recipe
 
 runner = CliRunner()

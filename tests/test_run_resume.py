@@ -33,9 +33,9 @@ def _statuses(result) -> dict[str, str]:
 
 
 def test_ctrl_c_in_the_ladder_resumes(tmp_path, monkeypatch):
-    import quantkit.quantize
+    import quantkit.quantize.file
 
-    real = quantkit.quantize.quantize
+    real = quantkit.quantize.file.quantize
 
     def interrupted_at_q8(src, dst, qtype, **kwargs):
         if qtype == "Q8_0":
@@ -44,7 +44,7 @@ def test_ctrl_c_in_the_ladder_resumes(tmp_path, monkeypatch):
 
     recipe = write_recipe(tmp_path)
     out = tmp_path / "out"
-    monkeypatch.setattr(quantkit.quantize, "quantize", interrupted_at_q8)
+    monkeypatch.setattr(quantkit.quantize.file, "quantize", interrupted_at_q8)
     result = runner.invoke(app, run_args(recipe, out, *FAST))
     assert result.exit_code == 130 and "interrupted" in result.stderr
     models = _mtimes(out / "models")
@@ -52,7 +52,7 @@ def test_ctrl_c_in_the_ladder_resumes(tmp_path, monkeypatch):
     steps = _mtimes(out / "steps")
     assert sorted(steps) == ["convert.json", "quantize-Q4_0.json", "source.json"]
 
-    monkeypatch.setattr(quantkit.quantize, "quantize", real)
+    monkeypatch.setattr(quantkit.quantize.file, "quantize", real)
     result = runner.invoke(app, run_args(recipe, out, *FAST, "--json"))
     assert result.exit_code == 0, result.output
     assert _statuses(result)["convert"] == "kept" and _statuses(result)["quantize"] == "done"

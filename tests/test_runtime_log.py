@@ -13,7 +13,7 @@ pytestmark = pytest.mark.slow
 SCRIPT = """
 import sys
 from pathlib import Path
-from quantkit.quantize import quantize
+from quantkit.quantize.file import quantize
 from quantkit.runtime import capture, load_vocabulary
 src = Path(sys.argv[1])
 quantize(src, Path(sys.argv[2]), "Q4_K_M", dry_run=True, allow_requantize=True)

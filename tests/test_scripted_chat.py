@@ -12,9 +12,9 @@ from typer.testing import CliRunner
 
 from quantkit.chat import ChatSession, Sampling
 from quantkit.cli.app import app
-from quantkit.reasoning import Piece
+from quantkit.engine.reasoning import Piece
 from quantkit.runtime import load_vocabulary
-from quantkit.templates import ChatTemplate
+from quantkit.engine.templates import ChatTemplate
 from tests._fixtures import scripted as S
 from tests._fixtures.gguf_tensors import tensor_table
 

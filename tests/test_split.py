@@ -13,11 +13,11 @@ import pytest
 from gguf import GGUFReader, GGUFWriter
 from typer.testing import CliRunner
 
-from quantkit import split
+from quantkit.gguf import split
 from quantkit.cli.app import app
 from quantkit.errors import CorruptGGUFError, InputNotFoundError, InvalidArgumentError
-from quantkit.gguf_file import open_gguf, read_header
-from quantkit.gguf_header import read_local_header, tensor_bytes
+from quantkit.gguf.reader import open_gguf, read_header
+from quantkit.gguf.header import read_local_header, tensor_bytes
 
 runner = CliRunner()
 
@@ -181,8 +181,8 @@ def test_convert_split_cli(tmp_path):
 def test_split_smollm2_loads_and_scores_the_same(smollm2_gguf, tmp_path):
     """SmolLM2 in four shards: the same tensor bytes, the same perplexity to the last bit, from any shard; chat
     takes a shard."""
-    from quantkit.datasets import dataset_path, read_text
-    from quantkit.perplexity import Settings, perplexity
+    from quantkit.measure.texts import dataset_path, read_text
+    from quantkit.measure.perplexity import Settings, perplexity
 
     model = shutil.copy(smollm2_gguf, tmp_path / "SmolLM2-Q4_1.gguf")
     shards = split.split_gguf(model, max_size=30 * 10**6)

@@ -18,7 +18,7 @@ from rich.console import Console
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn, TransferSpeedColumn
 
 from ..errors import QuantkitError
-from ..jsonable import to_json
+from ..files import to_json
 
 def _console(to_stderr: bool) -> Console:
     console = Console(stderr=to_stderr, soft_wrap=True)

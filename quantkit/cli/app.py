@@ -7,7 +7,7 @@ import sys
 import typer
 from typer.core import TyperGroup
 
-from ..cli import (bench, card, chat, convert, estimate_memory, eval, export, imatrix, inspect, ollama, perplexity,
+from . import (bench, card, chat, convert, estimate_memory, eval, export, imatrix, inspect, ollama, perplexity,
                    push, quantize, recipes, run, serve)
 from ._output import debug_enabled, fail
 

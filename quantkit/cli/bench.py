@@ -9,9 +9,9 @@ from typing import Annotated, List
 import typer
 from rich.table import Table
 
-from ..bench import bench
+from ..measure.bench import bench
 from ..runtime import describe_device
-from ..offload import connect_rpc
+from ..runtime.offload import connect_rpc
 from ._options import Json, NGpuLayers, Rpc, Threads
 from ._output import command, emit_json, stderr, stdout
 

@@ -23,7 +23,7 @@ def run(
     license: Annotated[Optional[str], typer.Option("--license", help="The license (default: the base GGUF's).")] = None,
 ) -> None:
     """Write OUT_DIR/README.md: a Hugging Face model card with the report's measured numbers."""
-    from ..card import write_card
+    from ..share.card import write_card
 
     path = write_card(out_dir, repo_id=repo_id, quantized_by=quantized_by, license=license)
     stdout.print(f"wrote {path}", markup=False, highlight=False)

@@ -19,8 +19,8 @@ from rich.text import Text
 from ..chat import ChatSession, Sampling, TurnResult, find_model_file, transcript
 from ..errors import ContextFullError, InvalidArgumentError, QuantkitError
 from ..runtime import describe_device
-from ..offload import connect_rpc
-from ..placement import remote_summary
+from ..runtime.offload import connect_rpc
+from ..memory.layers import remote_summary
 from ._options import Ctx, Json, NGpuLayers, Rpc, Threads
 from ._output import command, emit_json, stderr, stdout
 

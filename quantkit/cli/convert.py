@@ -36,9 +36,9 @@ def run(
 ) -> None:
     """Convert an R1-Distill checkpoint (repo id, folder or size label) to GGUF and quantize it."""
     from ..convert import convert
-    from ..mixes import targets
+    from ..quantize.mixes import targets
     from ..quant_types import parse_types
-    from ..split import parse_size
+    from ..gguf.split import parse_size
 
     wanted = parse_types(types) if types else []
     budgets = targets(target_size, target_bpw)
@@ -55,7 +55,7 @@ def run(
 
 def show_files(files) -> None:
     """One line per file made or kept; a budget mix also gets its per-layer table of types."""
-    from ..mixes import layer_table
+    from ..quantize.mixes import layer_table
 
     for f in files:
         verb = "made" if f.made else "kept"

@@ -7,8 +7,8 @@ import typer
 
 from ..errors import InvalidArgumentError
 from ..memory import ALL_TYPES, MemoryEstimate, estimate_memory
-from ..offload import connect_rpc, plan_placement
-from ..placement import describe
+from ..runtime.offload import connect_rpc, plan_placement
+from ..memory.layers import describe
 from ..quant_types import parse_types
 from ._options import ImatrixFile, Json, Rpc, TargetBpw, TargetSize
 from ._output import command, emit_json, stdout
@@ -42,7 +42,7 @@ def run(
 ) -> None:
     """Weights per quant type, KV cache and compute buffers, and how many layers fit a GPU; with --target-size
     or --target-bpw (TARGET a local float GGUF), the per-tensor plan of each budget mix, before any quantizing."""
-    from ..mixes import targets
+    from ..quantize.mixes import targets
 
     vram_gib = _vram(vram, gpus)
     remote = connect_rpc(rpc)
@@ -91,11 +91,11 @@ def _plans(target: str, budgets: list, imatrix) -> list[dict]:
 
     from ..memory import weights_plan
     from ..memory.shapes import resolve_target
-    from ..mixes import measure, plan_mix, standard_error, summary
+    from ..quantize.mixes import measure, plan_mix, standard_error, summary
     from ..quant_types import LADDER
     from ..convert import resolve_imatrix
-    from ..mixes import importance_for
-    from ..quantize import check_float_base
+    from ..quantize.mixes import importance_for
+    from ..quantize.file import check_float_base
 
     path = Path(target)
     if path.suffix != ".gguf" or not path.is_file():
@@ -122,7 +122,7 @@ def _plans(target: str, budgets: list, imatrix) -> list[dict]:
 def show_plan(p: dict) -> None:
     import pandas as pd
 
-    from ..mixes import layer_table
+    from ..quantize.mixes import layer_table
     from .convert import print_layer_table
 
     plan = p["plan"]

@@ -14,7 +14,7 @@ from ..errors import InvalidArgumentError
 from ..eval.runner import Protocol, eval_table, evaluate
 from ..eval.tasks import TASK_NAMES, load_task, read_task_file
 from ..files import atomic_file
-from ..offload import connect_rpc
+from ..runtime.offload import connect_rpc
 from ._options import Ctx, Json, NGpuLayers, Rpc, Threads
 from ._output import Bars, command, emit_json, stdout
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 import typer
 from rich.table import Table
 
-from ..inspect import GGUFInfo, inspect_gguf
+from ..gguf.info import GGUFInfo, inspect_gguf
 from ._options import GGUFPath, Json
 from ._output import command, emit_json, stdout
 

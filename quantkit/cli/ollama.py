@@ -24,7 +24,7 @@ def run(
     json: Json = False,
 ) -> None:
     """Write an Ollama Modelfile (R1 template, DeepSeek's stop tokens and sampling, num_ctx for --vram)."""
-    from ..ollama import write_modelfile
+    from ..share.ollama import write_modelfile
 
     result = write_modelfile(model, vram_gib=vram, name=name, create=create)
     if json:

@@ -8,13 +8,13 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from ..datasets import DATASET_NAMES, dataset_path, read_text
+from ..measure.texts import DATASET_NAMES, dataset_path, read_text
 from ..files import atomic_file
-from ..kld import TOP_K
-from ..perplexity import DEFAULT_BATCH, DEFAULT_CTX, Settings, ladder_table, perplexity
+from ..measure.kld import TOP_K
+from ..measure.perplexity import DEFAULT_BATCH, DEFAULT_CTX, Settings, ladder_table, perplexity
 from ..runtime import describe_device
-from ..offload import connect_rpc
-from ..placement import remote_summary
+from ..runtime.offload import connect_rpc
+from ..memory.layers import remote_summary
 from ._options import Json, NGpuLayers, Rpc, Threads
 from ._output import Bars, command, emit_json, stderr, stdout
 

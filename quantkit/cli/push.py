@@ -27,7 +27,7 @@ def run(
 ) -> None:
     """Upload a run's GGUFs, model card, imatrix and report.png to a Hub model repo (token: HF_TOKEN or
     `hf auth login`)."""
-    from ..push import push
+    from ..share.push import push
     from ._output import stderr
 
     if not stderr.is_terminal:  # huggingface_hub's bars only on a terminal: a log or a pipe gets the one line

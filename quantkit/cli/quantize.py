@@ -33,9 +33,9 @@ def run(
 ) -> None:
     """Quantize an F32/F16/BF16 GGUF (ours or downloaded) with libllama, like llama-quantize."""
     from ..convert import quantize_file
-    from ..mixes import targets
+    from ..quantize.mixes import targets
     from ..quant_types import parse_types
-    from ..split import parse_size
+    from ..gguf.split import parse_size
     from .convert import show_files
 
     wanted = parse_types(types) if types else []

@@ -4,7 +4,7 @@ from __future__ import annotations
 from rich.table import Table
 import typer
 
-from ..recipes import available_recipes, load_recipe
+from ..job.recipes import available_recipes, load_recipe
 from ._options import Json
 from ._output import command, emit_json, stdout
 

@@ -8,8 +8,8 @@ import typer
 from rich.progress import BarColumn, TaskProgressColumn, TextColumn, TimeElapsedColumn
 
 from ..job import STEPS, run_recipe
-from ..recipes import load_recipe
-from ..offload import connect_rpc
+from ..job.recipes import load_recipe
+from ..runtime.offload import connect_rpc
 from ._options import Force, Json, NGpuLayers, Rpc, Threads
 from ._output import Bars, command, emit_json, stderr, stdout
 

@@ -9,8 +9,8 @@ from typing import Annotated, Optional
 import typer
 
 from ..errors import InvalidArgumentError
-from ..offload import connect_rpc
-from ..placement import remote_summary
+from ..runtime.offload import connect_rpc
+from ..memory.layers import remote_summary
 from ._options import GGUFPath, NGpuLayers, Rpc, Threads
 from ._output import command, stderr
 

@@ -14,7 +14,7 @@ from .checkpoint import Checkpoint, open_checkpoint
 from .metadata import write_hparams, write_metadata
 from .source import Source, resolve_source
 from ..models import ConfigShape
-from ..split import model_files
+from ..gguf.split import model_files
 from .tensors import OUTTYPES, checkpoint_architecture, plan_gguf_tensors
 from .vocab import read_hf_vocab
 from .writer import write_gguf
@@ -54,7 +54,7 @@ def convert(source: str | Path, out_dir: str | Path = ".", *, outtype: str = "au
             split_max_size: int | None = None, split_max_tensors: int | None = None) -> ConvertResult:
     """Convert `source` (folder, repo id or size label) to `<Name>-<OUTTYPE>.gguf` in `out_dir`, then quantize it
     to each of `types` (names as `quant_types.parse_types` gives them) and to a budget mix for each of `targets`
-    (quantkit.mixes.Target). With `split_max_size` (bytes of tensor data) or `split_max_tensors`, each file is then
+    (quantkit.quantize.mixes.Target). With `split_max_size` (bytes of tensor data) or `split_max_tensors`, each file is then
     cut into llama.cpp's shards (split.split_gguf)."""
     from ..quant_types import BASE_TYPES
 
@@ -88,7 +88,7 @@ def split_files(files: list[OutputFile], max_size: int | None, max_tensors: int 
 
 
 def _split(made: OutputFile, max_size: int | None, max_tensors: int | None) -> OutputFile:
-    from ..split import split_gguf
+    from ..gguf.split import split_gguf
 
     shards = split_gguf(made.path, max_size, max_tensors)
     return replace(made, path=shards[0], n_bytes=sum(p.stat().st_size for p in shards))
@@ -99,7 +99,7 @@ def quantize_ladder(base: Path, out_dir: Path, name: str, types: list[str], *, t
                     progress: WriteProgress | None = None) -> list[OutputFile]:
     """Quantize the float GGUF `base` to `<name>-<TYPE>.gguf` in `out_dir` for each of `types`, and to
     `<name>-MIX-<budget>.gguf` for each budget in `targets`; complete outputs are kept unless `force`."""
-    from .. import quantize as q
+    from ..quantize import file as q
 
     _check_types(types, imatrix)
     imatrix = resolve_imatrix(imatrix, base, threads=threads)
@@ -121,7 +121,7 @@ def quantize_file(base: str | Path, out_dir: str | Path = ".", *, types: list[st
                   split_max_size: int | None = None, split_max_tensors: int | None = None) -> list[OutputFile]:
     """`quantkit quantize`: an F32/F16/BF16 GGUF (ours or downloaded) to `types` and budget mixes for `targets`,
     named `<base name without -F16>-<TYPE>.gguf` in `out_dir`."""
-    from ..quantize import check_float_base
+    from ..quantize.file import check_float_base
 
     base = Path(base)
     types, targets = list(types or []), list(targets or [])
@@ -160,8 +160,8 @@ def resolve_imatrix(imatrix: Path | str | None, base: Path, *, threads: int | No
 
 def _make_mixes(base: Path, out_dir: Path, name: str, targets: list, imatrix: Path | None, force: bool,
                 threads: int | None, progress: WriteProgress | None) -> list[OutputFile]:
-    from .. import mixes
-    from ..quantize import quantize_mix
+    from ..quantize import mixes
+    from ..quantize.file import quantize_mix
 
     values = mixes.importance_for(imatrix, base)
     imatrix_name = Path(imatrix).name if imatrix is not None else None
@@ -185,14 +185,14 @@ def _make_mixes(base: Path, out_dir: Path, name: str, targets: list, imatrix: Pa
 
 
 def _tensor_types(path: Path) -> dict[str, str]:
-    from ..gguf_file import read_header
+    from ..gguf.reader import read_header
 
     return {t.name: t.type.name for t in read_header(path).tensors}
 
 
 def _is_complete_mix(path: Path, target, imatrix_name: str | None) -> bool:
-    from .. import mixes
-    from ..gguf_file import read_header
+    from ..quantize import mixes
+    from ..gguf.reader import read_header
 
     if not path.is_file():
         return False
@@ -259,7 +259,7 @@ def _make(dest: Path, qtype: str, force: bool, build) -> OutputFile:
 def is_complete(path: Path, qtype: str) -> bool:
     """A finished, readable GGUF of file type `qtype` (renamed into place only when complete, so a file that
     reads cleanly and has the right type is one we made, or one made just as carefully)."""
-    from ..gguf_file import file_type_name, read_header
+    from ..gguf.reader import file_type_name, read_header
 
     try:
         path = model_files(path)[0]

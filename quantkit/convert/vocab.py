@@ -11,7 +11,7 @@ from pathlib import Path
 from gguf import GGUFWriter, SpecialVocab, TokenType
 
 from ..errors import CheckpointError, UnknownPreTokenizerError
-from ..pretokenizers import PRE_TOKENIZERS, regexes_of_hf_pre_tokenizer
+from .pretokenizers import PRE_TOKENIZERS, regexes_of_hf_pre_tokenizer
 
 log = logging.getLogger(__name__)
 

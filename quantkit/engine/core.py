@@ -124,7 +124,7 @@ class Engine(Closeable):
     @classmethod
     def open(cls, path: str | Path, *, n_ctx: int = 8192, n_gpu_layers: int | str = "auto", **kwargs) -> "Engine":
         """Load the GGUF at `path` (offloading per `n_gpu_layers` at this context) and start an engine on it."""
-        from ..offload import load_model
+        from ..runtime.offload import load_model
 
         model = load_model(path, n_gpu_layers=n_gpu_layers, n_ctx=n_ctx)
         try:

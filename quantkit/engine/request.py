@@ -7,7 +7,7 @@ from collections import deque
 from collections.abc import AsyncIterator, Iterator, Sequence
 from dataclasses import dataclass, field
 
-from ..reasoning import Piece
+from .reasoning import Piece
 from ..runtime import Sampling
 
 # Why a generation ended: an end-of-generation token or a stop string, the max_tokens budget, a full context,

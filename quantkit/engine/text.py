@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import codecs
 
-from ..reasoning import Piece, ReasoningSplitter, partial_suffix
+from .reasoning import Piece, ReasoningSplitter, partial_suffix
 
 
 class GeneratedText:

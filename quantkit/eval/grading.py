@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from fractions import Fraction
 from typing import Literal
 
-from ..reasoning import CLOSE, OPEN
+from ..engine.reasoning import CLOSE, OPEN
 from ..resources import Closeable
 
 log = logging.getLogger(__name__)

@@ -155,7 +155,7 @@ class EngineBackend:
     def __init__(self, path: str | Path, *, parallel: int = 4, n_ctx: int = 8192, n_gpu_layers: int | str = "auto",
                  threads: int | None = None):
         from ..engine import Engine
-        from ..templates import model_template
+        from ..engine.templates import model_template
 
         self.path = Path(path)
         self.name = self.path.name
@@ -244,7 +244,7 @@ class EndpointBackend:
             raise EndpointError(f"{self.url} answered without choices[0].message") from None
         finish = choice.get("finish_reason") or "stop"
         if not reasoning and "</think>" in content:  # a server that leaves the thought in the content
-            from ..reasoning import split_reasoning
+            from ..engine.reasoning import split_reasoning
 
             reasoning, content = split_reasoning(content.removeprefix("<think>"), in_thought=True)
         cut_in_thought = bool(reasoning) and not content and finish == "length"
@@ -354,7 +354,7 @@ def _evaluate_one(model, problems, task, protocol, out, grader, progress, *, end
 
 
 def _file_info(path) -> tuple[str | None, int | None]:
-    from ..inspect import inspect_gguf
+    from ..gguf.info import inspect_gguf
 
     info = inspect_gguf(Path(path))
     return info.file_type, info.file_size

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Literal
 
 from ..chat import MATH_INSTRUCTION
-from ..datasets import _quiet
+from ..measure.texts import _quiet
 from ..errors import (GatedTaskError, InputNotFoundError, TaskFileError, TaskUnavailableError,
                       UnknownTaskError)
 from ..hub import hub_settings

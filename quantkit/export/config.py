@@ -14,7 +14,7 @@ from gguf import MODEL_ARCH, GGUFReader
 
 from ..convert.tensors import llama3_rope_factors
 from ..errors import UnsupportedModelError
-from ..gguf_file import arch_field
+from ..gguf.reader import arch_field
 from ..models import Architecture
 from .tokenizer import GGUFVocab
 

@@ -7,8 +7,8 @@ from dataclasses import dataclass
 from gguf import GGUFReader, TokenType
 
 from ..errors import UnsupportedModelError
-from ..gguf_file import field
-from ..pretokenizers import PRE_TOKENIZERS, PreTokenizer, get_pre_tokenizer, hf_pre_tokenizer
+from ..gguf.reader import field
+from ..convert.pretokenizers import PRE_TOKENIZERS, PreTokenizer, get_pre_tokenizer, hf_pre_tokenizer
 
 
 @dataclass

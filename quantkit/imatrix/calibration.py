@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..datasets import PYTHON_DOCS, PYTHON_DOCS_CALIBRATION, PYTHON_DOCS_HELDOUT, dataset_path, read_text
+from ..measure.texts import PYTHON_DOCS, PYTHON_DOCS_CALIBRATION, PYTHON_DOCS_HELDOUT, dataset_path, read_text
 from ..errors import InvalidArgumentError
 
 # scoring dataset → (its calibration text, the text to score a model calibrated on it)

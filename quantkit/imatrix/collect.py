@@ -205,7 +205,7 @@ def collect_imatrix(model_path: Path, text: bytes, *, dataset: str, n_ctx: int =
     name recorded in the file's `imatrix.datasets`. `f32_attention`: an F32 KV cache and no flash attention
     (whose CPU kernel works in F16), like llama-imatrix's `-ctk f32 -ctv f32 -fa off`: attention in float32,
     for comparisons with float32 references."""
-    from ..offload import load_model
+    from ..runtime.offload import load_model
     from ..runtime import Batch, create_context
 
     accumulator = Accumulator(process_output)

@@ -57,7 +57,7 @@ def compute_imatrix(model: Path, output: Path, *, dataset: str | None = None, te
 def _overlap(calibration: CalibrationText) -> Overlap | None:
     if calibration.scored is None:
         return None
-    from ..datasets import dataset_path, read_text
+    from ..measure.texts import dataset_path, read_text
 
     overlap = text_overlap(calibration.text, read_text(dataset_path(calibration.scored)), calibration.scored)
     log.info("calibration %s vs scored %s: %.2f %% of the scored lines and %.2f %% of its %d-word n-grams are "

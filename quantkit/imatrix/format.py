@@ -87,7 +87,7 @@ def load_imatrix(path: Path) -> dict[str, np.ndarray]:
 
 
 def _read_gguf(path: Path) -> Imatrix:
-    from ..gguf_file import field as kv, open_gguf
+    from ..gguf.reader import field as kv, open_gguf
 
     try:
         reader = open_gguf(path)
@@ -230,7 +230,7 @@ def check_imatrix_matches(imatrix: Imatrix | Path, model: Path) -> None:
     """Raise ImatrixMismatchError, naming the first tensor that disagrees, when `imatrix` was not made for the
     GGUF `model`: a tensor the model lacks, a column count (or expert count) that differs, or model layers the
     imatrix has no data for at all."""
-    from ..gguf_file import read_header
+    from ..gguf.reader import read_header
 
     if not isinstance(imatrix, Imatrix):
         imatrix = read_imatrix(imatrix)

@@ -14,8 +14,8 @@ from pathlib import Path
 
 from ..errors import InvalidArgumentError
 from ..files import output_dir, remove_stale_partials
-from ..recipes import Recipe
-from ..report import REPORT_FILES
+from .recipes import Recipe
+from ..share.report import REPORT_FILES
 from .facts import report_facts
 from .progress import Callback, JobProgress
 from .state import StepStore

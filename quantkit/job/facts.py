@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..recipes import Recipe
-from ..report import GPU_SIZES_GIB, ReportFacts, recommend
+from .recipes import Recipe
+from ..share.report import GPU_SIZES_GIB, ReportFacts, recommend
 from .state import StepStore, rung_key
 
 
@@ -49,8 +49,8 @@ def chat_rung(facts: ReportFacts) -> str:
 
 
 def _add_perplexity(facts: ReportFacts, stored: dict | None) -> None:
-    from ..kld import KLStats
-    from ..perplexity import PerplexityResult, ladder_table
+    from ..measure.kld import KLStats
+    from ..measure.perplexity import PerplexityResult, ladder_table
 
     if stored is None:
         return

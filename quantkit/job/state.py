@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from ..files import atomic_file, prepare_dir
-from ..jsonable import to_json
+from ..files import to_json
 
 
 def rung_key(step: str, qtype: str) -> str:

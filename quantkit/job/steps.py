@@ -21,8 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import RunStateError
-from ..recipes import EMBEDDED_MODELS, Recipe
-from ..report import GPU_SIZES_GIB, write_report
+from .recipes import EMBEDDED_MODELS, Recipe
+from ..share.report import GPU_SIZES_GIB, write_report
 from .facts import chat_rung, report_facts
 from .progress import JobProgress
 from .state import StepStore, fingerprint, rung_key
@@ -95,7 +95,7 @@ def source(job: Job) -> str:
 
 def _fetch_source(recipe: Recipe) -> dict:
     if recipe.embedded is not None:
-        from ..embedded import embedded_checkpoint
+        from ..convert.embedded import embedded_checkpoint
 
         folder = embedded_checkpoint(EMBEDDED_MODELS[recipe.embedded])
         return {"folder": folder, "convert_source": folder, "revision": None}
@@ -133,7 +133,7 @@ def convert(job: Job) -> str:
 
 def quantize(job: Job) -> str:
     from ..convert import is_complete, output_name
-    from ..quantize import quantize as quantize_file
+    from ..quantize.file import quantize as quantize_file
 
     convert_result = job.base()
     base = Path(convert_result["base"]["path"])
@@ -170,8 +170,8 @@ def _overall(statuses: list[str]) -> str:
 # ---- measurements -------------------------------------------------------------------------------------------
 
 def perplexity(job: Job) -> str:
-    from ..datasets import dataset_path, read_text
-    from ..perplexity import Settings, perplexity as measure
+    from ..measure.texts import dataset_path, read_text
+    from ..measure.perplexity import Settings, perplexity as measure
 
     models = job.models()
     p = job.recipe.perplexity
@@ -205,7 +205,7 @@ def perplexity(job: Job) -> str:
 
 
 def bench(job: Job) -> str:
-    from ..bench import bench as measure
+    from ..measure.bench import bench as measure
 
     b = job.recipe.bench
     statuses = []
@@ -318,7 +318,7 @@ def evaluate(job: Job) -> str:
 
 
 def report(job: Job) -> str:
-    from ..card import write_card
+    from ..share.card import write_card
     from ..runtime import describe_device
 
     job.progress.start("report")

@@ -13,7 +13,7 @@ from pathlib import Path
 from gguf import GGUF_DEFAULT_ALIGNMENT
 
 from ..quant_types import LADDER
-from ..gguf_header import padded, tensor_bytes
+from ..gguf.header import padded, tensor_bytes
 from .buffers import CTX_PAD, RuntimeMemory, placement, runtime_memory
 from .shapes import ModelSpec, resolve_target
 from .tensor_types import DEFAULT_TYPE, QuantModel, choose_types, model_type_is_70b
@@ -182,7 +182,7 @@ def auto_gpu_layers(model_path: str | Path, n_ctx: int, vram_bytes: int, *, kv_t
                     flash_attn: bool = True, n_batch: int = 2048, n_ubatch: int = 512,
                     gpu_overhead: int = GPU_OVERHEAD) -> int:
     """`--n-gpu-layers auto`: how many layers of the GGUF at `model_path` to offload so that weights, KV cache
-    and compute buffers fit in `vram_bytes` (quantkit.offload passes the GPU's free memory)."""
+    and compute buffers fit in `vram_bytes` (quantkit.runtime.offload passes the GPU's free memory)."""
     spec = resolve_target(str(model_path))
     qtype = spec.file_type if spec.file_type in DEFAULT_TYPE else "F16"
     est = estimate_memory(spec, [qtype], n_ctx=n_ctx, kv_type=kv_type, flash_attn=flash_attn, n_batch=n_batch,

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from gguf import GGML_QUANT_SIZES, GGMLQuantizationType as T
 
 from ..errors import InvalidArgumentError
-from ..gguf_header import layer_of
+from ..gguf.header import layer_of
 from .shapes import ModelSpec
 
 KV_TYPES = {"f16": T.F16, "q8_0": T.Q8_0, "q4_0": T.Q4_0, "f32": T.F32, "bf16": T.BF16}

@@ -16,8 +16,8 @@ from ..errors import FetchError, InvalidArgumentError, ModelConfigError, Unsuppo
 from ..hub import endpoint, hub_settings
 from ..models import (R1, R1_DISTILLS, Architecture, ConfigShape, ModelShape, architecture_named, architecture_of,
                       find_model, llama3_rope)
-from ..gguf_header import GGUFHeader, HeaderTensor, read_remote_header
-from ..split import read_model_header
+from ..gguf.header import GGUFHeader, HeaderTensor, read_remote_header
+from ..gguf.split import read_model_header
 
 log = logging.getLogger(__name__)
 
@@ -180,7 +180,7 @@ def _deepseek_spec(cfg: dict, source: str, kind: str, name: str, arch: Architect
 
 
 def from_header(h: GGUFHeader, source: str, kind: str) -> ModelSpec:
-    from ..gguf_file import file_type_name
+    from ..gguf.reader import file_type_name
 
     arch = h.get("general.architecture")
     if architecture_named(arch) is None:

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from gguf import GGML_QUANT_SIZES, GGMLQuantizationType as T
 
 from ..errors import InvalidArgumentError
-from ..gguf_header import HeaderTensor, layer_of
+from ..gguf.header import HeaderTensor, layer_of
 
 # llama_ftype_get_default_type, keyed by quantkit's file type names
 DEFAULT_TYPE: dict[str, T] = {

@@ -9,7 +9,7 @@ llama.cpp objects and free them on `close()` (all are context managers).
         ctx.decode(batch)
         token = Sampler(Sampling(temperature=0)).sample(ctx, 0)
 
-How many layers to offload is decided above this package (quantkit.offload), from the memory model.
+How many layers to offload is decided above this package (quantkit.runtime.offload), from the memory model.
 """
 from ._lib import capture, lib
 from .batch import Batch

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .. import gguf_file
-from ..split import first_shard
+from ..gguf import reader as gguf_file
+from ..gguf.split import first_shard
 from ..errors import RuntimeLoadError
 from ..resources import Closeable
 from ._lib import capture, lib

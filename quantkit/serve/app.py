@@ -104,7 +104,7 @@ class Backend:
             if self.on_load_failed is not None:
                 self.on_load_failed(e)
             return
-        from ..templates import model_template
+        from ..engine.templates import model_template
 
         try:
             self.template = model_template(engine.model)

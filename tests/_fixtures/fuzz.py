@@ -1,5 +1,5 @@
 """A seeded mutation fuzzer for the two parsers that read strangers' files: the GGUF header parser
-(quantkit.gguf_header.parse_header) and the safetensors header reader
+(quantkit.gguf.header.parse_header) and the safetensors header reader
 (quantkit.convert.checkpoint.parse_safetensors_header).
 
 Each case takes a real file (SmolLM2's GGUF header region and checkpoint, the tiny fixtures), applies one to three
@@ -106,7 +106,7 @@ def gguf_fields(data: bytes, per_array: int = 40) -> tuple[tuple[int, int], ...]
 
 
 def gguf_seed(name: str, path_or_data: Path | bytes, weight: float = 1.0) -> Seed:
-    from quantkit.gguf_header import parse_header
+    from quantkit.gguf.header import parse_header
 
     if isinstance(path_or_data, Path):
         size = path_or_data.stat().st_size
@@ -143,7 +143,7 @@ def gguf_seeds() -> list[Seed]:
 
 
 def safetensors_seeds() -> list[Seed]:
-    from quantkit.embedded import embedded_checkpoint
+    from quantkit.convert.embedded import embedded_checkpoint
 
     from .bad_inputs import good_inputs
     from .tiny import tiny_checkpoint
@@ -256,7 +256,7 @@ SAFETENSORS_MUTATIONS = [(_flip, 2), (_json_entry, 4), (_length, 1), (_truncate,
 # ---- the run -----------------------------------------------------------------------------------------------
 
 def _parse_gguf(data: bytes, size: int) -> None:
-    from quantkit.gguf_header import parse_header
+    from quantkit.gguf.header import parse_header
 
     parse_header(io.BufferedReader(_Virtual(data, size)), "fuzzed.gguf", size)
 

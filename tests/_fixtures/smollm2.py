@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from quantkit.embedded import embedded_gguf
+from quantkit.convert.embedded import embedded_gguf
 
 
 def smollm2_gguf() -> Path:

@@ -10,7 +10,7 @@ from .cache import test_cache
 
 def english_text(n_bytes: int = 40_000) -> Path:
     """The first `n_bytes` or so of python-docs, cut at a line end, in a file of its own."""
-    from quantkit.datasets import python_docs_path
+    from quantkit.measure.texts import python_docs_path
 
     data = python_docs_path().read_bytes()
     cut = data.rfind(b"\n", 0, n_bytes) + 1

@@ -80,8 +80,8 @@ def _build(spec: TinySpec, folder: Path) -> None:
 
 def _vocab(spec: TinySpec):
     from quantkit.export.tokenizer import read_gguf_vocab
-    from quantkit.gguf_file import open_gguf
-    from quantkit.pretokenizers import get_pre_tokenizer
+    from quantkit.gguf.reader import open_gguf
+    from quantkit.convert.pretokenizers import get_pre_tokenizer
 
     base = read_gguf_vocab(open_gguf(vocab_gguf(spec.vocab)))
     n_tokens = max(spec.added) + 1

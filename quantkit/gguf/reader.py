@@ -9,8 +9,8 @@ from typing import Any
 import numpy as np
 from gguf import GGUFReader, LlamaFileType
 
-from .errors import CorruptGGUFError
-from .gguf_header import GGUFHeader
+from ..errors import CorruptGGUFError
+from .header import GGUFHeader
 from .split import SplitReader, read_model_header, shard_paths
 
 log = logging.getLogger(__name__)

@@ -24,10 +24,10 @@ import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .convert import OUTTYPES
-from .datasets import DATASET_NAMES
-from .embedded import SMOLLM2, EmbeddedModel
-from .errors import QuantkitError, RecipeError, RecipeNotFoundError
+from ..convert import OUTTYPES
+from ..measure.texts import DATASET_NAMES
+from ..convert.embedded import SMOLLM2, EmbeddedModel
+from ..errors import QuantkitError, RecipeError, RecipeNotFoundError
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -129,7 +129,7 @@ _TOP_KEYS = ("description", "source", "revision", "outtype", "ladder", "imatrix"
 def recipe_dirs() -> list[Path]:
     """The folders searched for a recipe name: the repository's `recipes/` (a checkout or an editable install),
     then the package data a wheel carries."""
-    package = Path(__file__).resolve().parent
+    package = Path(__file__).resolve().parent.parent  # quantkit/
     return [d for d in (package.parent / "recipes", package / "recipes_data") if d.is_dir()]
 
 
@@ -162,7 +162,7 @@ def find_recipe(name_or_path: str | Path) -> Path:
 
 
 def _by_size_label(text: str, shipped: list[Path]) -> Path | None:
-    from .models import find_model
+    from ..models import find_model
 
     model = find_model(text)
     if model is None:
@@ -257,7 +257,7 @@ def _outtype(where: str, value: str) -> str:
 
 
 def _ladder(where: str, values: list, imatrix: str | None) -> tuple[str, ...]:
-    from .quant_types import BASE_TYPES, needs_imatrix, parse_types
+    from ..quant_types import BASE_TYPES, needs_imatrix, parse_types
 
     if not values:
         raise RecipeError(f"{where}: the ladder is empty", hint='list the quant types to make, e.g. ladder = ["Q4_K_M"]')
@@ -290,7 +290,7 @@ def _check_dataset(where: str, dataset: str) -> None:
 
 
 def _check_task(where: str, task: str) -> None:
-    from .eval.tasks import TASK_NAMES
+    from ..eval.tasks import TASK_NAMES
 
     if task not in TASK_NAMES:
         raise RecipeError(f"{where}: unknown eval task {task!r}", hint=f"use one of {', '.join(TASK_NAMES)}")

@@ -4,8 +4,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field as dc_field
 from pathlib import Path
 
-from . import gguf_file
-from .gguf_header import tensor_bytes
+from . import reader as gguf_file
+from .header import tensor_bytes
 
 
 @dataclass

@@ -15,9 +15,10 @@ from pathlib import Path
 
 import numpy as np
 
-from . import gguf_file, runtime
-from .offload import load_model
-from .errors import InvalidArgumentError
+from .. import runtime
+from ..gguf import reader as gguf_file
+from ..runtime.offload import load_model
+from ..errors import InvalidArgumentError
 
 
 @dataclass

@@ -16,9 +16,9 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from .cache import cache_dir
-from .errors import FetchError
-from .files import atomic_file
+from ..files import cache_dir
+from ..errors import FetchError
+from ..files import atomic_file
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +60,7 @@ def embedded_gguf(model: EmbeddedModel = SMOLLM2) -> Path:
 
 def embedded_checkpoint(model: EmbeddedModel = SMOLLM2) -> Path:
     """A Hugging Face checkpoint of the embedded model (exported once from its GGUF, f32 so that it is exact)."""
-    from .export import export_gguf
+    from ..export import export_gguf
 
     dest = cache_dir("embedded") / f"{model.name}-hf"
     if not (dest / "config.json").exists():

@@ -11,7 +11,7 @@ import datetime
 from dataclasses import dataclass
 from functools import lru_cache
 
-from .errors import ChatTemplateError
+from ..errors import ChatTemplateError
 from .reasoning import OPEN
 
 THINK_PROMPT = OPEN + "\n"

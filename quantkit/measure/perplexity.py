@@ -22,10 +22,10 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from . import kld as kl
-from .errors import ContextTooLargeError, InvalidArgumentError, TextTooShortError, VocabularyMismatchError
-from .inspect import GGUFInfo, inspect_gguf
-from .offload import load_model
-from .runtime import Batch, Context, Model, create_context, load_vocabulary
+from ..errors import ContextTooLargeError, InvalidArgumentError, TextTooShortError, VocabularyMismatchError
+from ..gguf.info import GGUFInfo, inspect_gguf
+from ..runtime.offload import load_model
+from ..runtime import Batch, Context, Model, create_context, load_vocabulary
 
 if TYPE_CHECKING:
     import pandas as pd

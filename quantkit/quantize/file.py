@@ -14,11 +14,11 @@ from pathlib import Path
 import numpy as np
 from gguf import GGMLQuantizationType
 
-from . import runtime
-from .errors import InputNotFoundError, InvalidArgumentError, NotGGUFError, QuantizeError
-from .files import atomic_file
-from .imatrix.format import check_imatrix_matches, read_imatrix
-from .quant_types import file_type, needs_imatrix
+from .. import runtime
+from ..errors import InputNotFoundError, InvalidArgumentError, NotGGUFError, QuantizeError
+from ..files import atomic_file
+from ..imatrix.format import check_imatrix_matches, read_imatrix
+from ..quant_types import file_type, needs_imatrix
 
 log = logging.getLogger(__name__)
 
@@ -79,7 +79,7 @@ def quantize(
 
 def check_float_base(path: Path) -> None:
     """Refuse, before any work, a base whose weights are already quantized (libllama would refuse later)."""
-    from .gguf_file import file_type_name, read_header
+    from ..gguf.reader import file_type_name, read_header
 
     header = read_header(path)
     floats = {GGMLQuantizationType.F32, GGMLQuantizationType.F16, GGMLQuantizationType.BF16}
@@ -93,10 +93,10 @@ def check_float_base(path: Path) -> None:
 
 def quantize_mix(src: Path, dst: Path, plan, *, imatrix: dict[str, np.ndarray] | None = None,
                  threads: int | None = None) -> QuantizeResult:
-    """Write the budget mix `plan` (quantkit.mixes.Plan) of `src` at `dst`: libllama quantizes, every planned
+    """Write the budget mix `plan` (quantkit.quantize.mixes.Plan) of `src` at `dst`: libllama quantizes, every planned
     tensor named by an anchored tensor-type override, the plan's summary in the file's metadata. The written
     file's tensor types are checked against the plan before it is renamed into place."""
-    from .gguf_file import read_header
+    from ..gguf.reader import read_header
 
     src, dst = Path(src), Path(dst)
     tensor_types = {name: int(GGMLQuantizationType[t]) for name, t in plan.overrides.items()}

@@ -20,7 +20,7 @@ from typing import Any, BinaryIO
 
 from gguf import GGML_QUANT_SIZES, GGUF_DEFAULT_ALIGNMENT, GGUF_MAGIC, GGMLQuantizationType, GGUFValueType
 
-from .errors import CorruptGGUFError, InputNotFoundError, NotGGUFError, RemoteGGUFError
+from ..errors import CorruptGGUFError, InputNotFoundError, NotGGUFError, RemoteGGUFError
 
 log = logging.getLogger(__name__)
 

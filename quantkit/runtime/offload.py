@@ -7,10 +7,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from . import runtime
-from .errors import InvalidArgumentError
-from .memory import auto_gpu_layers
-from .placement import plan_layers
+from .. import runtime
+from ..errors import InvalidArgumentError
+from ..memory import auto_gpu_layers
+from ..memory.layers import plan_layers
 
 
 def resolve_gpu_layers(spec: int | str, model_path: str | Path, n_ctx: int) -> int:

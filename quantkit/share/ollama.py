@@ -16,7 +16,7 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import InvalidArgumentError, QuantkitError
+from ..errors import InvalidArgumentError, QuantkitError
 
 log = logging.getLogger(__name__)
 
@@ -66,8 +66,8 @@ def model_name(path: Path) -> str:
 def fitting_context(path: Path, vram_gib: float | None) -> int:
     """The largest context (a multiple of 1024, at most the training context) whose KV cache and buffers fit
     on a GPU of `vram_gib` with every layer, by estimate-memory's model; 8192 (capped) without `vram_gib`."""
-    from .gguf_file import file_type_name, read_header
-    from .memory import estimate_memory
+    from ..gguf.reader import file_type_name, read_header
+    from ..memory import estimate_memory
 
     header = read_header(path)
     n_train = int(header.arch("context_length") or DEFAULT_CTX)
@@ -95,8 +95,8 @@ def write_modelfile(path: str | Path, *, vram_gib: float | None = None, name: st
                     create: bool = True) -> OllamaModel:
     """Write `Modelfile` beside the GGUF `path`, then run `ollama create` when `create` and `ollama` is on PATH.
     A split model is refused: Ollama cannot import shards yet (ollama/ollama#5245)."""
-    from .files import atomic_file
-    from .gguf_file import read_header
+    from ..files import atomic_file
+    from ..gguf.reader import read_header
 
     path = Path(path)
     header = read_header(path)

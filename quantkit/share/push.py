@@ -12,8 +12,8 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import HubUploadError, InputNotFoundError
-from .hub import endpoint
+from ..errors import HubUploadError, InputNotFoundError
+from ..hub import endpoint
 
 log = logging.getLogger(__name__)
 

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .cache import cache_dir
+from ..files import cache_dir
 
 TOP_K = 1024  # measured on SmolLM2 Q4_1 → Q4_0: mean KLD −13.5 % at 64, −3.7 % at 512, −2.0 % at 1024, −1.0 % at 2048, −0.4 % at 4096
 PERCENTILES = (("max", 1.0), ("99.9%", 0.999), ("99%", 0.99), ("95%", 0.95), ("90%", 0.90), ("median", 0.5),

@@ -34,9 +34,9 @@ from pathlib import Path
 import numpy as np
 from gguf import GGMLQuantizationType as T
 
-from .errors import InvalidArgumentError
-from .gguf_header import HeaderTensor, layer_of, padded, tensor_bytes
-from .quant_types import MIX_IMATRIX_TYPES, MIX_TYPES, TENSOR_TYPES_NEEDING_IMATRIX, block_size
+from ..errors import InvalidArgumentError
+from ..gguf.header import HeaderTensor, layer_of, padded, tensor_bytes
+from ..quant_types import MIX_IMATRIX_TYPES, MIX_TYPES, TENSOR_TYPES_NEEDING_IMATRIX, block_size
 
 
 # values measured per tensor: that many / the row length rows, evenly spread (at least MIN_ROWS; all rows when
@@ -153,8 +153,8 @@ def measure(base: Path, imatrix: dict[str, np.ndarray] | None = None, *, sample_
     `relative` (an experiment, see benchmarks/mixes_results.md): each error divided by the same weighted sum of
     the weights themselves, i.e. relative to the tensor's output energy instead of absolute."""
     from concurrent.futures import ThreadPoolExecutor
-    from .gguf_file import open_gguf
-    from .memory.tensor_types import allows_quantization
+    from ..gguf.reader import open_gguf
+    from ..memory.tensor_types import allows_quantization
 
     reader = open_gguf(base)
     tensors = [(t, HeaderTensor(t.name, tuple(int(d) for d in t.shape), T(t.tensor_type))) for t in reader.tensors]
@@ -187,7 +187,7 @@ def measure(base: Path, imatrix: dict[str, np.ndarray] | None = None, *, sample_
 def _measure_tensor(t, h: HeaderTensor, imatrix, by_width, tied: bool, sample_values: int,
                     allowed: list[T] | None, relative: bool = False) -> TensorOptions:
     """One tensor's options: each candidate type's size and its error on a sample of rows, scaled to all."""
-    from .runtime.quants import round_trip
+    from ..runtime.quants import round_trip
 
     n_cols = h.shape[0]
     data = np.asarray(t.data)
@@ -328,7 +328,7 @@ def importance_for(imatrix: Path | None, base: Path) -> dict[str, np.ndarray] | 
     """The importance values of the imatrix file `imatrix` (checked against `base`), as libllama gets them."""
     if imatrix is None:
         return None
-    from .imatrix.format import check_imatrix_matches, read_imatrix
+    from ..imatrix.format import check_imatrix_matches, read_imatrix
 
     data = read_imatrix(imatrix)
     check_imatrix_matches(data, base)
@@ -349,8 +349,8 @@ def plan_mix(base: Path, target: Target, imatrix: dict[str, np.ndarray] | None =
              imatrix_name: str | None = None, measured: list[TensorOptions] | None = None,
              sample_values: int = SAMPLE_VALUES, threads: int | None = None, progress=None) -> Plan:
     """The per-tensor types of the smallest-damage file of `base` that fits `target`."""
-    from .memory import _output_header_bytes
-    from .memory.shapes import resolve_target
+    from ..memory import _output_header_bytes
+    from ..memory.shapes import resolve_target
 
     base = Path(base)
     spec = resolve_target(str(base))

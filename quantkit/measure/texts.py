@@ -27,10 +27,10 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from .cache import cache_dir
-from .errors import DatasetUnavailableError, InputNotFoundError, InvalidArgumentError
-from .files import atomic_file
-from .hub import hub_settings
+from ..files import cache_dir
+from ..errors import DatasetUnavailableError, InputNotFoundError, InvalidArgumentError
+from ..files import atomic_file
+from ..hub import hub_settings
 
 log = logging.getLogger(__name__)
 

@@ -12,10 +12,10 @@ import logging
 import re
 from pathlib import Path
 
-from . import __version__
-from .errors import InputNotFoundError, QuantkitError
-from .files import atomic_file
-from .recipes import EMBEDDED_MODELS
+from .. import __version__
+from ..errors import InputNotFoundError, QuantkitError
+from ..files import atomic_file
+from ..job.recipes import EMBEDDED_MODELS
 from .report import GPU_SIZES_GIB, REPORT_FILES, _accuracy_cells, _fmt
 
 log = logging.getLogger(__name__)
@@ -64,7 +64,7 @@ def base_model(recipe: dict) -> str | None:
 def find_imatrices(out_dir: Path) -> list[dict]:
     """The importance matrices among the GGUFs of `out_dir` and its models/ folder (general.type = imatrix), with
     the calibration text they name."""
-    from .gguf_header import read_local_header
+    from ..gguf.header import read_local_header
 
     found = []
     for path in sorted(p for d in (out_dir, out_dir / "models") for p in d.glob("*.gguf") if not p.name.startswith(".")):
@@ -82,7 +82,7 @@ def find_imatrices(out_dir: Path) -> list[dict]:
 def _string_list(path: Path, key: str) -> list[str]:
     """A string-array key (the fast header parser keeps only their lengths), through gguf's reader: an imatrix
     file is small."""
-    from .gguf_file import field, open_gguf
+    from ..gguf.reader import field, open_gguf
 
     value = field(open_gguf(path), key, [])
     return [str(v) for v in value] if isinstance(value, list) else [str(value)]
@@ -91,7 +91,7 @@ def _string_list(path: Path, key: str) -> list[str]:
 def _license(report: dict, given: str | None) -> str:
     if given:
         return given
-    from .gguf_header import read_local_header
+    from ..gguf.header import read_local_header
 
     for row in report.get("rows", []):
         path = Path(row.get("path", ""))

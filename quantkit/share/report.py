@@ -14,8 +14,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .files import atomic_file
-from .jsonable import to_json
+from ..files import atomic_file
+from ..files import to_json
 
 log = logging.getLogger(__name__)
 
@@ -89,7 +89,7 @@ def _write_text(path: Path, text: str) -> Path:
 
 
 def as_dict(facts: ReportFacts) -> dict:
-    from . import __version__
+    from .. import __version__
 
     return to_json({"recipe": facts.recipe, "made": time.strftime("%Y-%m-%d %H:%M:%S %z"), "device": facts.device,
                     "quantkit_version": __version__,

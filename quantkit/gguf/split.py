@@ -21,9 +21,9 @@ import numpy as np
 from gguf import GGUF_DEFAULT_ALIGNMENT, GGUFValueType, GGUFWriter, Keys
 from gguf.gguf_writer import GGUFValue
 
-from .errors import CorruptGGUFError, InputNotFoundError, InvalidArgumentError
-from .files import _remove, _temp_name, check_free_space
-from .gguf_header import GGUFHeader, padded, read_local_header, tensor_bytes
+from ..errors import CorruptGGUFError, InputNotFoundError, InvalidArgumentError
+from ..files import _remove, _temp_name, check_free_space
+from .header import GGUFHeader, padded, read_local_header, tensor_bytes
 
 log = logging.getLogger(__name__)
 
