@@ -84,7 +84,7 @@ def main() -> None:
 
     from gguf import GGMLQuantizationType as T
 
-    from quantkit.quantize import mixes
+    from quantkit.quantize import damage, mixes
     from quantkit.measure.texts import dataset_path, read_text
     from quantkit.measure.perplexity import Settings, perplexity
     from quantkit.quantize.file import quantize, quantize_mix
@@ -103,11 +103,11 @@ def main() -> None:
     values = mixes.importance_for(imatrix, base)
 
     t0 = time.perf_counter()
-    measured = mixes.measure(base, values, threads=args.threads, relative=args.relative)
+    measured = damage.measure(base, values, threads=args.threads, relative=args.relative)
     seconds_measure = time.perf_counter() - t0
     print(f"measured {len(measured)} tensors × their candidate types in {seconds_measure:.1f} s "
           f"({args.threads} threads)")
-    without_q41 = [mixes.TensorOptions(t.name, t.shape, t.base_type, [o for o in t.options if o.type != T.Q4_1.name])
+    without_q41 = [damage.TensorOptions(t.name, t.shape, t.base_type, [o for o in t.options if o.type != T.Q4_1.name])
                    for t in measured]
 
     rows = []

@@ -87,7 +87,7 @@ class Turn:
 def find_model_file(model: str, quant_type: str | None = None, folder: Path = Path(".")) -> Path:
     """MODEL as given to `chat`: a GGUF path, or a family label / repo id plus a quant type naming a file
     `<Name>-<TYPE>.gguf` that `quantkit convert` wrote into `folder` earlier."""
-    from .convert import output_name
+    from .quantize.ladder import output_name
     from .models import find_model
 
     path = Path(model)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import quantkit.imatrix as imatrix_pkg
-from quantkit.convert import resolve_imatrix
+from quantkit.quantize.ladder import resolve_imatrix
 
 
 def test_a_path_is_kept_and_auto_computes_from_the_base(monkeypatch, tmp_path):

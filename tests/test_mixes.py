@@ -13,7 +13,9 @@ from typer.testing import CliRunner
 
 from quantkit.cli.app import app
 from quantkit.errors import InvalidArgumentError
-from quantkit.quantize.mixes import KEY_PLAN, KEY_TARGET, Option, TensorOptions, measure, parse_size, plan_digest, solve
+from quantkit.quantize.damage import Option, TensorOptions, measure
+from quantkit.quantize.mixes import KEY_PLAN, KEY_TARGET, parse_size, plan_digest
+from quantkit.quantize.solve import solve
 from quantkit.runtime.quants import round_trip
 from tests._fixtures.cache import cached_dir
 from tests._fixtures.memory import TinyModel, write_tiny_model

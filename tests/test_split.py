@@ -13,7 +13,7 @@ import pytest
 from gguf import GGUFReader, GGUFWriter
 from typer.testing import CliRunner
 
-from quantkit.gguf import split
+from quantkit.gguf import shards as gguf_shards, split
 from quantkit.cli.app import app
 from quantkit.errors import CorruptGGUFError, InputNotFoundError, InvalidArgumentError
 from quantkit.gguf.reader import open_gguf, read_header
@@ -156,14 +156,14 @@ def test_convert_split_cli(tmp_path):
     for f in files:
         name = Path(f["path"]).name
         assert re.search(r"-(BF16|Q8_0)-00001-of-0000[2-9]\.gguf$", name), name
-        shards = split.shard_paths(f["path"])
+        shards = gguf_shards.shard_paths(f["path"])
         assert len(shards) >= 2 and f["n_bytes"] == sum(p.stat().st_size for p in shards)
         whole = single / (name.rsplit("-", 3)[0] + ".gguf")
         assert _tensor_bytes(shards) == _tensor_bytes([whole])
         assert _metadata(shards[0]) == _metadata(whole)
     again = json.loads(runner.invoke(app, args).stdout)["files"]
     assert [f["made"] for f in again] == [False, False] and [f["path"] for f in again] == [f["path"] for f in files]
-    last = split.shard_paths(files[1]["path"])[-1]
+    last = gguf_shards.shard_paths(files[1]["path"])[-1]
     info = json.loads(runner.invoke(app, ["inspect", str(last), "--json"]).stdout)
     whole_info = json.loads(runner.invoke(app, ["inspect", str(single / Path(last).name.rsplit("-", 3)[0])
                                                 + ".gguf", "--json"]).stdout)

@@ -93,7 +93,7 @@ def _plans(target: str, budgets: list, imatrix) -> list[dict]:
     from ..memory.shapes import resolve_target
     from ..quantize.mixes import measure, plan_mix, standard_error, summary
     from ..quant_types import LADDER
-    from ..convert import resolve_imatrix
+    from ..quantize.ladder import resolve_imatrix
     from ..quantize.mixes import importance_for
     from ..quantize.file import check_float_base
 

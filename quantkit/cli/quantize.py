@@ -32,7 +32,7 @@ def run(
     json: Json = False,
 ) -> None:
     """Quantize an F32/F16/BF16 GGUF (ours or downloaded) with libllama, like llama-quantize."""
-    from ..convert import quantize_file
+    from ..quantize.ladder import quantize_file
     from ..quantize.mixes import targets
     from ..quant_types import parse_types
     from ..gguf.split import parse_size

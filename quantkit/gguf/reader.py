@@ -11,7 +11,7 @@ from gguf import GGUFReader, LlamaFileType
 
 from ..errors import CorruptGGUFError
 from .header import GGUFHeader
-from .split import SplitReader, read_model_header, shard_paths
+from .shards import SplitReader, read_model_header, shard_paths
 
 log = logging.getLogger(__name__)
 

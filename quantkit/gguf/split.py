@@ -1,17 +1,10 @@
-"""Split GGUF models, in llama.cpp's format: shards named `<Name>-00001-of-00003.gguf`, each a GGUF of its own
-with `split.no` (0-based), `split.count` and `split.tensors.count`; the first shard holds all the metadata, the
-others only the split keys, and the tensors are spread over the shards in file order (as llama-gguf-split and
-gguf's GGUFWriter make them; libllama loads them given the first shard).
-
-Writing (`split_gguf`) cuts a finished single file into shards with gguf's own split support (GGUFWriter's
-`split_max_size` / `split_max_tensors` plan the shards, name them and add the split keys); the metadata is
-copied byte for byte and the tensor data by the kernel. Reading (`read_model_header`) takes any shard and
-returns the header of the whole model.
-"""
+"""Cutting a finished GGUF into llama.cpp's split shards (`split_gguf`, `--split-max-size`/`--split-max-tensors`),
+with gguf's own split support: GGUFWriter's `split_max_size` / `split_max_tensors` plan the shards, name them and
+add the split keys; the metadata is copied byte for byte and the tensor data by the kernel. Reading a split model
+is gguf/shards.py's."""
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import logging
 import os
 import re
@@ -21,15 +14,14 @@ import numpy as np
 from gguf import GGUF_DEFAULT_ALIGNMENT, GGUFValueType, GGUFWriter, Keys
 from gguf.gguf_writer import GGUFValue
 
-from ..errors import CorruptGGUFError, InputNotFoundError, InvalidArgumentError
+from ..errors import CorruptGGUFError, InvalidArgumentError
 from ..files import _remove, _temp_name, check_free_space
 from .header import GGUFHeader, padded, read_local_header, tensor_bytes
+from .shards import SHARD_NAME, SPLIT_KEYS, glob_escape, shard_set, split_count
 
 log = logging.getLogger(__name__)
 
-_SHARD = re.compile(r"^(?P<prefix>.+)-(?P<no>\d{5})-of-(?P<count>\d{5})\.gguf$")
 _UNITS = {"": 1, "B": 1, "K": 10**3, "M": 10**6, "G": 10**9, "T": 10**12}  # decimal, as llama-gguf-split's M and G
-SPLIT_KEYS = (Keys.Split.LLM_KV_SPLIT_NO, Keys.Split.LLM_KV_SPLIT_COUNT, Keys.Split.LLM_KV_SPLIT_TENSORS_COUNT)
 
 
 def parse_size(text: str) -> int:
@@ -39,109 +31,6 @@ def parse_size(text: str) -> int:
     if not m or float(m[1]) <= 0:
         raise InvalidArgumentError(f"--split-max-size {text!r} is not a size", hint="e.g. 48G, 500M or a byte count")
     return int(float(m[1]) * _UNITS[m[2]])
-
-
-def shard_name(path: Path, no: int, count: int) -> Path:
-    """The name of shard `no` (0-based) of `count` for the model file `path`
-    (`X-Q8_0.gguf` → `X-Q8_0-00001-of-00003.gguf`)."""
-    path = Path(path)
-    return path.with_name(f"{path.name.removesuffix('.gguf')}-{no + 1:05d}-of-{count:05d}.gguf")
-
-
-def _shard_set(path: Path, count: int) -> list[Path]:
-    m = _SHARD.match(path.name)
-    if m is None or int(m["count"]) != count:
-        raise CorruptGGUFError(f"{path} is one of {count} shards of a split model, but its name does not say which",
-                               hint="keep the shards' names as they were made: <Name>-00001-of-00003.gguf …")
-    return [path.with_name(f"{m['prefix']}-{i + 1:05d}-of-{count:05d}.gguf") for i in range(count)]
-
-
-def shard_paths(path: str | Path) -> list[Path]:
-    """All the files of the model that `path` belongs to: its shards in order, or `[path]` for a single file."""
-    path = Path(path)
-    count = _split_count(read_local_header(path))
-    return _shard_set(path, count) if count > 1 else [path]
-
-
-def first_shard(path: str | Path) -> Path:
-    """The file to give libllama (which loads the other shards itself, and only from the first)."""
-    path = Path(path)
-    m = _SHARD.match(path.name)
-    if m is None or not path.is_file():
-        return path
-    return shard_paths(path)[0]
-
-
-def find_shards(path: str | Path) -> list[Path] | None:
-    """The complete shard set made from the model file name `path` (`X.gguf` → `X-00001-of-0000N.gguf` …), or
-    None when there is none, or not all of it."""
-    path = Path(path)
-    stem = path.name.removesuffix(".gguf")
-    for first in sorted(path.parent.glob(f"{glob_escape(stem)}-00001-of-*.gguf")):
-        m = _SHARD.match(first.name)
-        if m is None or m["prefix"] != stem:
-            continue
-        shards = [shard_name(path, i, int(m["count"])) for i in range(int(m["count"]))]
-        if all(s.is_file() for s in shards):
-            return shards
-    return None
-
-
-def model_files(path: str | Path) -> list[Path]:
-    """The files of the model made under the name `path`: `[path]`, or the shards split from it."""
-    path = Path(path)
-    if path.is_file():
-        return shard_paths(path)
-    return find_shards(path) or [path]
-
-
-def glob_escape(text: str) -> str:
-    return re.sub(r"([*?\[])", r"[\1]", text)
-
-
-def _split_count(header: GGUFHeader) -> int:
-    return int(header.get(Keys.Split.LLM_KV_SPLIT_COUNT, 0) or 0)
-
-
-def read_model_header(path: str | Path) -> GGUFHeader:
-    """The header of the model that `path` holds: of the file itself, or — for any shard of a split model — of
-    all its shards together (the first shard's metadata, every shard's tensors, their sizes summed). A missing
-    or mismatched shard is an error."""
-    path = Path(path)
-    header = read_local_header(path)
-    count = _split_count(header)
-    if count <= 1:
-        return header
-    shards = _shard_set(path, count)
-    headers = []
-    for i, shard in enumerate(shards):
-        if not shard.is_file():
-            raise InputNotFoundError(f"{shard.name} is missing: {path.name} is one of {count} shards of a split model",
-                                     hint="put every shard of the model in the same folder")
-        h = header if shard == path else read_local_header(shard)
-        if int(h.get(Keys.Split.LLM_KV_SPLIT_NO, -1)) != i or _split_count(h) != count:
-            raise CorruptGGUFError(f"{shard.name} is not shard {i + 1} of {count} of the same model",
-                                   hint="make or download the split model again")
-        headers.append(h)
-    tensors = [t for h in headers for t in h.tensors]
-    expected = int(headers[0].get(Keys.Split.LLM_KV_SPLIT_TENSORS_COUNT, len(tensors)))
-    if len(tensors) != expected:
-        raise CorruptGGUFError(f"the {count} shards of {shards[0].name} hold {len(tensors)} tensors, not {expected}",
-                               hint="make or download the split model again")
-    return dataclasses.replace(headers[0], tensors=tensors, file_size=sum(h.file_size or 0 for h in headers),
-                               header_bytes=sum(h.header_bytes for h in headers))
-
-
-class SplitReader:
-    """gguf's GGUFReader over every shard of a split model: the metadata of the first, the tensors of all."""
-
-    def __init__(self, readers: list):
-        self.readers = readers
-        self.fields = readers[0].fields
-        self.tensors = [t for r in readers for t in r.tensors]
-
-    def get_field(self, key: str):
-        return self.readers[0].get_field(key)
 
 
 # ---- writing ------------------------------------------------------------------------------------------------
@@ -206,8 +95,8 @@ def split_gguf(path: str | Path, max_size: int | None = None, max_tensors: int |
     if not max_size and not max_tensors:
         return [path]
     header = read_local_header(path)
-    if _split_count(header) > 1:
-        return _shard_set(path, _split_count(header))  # already split (a file kept from an earlier run)
+    if split_count(header) > 1:
+        return shard_set(path, split_count(header))  # already split (a file kept from an earlier run)
     writer = _ShardWriter(path, str(header.get("general.architecture", "")), split_max_size=max_size or 0,
                           split_max_tensors=max_tensors or 0)
     raw = _raw_kv(path, header)
@@ -252,7 +141,7 @@ def split_gguf(path: str | Path, max_size: int | None = None, max_tensors: int |
     path.unlink()
     stem = path.name.removesuffix(".gguf")
     for old in path.parent.glob(f"{glob_escape(stem)}-*-of-*.gguf"):  # shards of an earlier split, cut otherwise
-        m = _SHARD.match(old.name)
+        m = SHARD_NAME.match(old.name)
         if m and m["prefix"] == stem and old not in finals:
             old.unlink()
     log.info("split %s into %d shards", path.name, len(finals))

@@ -108,7 +108,8 @@ def _fetch_source(recipe: Recipe) -> dict:
 
 
 def convert(job: Job) -> str:
-    from ..convert import convert as convert_checkpoint, is_complete
+    from ..convert import convert as convert_checkpoint
+    from ..quantize.ladder import is_complete
 
     src = job.store.result("source")
     if src is None:
@@ -132,14 +133,14 @@ def convert(job: Job) -> str:
 
 
 def quantize(job: Job) -> str:
-    from ..convert import is_complete, output_name
+    from ..quantize.ladder import is_complete, output_name
     from ..quantize.file import quantize as quantize_file
 
     convert_result = job.base()
     base = Path(convert_result["base"]["path"])
     imatrix = job.recipe.imatrix_path
     if job.recipe.imatrix_auto:  # computed once beside the base, calibrated apart from the scored text
-        from ..convert import resolve_imatrix
+        from ..quantize.ladder import resolve_imatrix
 
         spec = job.recipe.imatrix if ":" in job.recipe.imatrix else f"auto:{job.recipe.perplexity.dataset}"
         imatrix = resolve_imatrix(spec, base, threads=job.threads)

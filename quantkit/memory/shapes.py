@@ -17,7 +17,7 @@ from ..hub import endpoint, hub_settings
 from ..models import (R1, R1_DISTILLS, Architecture, ConfigShape, ModelShape, architecture_named, architecture_of,
                       find_model, llama3_rope)
 from ..gguf.header import GGUFHeader, HeaderTensor, read_remote_header
-from ..gguf.split import read_model_header
+from ..gguf.shards import read_model_header
 
 log = logging.getLogger(__name__)
 

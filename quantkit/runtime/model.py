@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from ..gguf import reader as gguf_file
-from ..gguf.split import first_shard
+from ..gguf.shards import first_shard
 from ..errors import RuntimeLoadError
 from ..resources import Closeable
 from ._lib import capture, lib
