@@ -11,77 +11,35 @@ The library returns data and never prints: the CLI decides how to show it.
 """
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .engine import Engine, GenerationRequest, GenerationResult
+from .engine import Engine, GenerationResult
+from .engine.prompt import chat_prompt, user_message
+from .engine.reasoning import Piece
+from .engine.templates import ChatTemplate
 from .errors import ContextFullError, InvalidArgumentError, ModelNotFoundError
-from .engine.reasoning import CLOSE, Piece
+from .models import MATH_INSTRUCTION
 from .resources import Closeable
 from .runtime import Sampling
-from .engine.templates import ChatTemplate, model_template
 
-__all__ = ["ChatSession", "Conversation", "MATH_INSTRUCTION", "Sampling", "Turn", "TurnResult", "find_model_file", "transcript"]
-
-MATH_INSTRUCTION = "Please reason step by step, and put your final answer within \\boxed{}."
-
-# Why a turn ended: the model's end-of-generation token, the --n-predict budget, a full context, or Ctrl-C.
-FINISH_REASONS = ("stop", "length", "context", "interrupted")
-_FINISH = {"cancelled": "interrupted"}  # the engine's word → chat's
+__all__ = ["ChatSession", "Conversation", "MATH_INSTRUCTION", "Sampling", "Turn", "find_model_file", "transcript",
+           "turn_summary"]
 
 
-@dataclass
-class TurnResult:
-    """One assistant turn and its numbers. `reasoning_tokens + answer_tokens` are the generated tokens (the
-    end-of-generation token not counted); `prompt_tps` counts only the prompt tokens that had to be evaluated
-    (a prefix still in the KV cache from the previous turn is reused)."""
-
-    reasoning: str = ""
-    answer: str = ""
-    text: str = ""  # everything generated, tags included
-    prompt_tokens: int = 0
-    reasoning_tokens: int = 0
-    answer_tokens: int = 0
-    prompt_tps: float = 0.0
-    gen_tps: float = 0.0
-    finish_reason: str = "stop"
-    thought_unfinished: bool = False  # a thought was opened and never closed (budget, context or Ctrl-C)
-    prompt_eval_tokens: int = 0
-    prompt_seconds: float = 0.0
-    gen_seconds: float = 0.0
-
-    @property
-    def gen_tokens(self) -> int:
-        return self.reasoning_tokens + self.answer_tokens
-
-    @property
-    def history_text(self) -> str:
-        """What the next prompt keeps of this turn: the text after `</think>`, as the R1 template cuts it (it
-        keeps the blank lines the model wrote after the tag); nothing of a thought that never closed."""
-        if CLOSE in self.text:
-            return self.text.split(CLOSE)[-1]
-        return "" if self.thought_unfinished else self.text
-
-    @classmethod
-    def of(cls, g: GenerationResult) -> "TurnResult":
-        return cls(reasoning=g.reasoning, answer=g.answer, text=g.text, prompt_tokens=g.prompt_tokens,
-                   reasoning_tokens=g.reasoning_tokens, answer_tokens=g.answer_tokens, prompt_tps=g.prompt_tps,
-                   gen_tps=g.gen_tps, finish_reason=_FINISH.get(g.finish_reason, g.finish_reason),
-                   thought_unfinished=g.thought_unfinished, prompt_eval_tokens=g.prompt_eval_tokens,
-                   prompt_seconds=g.prompt_seconds, gen_seconds=g.gen_seconds)
-
-    def summary(self) -> dict:
-        """The documented JSON of a turn."""
-        keys = ("reasoning", "answer", "prompt_tokens", "reasoning_tokens", "answer_tokens", "prompt_tps",
-                "gen_tps", "finish_reason")
-        return {k: getattr(self, k) for k in keys}
+def turn_summary(r: GenerationResult) -> dict:
+    """The documented JSON of a turn (`chat --json`, the job's chat step)."""
+    return {"reasoning": r.reasoning, "answer": r.answer, "prompt_tokens": r.prompt_tokens,
+            "reasoning_tokens": r.reasoning_tokens, "answer_tokens": r.answer_tokens, "prompt_tps": r.prompt_tps,
+            "gen_tps": r.gen_tps, "finish_reason": r.finish_reason}
 
 
 @dataclass
 class Turn:
     user: str
-    result: TurnResult = field(default_factory=TurnResult)
+    result: GenerationResult = field(default_factory=GenerationResult)
 
 
 def find_model_file(model: str, quant_type: str | None = None, folder: Path = Path(".")) -> Path:
@@ -107,7 +65,7 @@ class Conversation:
     """The history of a chat and how it becomes a prompt: the model's template, an optional system prompt, the
     math instruction, and each earlier turn with its thought removed. Rendering needs no loaded weights."""
 
-    def __init__(self, template: ChatTemplate, system: str | None = None, math: bool = False):
+    def __init__(self, template: ChatTemplate | None, system: str | None = None, math: bool = False):
         self.template = template
         self.system = system
         self.math = math
@@ -118,14 +76,11 @@ class Conversation:
         and the new user message."""
         out: list[dict] = [{"role": "system", "content": self.system}] if self.system else []
         for turn in self.turns if turns is None else turns:
-            out.append({"role": "user", "content": self._user_content(turn.user)})
+            out.append(user_message(turn.user, self.math))
             out.append({"role": "assistant", "content": turn.result.history_text})
         if user is not None:
-            out.append({"role": "user", "content": self._user_content(user)})
+            out.append(user_message(user, self.math))
         return out
-
-    def _user_content(self, text: str) -> str:
-        return f"{text}\n{MATH_INSTRUCTION}" if self.math else text
 
     def render(self, user: str) -> tuple[str, bool]:
         """The prompt text for a new user message after the history, and whether it opens a thought."""
@@ -138,7 +93,7 @@ class ChatSession(Conversation, Closeable):
 
     def __init__(self, engine: Engine, sampling: Sampling = Sampling(), system: str | None = None,
                  math: bool = False, template: ChatTemplate | None = None):
-        super().__init__(template or model_template(engine.model), system, math)
+        super().__init__(template or engine.template, system, math)
         self.engine = engine
         self.model = engine.model
         self.sampling = sampling
@@ -182,17 +137,18 @@ class ChatSession(Conversation, Closeable):
         """Generate the reply to `user`, yielding thought and answer pieces as they come. The finished turn
         (also an interrupted one: Ctrl-C, or the caller closing the generator) is `self.turns[-1]`."""
         if max_tokens is not None and max_tokens < 1:
-            raise InvalidArgumentError(f"--n-predict must be ≥ 1, not {max_tokens}")
-        text, opened = self.render(user)
-        request = GenerationRequest(self.model.prompt_tokens(text), self.sampling, max_tokens,
-                                    opened_thought=opened)
-        stream = self.engine.submit(request)  # ContextFullError before the turn exists
+            raise InvalidArgumentError(f"--n-predict must be ≥ 1, not {max_tokens}", param="max_tokens")
+        prompt = chat_prompt(self.engine, self.messages(user=user), self.template)
+        stream = self.engine.submit(prompt.request(self.sampling, max_tokens))  # ContextFullError before the turn
         turn = Turn(user)
         self.turns.append(turn)
         try:
             yield from stream
         finally:
-            turn.result = TurnResult.of(stream.wait())
+            result = stream.wait()
+            if result.finish_reason == "cancelled":  # Ctrl-C, or the caller closed the generator
+                result = dataclasses.replace(result, finish_reason="interrupted")
+            turn.result = result
 
     def regenerate(self, max_tokens: int | None = None) -> Iterator[Piece]:
         """Drop the last reply and generate it again."""

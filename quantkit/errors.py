@@ -10,11 +10,12 @@ class QuantkitError(Exception):
 
     hint: str = ""
 
-    def __init__(self, message: str, hint: str | None = None):
+    def __init__(self, message: str, hint: str | None = None, param: str | None = None):
         super().__init__(message)
         self.message = message
         if hint is not None:
             self.hint = hint
+        self.param = param  # the library's name of the argument at fault: the CLI and the server name their flag
 
     def __str__(self) -> str:
         return self.message

@@ -13,6 +13,15 @@ from gguf import MODEL_ARCH, MODEL_ARCH_NAMES
 from .errors import ModelConfigError
 
 
+# DeepSeek's rules for R1, the defaults of chat, serve, eval and the recipes: temperature 0.6, top-p 0.95 (with
+# llama.cpp's and Ollama's top-k of 40 in front, see runtime.Sampling), no system prompt, and for math this line
+# after the problem in the user's message.
+R1_TEMPERATURE = 0.6
+R1_TOP_P = 0.95
+R1_TOP_K = 40
+MATH_INSTRUCTION = "Please reason step by step, and put your final answer within \\boxed{}."
+
+
 @dataclass(frozen=True)
 class Architecture:
     """A Hugging Face architecture as llama.cpp knows it (the one table every module reads)."""

@@ -7,7 +7,8 @@ import json
 import pytest
 from typer.testing import CliRunner
 
-from quantkit.chat import ChatSession, Sampling, Turn, TurnResult
+from quantkit.chat import ChatSession, Sampling, Turn
+from quantkit.engine import GenerationResult
 from quantkit.cli.app import app
 from quantkit.engine.reasoning import Piece
 from quantkit.runtime import load_vocabulary
@@ -70,7 +71,7 @@ class _FakeSession:
         self.turns = []
 
     def send(self, text, n_predict):
-        self.turns.append(Turn(text, TurnResult(reasoning="weighing it", answer="**4**", reasoning_tokens=3,
+        self.turns.append(Turn(text, GenerationResult(reasoning="weighing it", answer="**4**", reasoning_tokens=3,
                                                 answer_tokens=2, finish_reason="stop")))
         yield Piece("thought", "weighing ")
         yield Piece("thought", "it")

@@ -6,7 +6,8 @@ from __future__ import annotations
 import pytest
 
 from quantkit.runtime import load_vocabulary
-from quantkit.chat import MATH_INSTRUCTION, Conversation, Turn, TurnResult
+from quantkit.chat import MATH_INSTRUCTION, Conversation, Turn
+from quantkit.engine import GenerationResult
 from quantkit.engine.templates import ChatTemplate, model_template
 from tests._fixtures.r1_vocab import R1_VOCABS, r1_vocab_gguf
 
@@ -29,12 +30,12 @@ def _token_id(model, text: str) -> int:
     return int(ids[0])
 
 
-def _finished(text: str, opened: bool = True) -> TurnResult:
+def _finished(text: str, opened: bool = True) -> GenerationResult:
     """A turn as the session records it: the generated text (the opening tag was in the prompt)."""
     from quantkit.engine.reasoning import split_reasoning
 
     thought, answer = split_reasoning(text, in_thought=opened)
-    return TurnResult(reasoning=thought, answer=answer, text=text, thought_unfinished="</think>" not in text)
+    return GenerationResult(reasoning=thought, answer=answer, text=text, thought_unfinished="</think>" not in text)
 
 
 def _session(model, **kw) -> Conversation:
@@ -109,7 +110,7 @@ def test_math_and_system(r1_vocab):
 def test_chatml_is_not_forced_to_think(smollm2_gguf):
     with load_vocabulary(smollm2_gguf) as model:
         session = _session(model)
-        session.turns = [Turn("hi", TurnResult(answer="Hello!", text="Hello!"))]
+        session.turns = [Turn("hi", GenerationResult(answer="Hello!", text="Hello!"))]
         text, opened = session.render("bye")
         assert not opened and not session.template.knows_think
         assert text.endswith("<|im_start|>user\nbye<|im_end|>\n<|im_start|>assistant\n")

@@ -71,7 +71,7 @@ def guard() -> Iterator[None]:
     except (typer.Exit, typer.Abort, SystemExit):
         raise
     except QuantkitError as e:
-        raise fail(e.message, e.hint) from None
+        raise fail(e.message, _hint_with_flag(e)) from None
     except KeyboardInterrupt:
         raise fail("interrupted", "nothing half-written was left behind", code=130) from None
     except OSError as e:
@@ -121,3 +121,15 @@ class ByteProgress(Bars):
         if task is None:
             task = self._tasks[label] = self._progress.add_task(label, total=total)
         self._progress.update(task, completed=done, total=total)
+
+
+# the library names the argument at fault (QuantkitError.param); the CLI says which flag sets it
+FLAG_OF_PARAM = {"n_ctx": "--ctx", "n_parallel": "--parallel", "max_queue": "--max-queue", "max_tokens": "--n-predict"}
+
+
+def _hint_with_flag(e: QuantkitError) -> str:
+    flag = FLAG_OF_PARAM.get(getattr(e, "param", None) or "")
+    if flag is None or flag in e.hint:
+        return e.hint
+    return f"change {flag}" + (f"; {e.hint}" if e.hint and e.hint != "see --help" else "")
+

@@ -16,7 +16,8 @@ from typing import Annotated, Optional
 import typer
 from rich.text import Text
 
-from ..chat import ChatSession, Sampling, TurnResult, find_model_file, transcript
+from ..chat import ChatSession, Sampling, find_model_file, transcript, turn_summary
+from ..engine import GenerationResult
 from ..errors import ContextFullError, InvalidArgumentError, QuantkitError
 from ..runtime import describe_device
 from ..runtime.offload import connect_rpc
@@ -89,7 +90,7 @@ def _banner(session: ChatSession) -> None:
                  highlight=False)
 
 
-def _stats(r: TurnResult) -> str:
+def _stats(r: GenerationResult) -> str:
     line = (f"prompt {r.prompt_tokens} tok ({r.prompt_eval_tokens} new) {r.prompt_tps:.1f} tok/s · "
             f"gen {r.gen_tokens} tok {r.gen_tps:.1f} tok/s · thought {r.reasoning_tokens} tok · "
             f"answer {r.answer_tokens} tok")
@@ -98,7 +99,7 @@ def _stats(r: TurnResult) -> str:
     return line
 
 
-def _cut_off_note(r: TurnResult) -> str | None:
+def _cut_off_note(r: GenerationResult) -> str | None:
     if r.thought_unfinished and r.finish_reason in ("length", "context"):
         return ("the thought was cut off before </think>, so there is no answer: "
                 + ("raise --n-predict" if r.finish_reason == "length" else "/clear or pass a larger --ctx"))
@@ -119,7 +120,7 @@ def _one_shot(session: ChatSession, prompt: str, n_predict: int | None, json: bo
     if json:
         for _ in pieces:
             pass
-        emit_json(session.turns[-1].result.summary())
+        emit_json(turn_summary(session.turns[-1].result))
         return
     t0 = time.perf_counter()
     wrote_thought = False

@@ -31,7 +31,7 @@ log = logging.getLogger(__name__)
 
 
 class QueueFullError(QuantkitError):
-    hint = "try again shortly, or start the server with a larger --max-queue or --parallel"
+    hint = "try again shortly"
 
 
 class EngineClosedError(QuantkitError):
@@ -95,9 +95,10 @@ class Engine(Closeable):
     def __init__(self, model: runtime.Model, *, n_ctx: int = 8192, n_parallel: int = 4, n_batch: int = 2048,
                  n_ubatch: int = 512, threads: int | None = None, max_queue: int | None = None):
         if n_parallel < 1:
-            raise InvalidArgumentError(f"--parallel must be ≥ 1, not {n_parallel}")
+            raise InvalidArgumentError(f"an engine needs at least one sequence, not {n_parallel}", param="n_parallel")
         if n_ctx < 2:
-            raise InvalidArgumentError(f"--ctx must be ≥ 2, not {n_ctx}")
+            raise InvalidArgumentError(f"a context of {n_ctx} tokens cannot hold a prompt and a reply (2 at least)",
+                                       param="n_ctx")
         self.model = model
         self.context = runtime.create_context(model, n_ctx=n_ctx, n_batch=n_batch, n_ubatch=n_ubatch,
                                               n_seq_max=n_parallel, threads=threads, kv_unified=True)
@@ -116,6 +117,7 @@ class Engine(Closeable):
         self._closing = False
         self._accepting = True
         self._owns_model = False
+        self._template = None
         self._counts = {"prompt": 0, "generated": 0, "failed": 0, "preempted": 0, "gen_seconds": 0.0}
         self._finished: dict[str, int] = {}
         self._thread = threading.Thread(target=self._run, name="quantkit-engine", daemon=True)
@@ -152,7 +154,7 @@ class Engine(Closeable):
             if not self._accepting:
                 raise EngineClosedError("the engine is not taking new requests")
             if self.max_queue is not None and len(self._inbox) + len(self._waiting) + len(jobs) > self.max_queue:
-                raise QueueFullError(f"{self.max_queue} requests are already waiting")
+                raise QueueFullError(f"{self.max_queue} requests are already waiting", param="max_queue")
             self._inbox.extend(jobs)
             self._cond.notify()
         return [job.stream for job in jobs]
@@ -160,14 +162,24 @@ class Engine(Closeable):
     def _job(self, request: GenerationRequest, loop: asyncio.AbstractEventLoop | None) -> _Job:
         n = len(request.tokens)
         if n == 0:
-            raise InvalidArgumentError("the prompt is empty")
+            raise InvalidArgumentError("the prompt is empty", param="prompt")
         if n >= self.n_ctx_seq:
-            raise ContextFullError(f"the prompt needs {n} tokens, the context holds {self.n_ctx_seq}")
+            raise ContextFullError(f"the prompt needs {n} tokens, the context holds {self.n_ctx_seq}", param="n_ctx")
         if request.max_tokens is not None and request.max_tokens < 1:
-            raise InvalidArgumentError(f"max_tokens must be ≥ 1, not {request.max_tokens}")
+            raise InvalidArgumentError(f"a generation of {request.max_tokens} tokens ends before it starts (1 at "
+                                       "least)", param="max_tokens")
         stream = Stream(request, loop)
         stream._on_cancel = self._wake
         return _Job(stream, [int(t) for t in request.tokens], n, time.perf_counter())
+
+    @property
+    def template(self):
+        """The model's chat template (ChatTemplateError when it has none that works), read once."""
+        if self._template is None:
+            from .templates import model_template
+
+            self._template = model_template(self.model)
+        return self._template
 
     @property
     def alive(self) -> bool:

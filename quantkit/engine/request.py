@@ -7,12 +7,12 @@ from collections import deque
 from collections.abc import AsyncIterator, Iterator, Sequence
 from dataclasses import dataclass, field
 
-from .reasoning import Piece
+from .reasoning import CLOSE, Piece
 from ..runtime import Sampling
 
 # Why a generation ended: an end-of-generation token or a stop string, the max_tokens budget, a full context,
-# or the caller cancelled it.
-FINISH_REASONS = ("stop", "length", "context", "cancelled")
+# or the caller cancelled it (chat calls its Ctrl-C "interrupted").
+FINISH_REASONS = ("stop", "length", "context", "cancelled", "interrupted")
 
 
 @dataclass(frozen=True)
@@ -27,7 +27,8 @@ class GenerationRequest:
 
 @dataclass
 class GenerationResult:
-    """One generation and its numbers. `reasoning_tokens + answer_tokens` are the generated tokens (an
+    """One generation and its numbers, for every caller (chat's turns, serve's answers, eval's samples, also
+    those read back from an OpenAI endpoint). `reasoning_tokens + answer_tokens` are the generated tokens (an
     end-of-generation token not counted); `prompt_eval_tokens` the prompt tokens that had to be evaluated (the
     rest was still in the slot's KV cache)."""
 
@@ -47,6 +48,24 @@ class GenerationResult:
     @property
     def gen_tokens(self) -> int:
         return self.reasoning_tokens + self.answer_tokens
+
+    @property
+    def seconds(self) -> float:
+        """Submitted → end."""
+        return self.queue_seconds + self.prompt_seconds + self.gen_seconds
+
+    @property
+    def graded_answer(self) -> str | None:
+        """The answer to grade: None when the thought never closed (there is no answer)."""
+        return None if self.thought_unfinished else self.answer
+
+    @property
+    def history_text(self) -> str:
+        """What the next prompt keeps of this reply: the text after `</think>`, as the R1 template cuts it (it
+        keeps the blank lines the model wrote after the tag); nothing of a thought that never closed."""
+        if CLOSE in self.text:
+            return self.text.split(CLOSE)[-1]
+        return "" if self.thought_unfinished else self.text
 
     @property
     def prompt_tps(self) -> float:

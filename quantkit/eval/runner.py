@@ -21,6 +21,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from ..errors import InvalidArgumentError
+from ..models import R1_TEMPERATURE, R1_TOP_K, R1_TOP_P
+from .backends import Backend, EndpointBackend, EngineBackend
 from .grading import Grader
 from .records import RecordWriter, Sample, done_keys, read_samples
 from .stats import Difference, Summary, correct_by_problem, paired_difference, summarize
@@ -38,9 +40,9 @@ class Protocol:
     samples: int = 1
     limit: int | None = None
     max_tokens: int = 32768
-    temperature: float = 0.6
-    top_p: float = 0.95
-    top_k: int = 40
+    temperature: float = R1_TEMPERATURE
+    top_p: float = R1_TOP_P
+    top_k: int = R1_TOP_K
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -62,20 +64,6 @@ class Protocol:
         settings = {k: v for k, v in asdict(self).items() if k not in ("samples", "limit")}
         digest = hashlib.sha256(json.dumps({"task": task, **settings}, sort_keys=True).encode()).hexdigest()
         return digest[:8]
-
-
-@dataclass
-class Generation:
-    """One answer as a backend returns it."""
-
-    text: str
-    reasoning: str
-    answer: str | None  # None: the thought never closed, so there is no answer
-    prompt_tokens: int
-    reasoning_tokens: int
-    answer_tokens: int
-    finish_reason: str
-    seconds: float
 
 
 @dataclass
@@ -120,7 +108,7 @@ class _LazyWriter:
             self._writer.close()
 
 
-async def _run_model(backend, problems: list[Problem], protocol: Protocol, grader: Grader, writer: _LazyWriter,
+async def _run_model(backend: Backend, problems: list[Problem], protocol: Protocol, grader: Grader, writer: _LazyWriter,
                      done: set[tuple[str, int]], concurrency: int, progress: Progress | None) -> int:
     """Generate and grade every (problem, sample) not yet done; returns how many were made."""
     todo = [(i, p, k) for i, p in enumerate(problems) for k in range(protocol.samples) if (p.id, k) not in done]
@@ -133,8 +121,9 @@ async def _run_model(backend, problems: list[Problem], protocol: Protocol, grade
         async with gate:
             seed = protocol.seed_of(index, k)
             g = await backend.generate(problem.prompt, protocol, seed)
-        grade = await loop.run_in_executor(None, grader.grade_one, problem.kind, problem.answer, g.answer)
-        writer.append(Sample(problem.id, k, seed, g.text, g.reasoning, g.answer or "", problem.answer, grade.extracted,
+        answer = g.graded_answer
+        grade = await loop.run_in_executor(None, grader.grade_one, problem.kind, problem.answer, answer)
+        writer.append(Sample(problem.id, k, seed, g.text, g.reasoning, answer or "", problem.answer, grade.extracted,
                              grade.verdict, g.prompt_tokens, g.reasoning_tokens, g.answer_tokens, g.finish_reason,
                              g.seconds, extra={"backend": backend.name}))
         finished += 1
@@ -145,146 +134,6 @@ async def _run_model(backend, problems: list[Problem], protocol: Protocol, grade
         progress(backend.name, finished, total)
     await asyncio.gather(*(one(i, p, k) for i, p, k in todo))
     return len(todo)
-
-
-# ---- backends -----------------------------------------------------------------------------------------------
-
-class EngineBackend:
-    """Answers generated in this process, `parallel` sequences at once on the engine."""
-
-    def __init__(self, path: str | Path, *, parallel: int = 4, n_ctx: int = 8192, n_gpu_layers: int | str = "auto",
-                 threads: int | None = None):
-        from ..engine import Engine
-        from ..engine.templates import model_template
-
-        self.path = Path(path)
-        self.name = self.path.name
-        self.engine = Engine.open(self.path, n_ctx=n_ctx, n_parallel=parallel, n_gpu_layers=n_gpu_layers,
-                                  threads=threads)
-        try:
-            self.template = model_template(self.engine.model)
-        except BaseException:
-            self.engine.close()
-            raise
-        self.concurrency = parallel * 2  # a few waiting in the engine's queue keep every slot busy
-
-    async def generate(self, prompt: str, protocol: Protocol, seed: int | None) -> Generation:
-        from ..engine import GenerationRequest
-        from ..errors import ContextFullError
-        from ..runtime import Sampling
-
-        text, opened = self.template.prompt([{"role": "user", "content": prompt}])
-        tokens = self.engine.model.prompt_tokens(text)
-        room = self.engine.n_ctx_seq - len(tokens)
-        if room < 1:
-            raise ContextFullError(f"a problem's prompt needs {len(tokens)} tokens, the context holds "
-                                   f"{self.engine.n_ctx_seq}", hint="pass a larger --ctx")
-        sampling = Sampling(protocol.temperature, protocol.top_p, protocol.top_k, seed)
-        t0 = time.perf_counter()
-        stream = self.engine.submit(GenerationRequest(tokens, sampling, min(protocol.max_tokens, room),
-                                                      opened_thought=opened), loop=asyncio.get_running_loop())
-        async for _ in stream:
-            pass
-        r = stream.result
-        return Generation(r.text, r.reasoning, None if r.thought_unfinished else r.answer, r.prompt_tokens,
-                          r.reasoning_tokens, r.answer_tokens, r.finish_reason, time.perf_counter() - t0)
-
-    async def check(self) -> None:
-        """Loading the model was the check."""
-
-    async def aclose(self) -> None:
-        self.engine.close()
-
-
-class EndpointBackend:
-    """Answers from an OpenAI-compatible server (quantkit serve, llama-server, vLLM, Ollama …), `concurrency`
-    requests at once. The thought is read from `reasoning_content` (llama-server, DeepSeek) or `reasoning` (vLLM,
-    Ollama), or split off the content at `</think>` when the server leaves it there."""
-
-    def __init__(self, url: str, model: str, *, api_key: str | None = None, concurrency: int = 4,
-                 timeout: float = 3600.0):
-        import httpx
-
-        self.url = url.rstrip("/")
-        if not self.url.endswith("/v1"):
-            self.url += "/v1"
-        self.name = model
-        self.path = None
-        self.concurrency = concurrency
-        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
-        self._client = httpx.AsyncClient(base_url=self.url, headers=headers, timeout=timeout)
-        self._checked = False
-
-    async def check(self) -> None:
-        """The server answers (its model list; quantkit serve and llama-server keep it public)."""
-        import httpx
-
-        try:
-            response = await self._client.get("/models")
-        except httpx.HTTPError as e:
-            raise EndpointError(f"cannot reach {self.url}: {type(e).__name__}: {e}".rstrip(": ")) from None
-        if response.status_code == 401:
-            raise EndpointError(f"{self.url} refused the API key (401)", hint="pass the server's key with --api-key")
-
-    async def generate(self, prompt: str, protocol: Protocol, seed: int | None) -> Generation:
-        body = {"model": self.name, "messages": [{"role": "user", "content": prompt}],
-                "temperature": protocol.temperature, "top_p": protocol.top_p, "top_k": protocol.top_k,
-                "max_tokens": protocol.max_tokens}
-        if seed is not None:
-            body["seed"] = seed
-        t0 = time.perf_counter()
-        data = await self._post("/chat/completions", body)
-        seconds = time.perf_counter() - t0
-        try:
-            choice = data["choices"][0]
-            message, usage = choice["message"], data.get("usage") or {}
-            content = message.get("content") or ""
-            reasoning = message.get("reasoning_content") or message.get("reasoning") or ""
-        except (KeyError, IndexError, TypeError):
-            raise EndpointError(f"{self.url} answered without choices[0].message") from None
-        finish = choice.get("finish_reason") or "stop"
-        if not reasoning and "</think>" in content:  # a server that leaves the thought in the content
-            from ..engine.reasoning import split_reasoning
-
-            reasoning, content = split_reasoning(content.removeprefix("<think>"), in_thought=True)
-        cut_in_thought = bool(reasoning) and not content and finish == "length"
-        details = usage.get("completion_tokens_details") or {}
-        completion = int(usage.get("completion_tokens") or 0)
-        thought_tokens = int(details.get("reasoning_tokens") or 0)
-        text = reasoning if cut_in_thought else (f"{reasoning}</think>\n\n{content}" if reasoning else content)
-        return Generation(text, reasoning, None if cut_in_thought else content, int(usage.get("prompt_tokens") or 0),
-                          thought_tokens, completion - thought_tokens, finish, seconds)
-
-    async def _post(self, route: str, body: dict) -> dict:
-        import httpx
-
-        try:
-            response = await self._client.post(route, json=body)
-        except httpx.HTTPError as e:
-            raise EndpointError(f"cannot reach {self.url}: {type(e).__name__}: {e}".rstrip(": ")) from None
-        if response.status_code == 401:
-            raise EndpointError(f"{self.url} refused the API key (401)", hint="pass the server's key with --api-key")
-        if response.status_code >= 400:
-            raise EndpointError(f"{self.url}{route} answered {response.status_code}: {_error_message(response)}")
-        try:
-            return response.json()
-        except ValueError:
-            raise EndpointError(f"{self.url}{route} did not answer JSON") from None
-
-    async def aclose(self) -> None:
-        await self._client.aclose()
-
-
-def _error_message(response) -> str:
-    try:
-        error = response.json().get("error")
-        return str(error.get("message") if isinstance(error, dict) else error)[:300]
-    except (ValueError, AttributeError):
-        return response.text[:300]
-
-
-class EndpointError(InvalidArgumentError):
-    hint = "check --endpoint (the server's base URL, e.g. http://127.0.0.1:8080/v1), --model and --api-key"
 
 
 # ---- a ladder -----------------------------------------------------------------------------------------------

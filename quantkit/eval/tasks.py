@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from ..chat import MATH_INSTRUCTION
+from ..models import MATH_INSTRUCTION
 from ..measure.texts import _quiet
 from ..errors import (GatedTaskError, InputNotFoundError, TaskFileError, TaskUnavailableError,
                       UnknownTaskError)

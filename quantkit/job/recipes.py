@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..convert import OUTTYPES
+from ..models import R1_TEMPERATURE, R1_TOP_P
 from ..measure.texts import DATASET_NAMES
 from ..convert.embedded import SMOLLM2, EmbeddedModel
 from ..errors import QuantkitError, RecipeError, RecipeNotFoundError
@@ -63,8 +64,8 @@ class MemorySettings:
 class ChatDefaults:
     prompt: str = "How many r's are in the word strawberry?"
     max_tokens: int = 1024
-    temperature: float = 0.6
-    top_p: float = 0.95
+    temperature: float = R1_TEMPERATURE
+    top_p: float = R1_TOP_P
     ctx: int = 4096
     seed: int = 0
 

@@ -251,7 +251,7 @@ def memory(job: Job) -> str:
 # ---- the answer and the report ------------------------------------------------------------------------------
 
 def chat(job: Job) -> str:
-    from ..chat import ChatSession, Sampling
+    from ..chat import ChatSession, Sampling, turn_summary
 
     c = job.recipe.chat
     job.progress.start("chat")
@@ -269,7 +269,7 @@ def chat(job: Job) -> str:
                               sampling=sampling) as session:
             for n, _ in enumerate(session.send(c.prompt, c.max_tokens), start=1):
                 job.progress.part(n / c.max_tokens)
-            return {"type": qtype, "file": path.name, "prompt": c.prompt, **session.turns[-1].result.summary()}
+            return {"type": qtype, "file": path.name, "prompt": c.prompt, **turn_summary(session.turns[-1].result)}
 
     status = _timed(job, "chat", inputs, run)
     job.progress.finish()

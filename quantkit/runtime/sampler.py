@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..errors import InvalidArgumentError
+from ..models import R1_TEMPERATURE, R1_TOP_K, R1_TOP_P
 from ..resources import Closeable
 from ._lib import lib
 
@@ -16,9 +17,9 @@ class Sampling:
     at most 54), and sorting 40 candidates instead of the whole vocabulary saves ~0.4 ms a token. `top_k=0`
     keeps every token; temperature 0 is greedy."""
 
-    temperature: float = 0.6
-    top_p: float = 0.95
-    top_k: int = 40
+    temperature: float = R1_TEMPERATURE
+    top_p: float = R1_TOP_P
+    top_k: int = R1_TOP_K
     seed: int | None = None
 
     def __post_init__(self) -> None:

@@ -24,7 +24,8 @@ from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 
-from ..engine import Engine, EngineClosedError, GenerationRequest, QueueFullError, Sampling, Stream
+from ..engine import Engine, EngineClosedError, QueueFullError, Sampling, Stream
+from ..engine.prompt import Prompt, chat_prompt, raw_prompt
 from ..errors import ChatTemplateError, ContextFullError, InvalidArgumentError
 from .metrics import Metrics
 from .schemas import ChatCompletionRequest, CompletionRequest
@@ -104,10 +105,8 @@ class Backend:
             if self.on_load_failed is not None:
                 self.on_load_failed(e)
             return
-        from ..engine.templates import model_template
-
         try:
-            self.template = model_template(engine.model)
+            self.template = engine.template
         except ChatTemplateError as e:  # raw completions still work
             self.template_error = str(e)
         self.engine = engine
@@ -221,9 +220,9 @@ def create_app(config: ServeConfig, load: Callable[[], Engine]) -> FastAPI:
         engine = backend.ready()
         if backend.template is None:
             raise APIError(400, f"{backend.template_error}; use /v1/completions with a raw prompt")
-        tokens, opened = await run_in_threadpool(_chat_prompt, engine, backend.template, body)
+        prompt = await run_in_threadpool(_chat_prompt, engine, body)
         split = config.reasoning_format == "deepseek"
-        stream = _submit(backend, engine, body, tokens, opened_thought=opened, split_reasoning=split)
+        stream = _submit(backend, engine, body, prompt, split_reasoning=split)
         reply = _Reply("chatcmpl", config.model_id)
         if body.stream:
             return EventStream(_chat_events(stream, reply, body.include_usage, backend), stream, backend)
@@ -240,8 +239,8 @@ def create_app(config: ServeConfig, load: Callable[[], Engine]) -> FastAPI:
         authorize(request)
         body = _parse(CompletionRequest, await _read_body(request, config.max_body_bytes))
         engine = backend.ready()
-        tokens = await run_in_threadpool(_raw_prompt, engine, body.prompt)
-        stream = _submit(backend, engine, body, tokens, opened_thought=False, split_reasoning=False)
+        prompt = await run_in_threadpool(_raw_prompt, engine, body.prompt)
+        stream = _submit(backend, engine, body, prompt)
         reply = _Reply("cmpl", config.model_id)
         if body.stream:
             return EventStream(_completion_events(stream, reply, body.include_usage, backend), stream, backend)
@@ -324,43 +323,39 @@ def _parse(model, body: bytes):
         raise APIError(400, f"{param}: {message}", param=param) from None
 
 
-def _chat_prompt(engine: Engine, template, body: ChatCompletionRequest) -> tuple[list[int], bool]:
-    """The prompt tokens of the conversation, and whether the prompt opened a thought. Earlier assistant
-    messages go in without their reasoning_content (R1's template also cuts a `<think>…</think>` out of their
-    content); the template's forced `<think>\\n` is handled as chat handles it."""
+def _chat_prompt(engine: Engine, body: ChatCompletionRequest) -> Prompt:
+    """The conversation as the engine's prompt. Earlier assistant messages go in without their
+    reasoning_content (R1's template also cuts a `<think>…</think>` out of their content); the template's forced
+    `<think>\\n` is handled as chat handles it."""
     messages = [{"role": "system" if m.role == "developer" else m.role, "content": m.text} for m in body.messages]
     try:
-        text, opened = template.prompt(messages)
+        return chat_prompt(engine, messages)
     except ChatTemplateError as e:
         raise APIError(400, str(e), param="messages") from None
-    return engine.model.prompt_tokens(text).tolist(), opened
 
 
-def _raw_prompt(engine: Engine, prompt) -> list[int]:
-    if isinstance(prompt, list) and prompt and isinstance(prompt[0], int):
-        bad = [t for t in prompt if not 0 <= t < engine.model.n_vocab]
-        if bad:  # libllama would abort the whole process on such a token
-            raise APIError(400, f"prompt: token id {bad[0]} is not in the vocabulary (0 to "
-                                f"{engine.model.n_vocab - 1})", param="prompt")
-        return list(prompt)
-    text = prompt[0] if isinstance(prompt, list) else prompt
-    return engine.model.prompt_tokens(text).tolist()
+def _raw_prompt(engine: Engine, prompt) -> Prompt:
+    try:
+        return raw_prompt(engine, prompt)
+    except InvalidArgumentError as e:
+        raise APIError(400, f"{e.param}: {e}", param=e.param) from None
 
 
-def _submit(backend: Backend, engine: Engine, body, tokens: list[int], **kwargs) -> Stream:
+def _submit(backend: Backend, engine: Engine, body, prompt: Prompt, split_reasoning: bool = True) -> Stream:
     default = Sampling()
     try:
         sampling = Sampling(
             temperature=default.temperature if body.temperature is None else body.temperature,
             top_p=default.top_p if body.top_p is None else body.top_p,
             top_k=default.top_k if body.top_k is None else body.top_k, seed=body.seed)
-        request = GenerationRequest(tokens, sampling, body.budget, stop=body.stop_strings, **kwargs)
+        request = prompt.request(sampling, body.budget, stop=body.stop_strings, split_reasoning=split_reasoning)
         stream = engine.submit(request, loop=asyncio.get_running_loop())
     except ContextFullError:
         raise APIError(400, "the request exceeds the available context size, try increasing it",
-                       "exceed_context_size_error", n_prompt_tokens=len(tokens), n_ctx=engine.n_ctx_seq) from None
+                       "exceed_context_size_error", n_prompt_tokens=len(prompt.tokens),
+                       n_ctx=engine.n_ctx_seq) from None
     except QueueFullError as e:
-        raise _unavailable(f"the server is busy: {e}") from None
+        raise _unavailable(f"the server is busy: {e} (start it with a larger --max-queue or --parallel)") from None
     except EngineClosedError:
         raise _unavailable("the server is shutting down") from None
     except InvalidArgumentError as e:

@@ -28,7 +28,7 @@ Two variants, with the same weights and different chat templates (`scripted_gguf
   published); quantkit's chat then appends `<think>\\n` itself (templates.ChatTemplate.prompt).
 
 Both give the same chat prompt tokens, so chat gives in both, greedy or sampled (EOS not counted, as in
-TurnResult):
+GenerationResult):
 
     reasoning == THOUGHT == "Okay, doubling two gives four. I am sure of it.\\n"
     answer == ANSWER == "The answer is \\\\boxed{4}."
