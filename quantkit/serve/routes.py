@@ -1,0 +1,156 @@
+"""The routes: `/health`, `/v1/models`, `/metrics`, `/v1/chat/completions`, `/v1/completions`; the API key; the
+request body read within its limit and validated; the prompt built on the engine's one path (engine/prompt.py)."""
+from __future__ import annotations
+
+import asyncio
+import hmac
+import logging
+
+from fastapi import FastAPI, Request
+from fastapi.responses import PlainTextResponse
+from starlette.concurrency import run_in_threadpool
+
+from ..engine import Engine, EngineClosedError, QueueFullError, Sampling, Stream
+from ..engine.prompt import Prompt, chat_prompt, raw_prompt
+from ..errors import ChatTemplateError, ContextFullError, InvalidArgumentError
+from .errors import APIError, parse_body, unavailable
+from .metrics import Metrics
+from .schemas import ChatCompletionRequest, CompletionRequest
+from .streaming import FINISH, EventStream, Reply, chat_events, completion_events, usage, wait_result
+
+log = logging.getLogger(__name__)
+
+PUBLIC = ("/health", "/v1/models")  # answered without the API key
+
+
+def add_routes(app: FastAPI, config, backend, metrics: Metrics) -> None:
+    def authorize(request: Request) -> None:
+        if config.api_key is None:
+            return
+        scheme, _, key = request.headers.get("authorization", "").partition(" ")
+        if scheme.lower() != "bearer" or not hmac.compare_digest(key.strip().encode(), config.api_key.encode()):
+            raise APIError(401, "Invalid API Key", "authentication_error", headers={"WWW-Authenticate": "Bearer"})
+
+    @app.get("/health")
+    async def health():
+        if backend.load_error is not None:
+            raise APIError(500, f"the model failed to load: {backend.load_error}", "server_error")
+        backend.ready()
+        return {"status": "ok"}
+
+    @app.get("/v1/models")
+    async def models():
+        return {"object": "list", "data": [{"id": config.model_id, "object": "model", "created": config.created,
+                                            "owned_by": "quantkit"}]}
+
+    @app.get("/metrics")
+    async def metrics_text(request: Request):
+        authorize(request)
+        engine = backend.engine
+        stats = engine.stats() if engine is not None else None
+        llama = None
+        if stats is not None and stats.busy_slots == 0 and stats.waiting == 0:
+            llama = sum(engine.kv_cells_in_llama().values())
+        return PlainTextResponse(metrics.render(stats, llama, config.replica), media_type="text/plain; version=0.0.4")
+
+    @app.post("/v1/chat/completions")
+    async def chat_completions(request: Request):
+        authorize(request)
+        body = parse_body(ChatCompletionRequest, await _read_body(request, config.max_body_bytes))
+        engine = backend.ready()
+        if backend.template is None:
+            raise APIError(400, f"{backend.template_error}; use /v1/completions with a raw prompt")
+        prompt = await run_in_threadpool(_chat_prompt, engine, body)
+        split = config.reasoning_format == "deepseek"
+        stream = _submit(backend, engine, body, prompt, split_reasoning=split)
+        reply = Reply("chatcmpl", config.model_id)
+        if body.stream:
+            return EventStream(chat_events(stream, reply, body.include_usage, backend), stream, backend)
+        result = await wait_result(stream, request, backend)
+        message = {"role": "assistant"}
+        if split and result.reasoning:
+            message["reasoning_content"] = result.reasoning
+        message["content"] = result.answer if split else result.text
+        return reply.body("chat.completion", [{"index": 0, "message": message, "logprobs": None,
+                                               "finish_reason": FINISH[result.finish_reason]}], usage=usage(result))
+
+    @app.post("/v1/completions")
+    async def completions(request: Request):
+        authorize(request)
+        body = parse_body(CompletionRequest, await _read_body(request, config.max_body_bytes))
+        engine = backend.ready()
+        prompt = await run_in_threadpool(_raw_prompt, engine, body.prompt)
+        stream = _submit(backend, engine, body, prompt)
+        reply = Reply("cmpl", config.model_id)
+        if body.stream:
+            return EventStream(completion_events(stream, reply, body.include_usage, backend), stream, backend)
+        result = await wait_result(stream, request, backend)
+        return reply.body("text_completion", [{"index": 0, "text": result.text, "logprobs": None,
+                                               "finish_reason": FINISH[result.finish_reason]}], usage=usage(result))
+
+
+async def _read_body(request: Request, limit: int) -> bytes:
+    """The body, or 413 past `limit` bytes (told by Content-Length, or counted as it comes). A body somewhat over
+    the limit is read to its end and dropped, so that the client sees the 413 instead of a broken pipe."""
+    too_large = APIError(413, f"the request body is larger than {limit} bytes (the server's --max-body-mib)",
+                         "invalid_request_error")
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        await _discard(request, int(declared), limit)
+        raise too_large
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            await _discard(request, size, limit)
+            raise too_large
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+async def _discard(request: Request, size: int, limit: int) -> None:
+    if size > max(8 * limit, 64 * 2**20):
+        return  # not worth reading: the client gets the answer or a reset connection
+    async for _ in request.stream():
+        pass
+
+
+def _chat_prompt(engine: Engine, body: ChatCompletionRequest) -> Prompt:
+    """The conversation as the engine's prompt. Earlier assistant messages go in without their
+    reasoning_content (R1's template also cuts a `<think>…</think>` out of their content); the template's forced
+    `<think>\\n` is handled as chat handles it."""
+    messages = [{"role": "system" if m.role == "developer" else m.role, "content": m.text} for m in body.messages]
+    try:
+        return chat_prompt(engine, messages)
+    except ChatTemplateError as e:
+        raise APIError(400, str(e), param="messages") from None
+
+
+def _raw_prompt(engine: Engine, prompt) -> Prompt:
+    try:
+        return raw_prompt(engine, prompt)
+    except InvalidArgumentError as e:
+        raise APIError(400, f"{e.param}: {e}", param=e.param) from None
+
+
+def _submit(backend, engine: Engine, body, prompt: Prompt, split_reasoning: bool = True) -> Stream:
+    default = Sampling()
+    try:
+        sampling = Sampling(
+            temperature=default.temperature if body.temperature is None else body.temperature,
+            top_p=default.top_p if body.top_p is None else body.top_p,
+            top_k=default.top_k if body.top_k is None else body.top_k, seed=body.seed)
+        request = prompt.request(sampling, body.budget, stop=body.stop_strings, split_reasoning=split_reasoning)
+        stream = engine.submit(request, loop=asyncio.get_running_loop())
+    except ContextFullError:
+        raise APIError(400, "the request exceeds the available context size, try increasing it",
+                       "exceed_context_size_error", n_prompt_tokens=len(prompt.tokens),
+                       n_ctx=engine.n_ctx_seq) from None
+    except QueueFullError as e:
+        raise unavailable(f"the server is busy: {e} (start it with a larger --max-queue or --parallel)") from None
+    except EngineClosedError:
+        raise unavailable("the server is shutting down") from None
+    except InvalidArgumentError as e:
+        raise APIError(400, str(e)) from None
+    backend.streams.add(stream)
+    return stream
