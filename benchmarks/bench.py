@@ -21,7 +21,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.llama_tools import BENCH_CACHE, build_tool  # noqa: E402
+from reference.llama_tools import BENCH_CACHE, build_tool  # noqa: E402
 
 
 # ---- measuring ----------------------------------------------------------------------------------------------

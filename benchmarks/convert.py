@@ -73,7 +73,7 @@ def write_safetensors(path: Path, shapes: dict[str, tuple[int, ...]], seed: int 
 
 
 def make_checkpoint(folder: Path, n_layer: int) -> Path:
-    from tests._fixtures.tiny import tiny_checkpoint
+    from reference.tiny import tiny_checkpoint
 
     m = find_model("1.5B")
     folder.mkdir(parents=True, exist_ok=True)
@@ -155,7 +155,7 @@ def main() -> None:
     args = parser.parse_args()
     reference = None
     if not args.no_reference:
-        from tests._fixtures.sdist import llama_cpp_source
+        from reference.sdist import llama_cpp_source
 
         reference = llama_cpp_source()
     with tempfile.TemporaryDirectory(dir=args.work) as tmp:

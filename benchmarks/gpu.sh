@@ -14,7 +14,7 @@
 #
 # GPU mode needs nvcc, cmake, ninja, python3 with numpy/typer/pandas/pytest (the device image has them) and .gpu/.
 # CPU mode uses the project's .venv (llama-cpp-python's CPU wheel) and llama.cpp's tools built by
-# benchmarks/llama_tools.py under ~/.cache/quantkit-bench (built on first use). Never imported by the package.
+# reference/llama_tools.py under ~/.cache/quantkit-bench (built on first use). Never imported by the package.
 set -uo pipefail
 MODE=gpu
 [ "${1:-}" = "--cpu" ] && MODE=cpu
@@ -96,10 +96,10 @@ if [ "$MODE" = gpu ]; then
 else
     PY=${PYTHON:-$ROOT/.venv/bin/python}
     [ -x "$PY" ] || { step "error: $PY missing: run 'make setup-test' first"; exit 2; }
-    step "1. llama.cpp's CPU tools (benchmarks/llama_tools.py's build under ~/.cache/quantkit-bench)"
+    step "1. llama.cpp's CPU tools (reference/llama_tools.py's build under ~/.cache/quantkit-bench)"
     TOOLS=$("$PY" -c "
 import sys; sys.path.insert(0, '.')
-from benchmarks.llama_tools import build_tool
+from reference.llama_tools import build_tool
 for t in ('llama-bench', 'llama-perplexity', 'llama-server'): p = build_tool(t)
 print(p.parent)" 2>"$LOGS/build.log") || { step "error: building the CPU tools failed"; tail -20 "$LOGS/build.log"; exit 3; }
     step "2. quantkit from the project's .venv (llama-cpp-python's CPU build)"

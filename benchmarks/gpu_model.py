@@ -1,6 +1,6 @@
 """A random-weight Hugging Face checkpoint with DeepSeek-R1-Distill-Qwen-1.5B's shapes, written with numpy alone
 (no torch, no safetensors package): config.json, generation_config.json, the tokenizer files copied from a folder
-made by gpu_prepare.sh (the tiny R1 Qwen tokenizer of tests/_fixtures/tiny.py), and one bf16 model.safetensors.
+made by gpu_prepare.sh (the tiny R1 Qwen tokenizer of reference/tiny.py), and one bf16 model.safetensors.
 
     python benchmarks/gpu_model.py OUT_DIR --tokenizer DIR [--layers N]
 

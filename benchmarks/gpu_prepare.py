@@ -5,7 +5,7 @@
                     and the GPU backends other than CUDA
   .gpu/llama_cpp/   llama-cpp-python's Python package from the same sdist (its ctypes bindings; gpu.sh puts the
                     CUDA build's shared libraries into its lib/ folder, where it and quantkit look for them)
-  .gpu/tokenizer/   the R1-Distill-Qwen tokenizer files of tests/_fixtures/tiny.py, for gpu_model.py
+  .gpu/tokenizer/   the R1-Distill-Qwen tokenizer files of reference/tiny.py, for gpu_model.py
   .gpu/whl/         cp312 manylinux wheels of the packages the device image lacks
 
     python benchmarks/gpu_prepare.py [--dry-run]     (gpu_prepare.sh runs this with the project's .venv)
@@ -82,14 +82,14 @@ def sdist_members(tar: tarfile.TarFile):
 
 
 def _sdist() -> Path:
-    from tests._fixtures.sdist import _download
+    from reference.sdist import _download
 
     return _download()
 
 
 def _tokenizer() -> Path:
-    from tests._fixtures.cache import cached_dir
-    from tests._fixtures.tiny import QWEN2, _write_tokenizer  # the tokenizer half of the tiny Qwen checkpoint
+    from reference.cache import cached_dir
+    from reference.tiny import QWEN2, _write_tokenizer  # the tokenizer half of the tiny Qwen checkpoint
 
     def build(tmp: Path) -> None:
         _write_tokenizer(QWEN2, tmp)

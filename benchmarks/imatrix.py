@@ -13,7 +13,7 @@ their runs are interleaved and the fastest of each is compared. Then:
     path in turn, since llama-quantize records the path) and through quantkit's quantize: byte-identical or not;
   - with --kld: mean KLD against the F16 base on python-docs' held-out part for Q2_K, Q3_K_M and Q4_K_M, without
     and with our imatrix.
-llama-imatrix and llama-quantize are built once (benchmarks/llama_tools.py). Never imported by the package.
+llama-imatrix and llama-quantize are built once (reference/llama_tools.py). Never imported by the package.
 """
 from __future__ import annotations
 
@@ -33,7 +33,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.llama_tools import BENCH_CACHE, build_tool  # noqa: E402
+from reference.llama_tools import BENCH_CACHE, build_tool  # noqa: E402
 
 QUANT_TYPES = ("Q4_K_M", "Q3_K_S", "IQ3_XXS")
 KLD_TYPES = ("Q2_K", "Q3_K_M", "Q4_K_M")

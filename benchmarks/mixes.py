@@ -3,7 +3,7 @@
     python benchmarks/mixes.py [-t Q3_K_M,Q4_K_M,Q5_K_M] [--chunks 30] [--imatrix-chunks 20] [--threads 2]
 
 The base is the embedded SmolLM2 taken through quantkit's export and convert to F16 (cached). One importance
-matrix is made by llama.cpp's own llama-imatrix (benchmarks/llama_tools.py builds it) on python-docs'
+matrix is made by llama.cpp's own llama-imatrix (reference/llama_tools.py builds it) on python-docs'
 calibration part; every file, standard or planned, is quantized with it. For each standard type, a budget mix
 is planned with `--target-size` = the standard file's size, and both are scored on python-docs' held-out part
 (disjoint from the calibration text): mean KL-divergence from the F16 base, quantkit's perplexity (llama-perplexity's
@@ -24,7 +24,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.llama_tools import BENCH_CACHE, build_tool  # noqa: E402
+from reference.llama_tools import BENCH_CACHE, build_tool  # noqa: E402
 
 WORK = BENCH_CACHE / "mixes"
 

@@ -4,7 +4,7 @@
 
 Without BASE, the embedded SmolLM2 goes through quantkit's own export and convert to an F16 base first.
 llama-quantize is built once from the llama.cpp tree vendored in the llama-cpp-python 0.3.36 sdist
-(benchmarks/llama_tools.py). For each type: whether the two files are identical, and both wall times.
+(reference/llama_tools.py). For each type: whether the two files are identical, and both wall times.
 Never imported by the package.
 """
 from __future__ import annotations
@@ -20,7 +20,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.llama_tools import BENCH_CACHE, build_tool  # noqa: E402
+from reference.llama_tools import BENCH_CACHE, build_tool  # noqa: E402
 
 DEFAULT_TYPES = "Q2_K,Q3_K_M,Q4_0,Q4_K_S,Q4_K_M,Q5_K_M,Q6_K,Q8_0"
 

@@ -8,7 +8,7 @@ and time to first token (TTFT) at several concurrencies, on the same GGUF, promp
 Servers, each a subprocess on 127.0.0.1 (a free port), waited for on its health endpoint, warmed up with one
 request, measured, and stopped (also on Ctrl-C or an error):
   llama-server       built from the llama.cpp tree vendored in the llama-cpp-python 0.3.36 sdist (the one build
-                     tree of benchmarks/llama_tools.py), -np PARALLEL -c CTX --kv-unified
+                     tree of reference/llama_tools.py), -np PARALLEL -c CTX --kv-unified
   llama_cpp.server   llama-cpp-python's own server (one sequence, n_ctx CTX); needs
                      `pip install 'llama-cpp-python[server]'` (sse-starlette, starlette-context, pydantic-settings)
   example            examples/server/server.py of the llama-cpp-python sdist (batched, low-level bindings like
@@ -50,7 +50,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.llama_tools import BENCH_CACHE, build_tool  # noqa: E402
+from reference.llama_tools import BENCH_CACHE, build_tool  # noqa: E402
 
 HOST = "127.0.0.1"
 SEED = 1
@@ -170,7 +170,7 @@ def quantkit_server(args, model: Path, port: int) -> Server:
 
 def sdist_file(member: str) -> Path:
     """A file of the llama-cpp-python 0.3.36 sdist (beside its vendored llama.cpp), extracted once."""
-    from tests._fixtures.sdist import VERSION, _download
+    from reference.sdist import VERSION, _download
 
     dest = BENCH_CACHE / f"llama_cpp_python-{VERSION}" / member
     if not dest.exists():

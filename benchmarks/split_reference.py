@@ -18,13 +18,16 @@ import tempfile
 import time
 from pathlib import Path
 
-from llama_tools import build_tool
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from reference.llama_tools import build_tool  # noqa: E402
 
 from quantkit.measure.texts import dataset_path, read_text
 from quantkit.gguf.header import read_local_header, tensor_bytes
 from quantkit.measure.perplexity import Settings, perplexity
 from quantkit.gguf.split import split_gguf
-from tests._fixtures.smollm2 import smollm2_gguf
+from reference.smollm2 import smollm2_gguf
 
 
 def _tensors(paths: list[Path]) -> dict[str, str]:

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from tests._fixtures.cache import test_cache
+from reference.cache import test_cache
 
 # Everything quantkit caches during tests goes to the test cache, never the user's.
 os.environ.setdefault("QUANTKIT_CACHE", str(test_cache("quantkit-cache")))
@@ -14,14 +14,14 @@ os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 
 @pytest.fixture(scope="session")
 def smollm2_gguf() -> Path:
-    from tests._fixtures.smollm2 import smollm2_gguf as build
+    from reference.smollm2 import smollm2_gguf as build
 
     return build()
 
 
 @pytest.fixture(scope="session")
 def llama_cpp_source() -> Path:
-    from tests._fixtures.sdist import llama_cpp_source as build
+    from reference.sdist import llama_cpp_source as build
 
     return build()
 

@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 
 from quantkit.cli.app import app
 from quantkit.quant_types import LADDER
-from tests._fixtures.tiny import tiny_checkpoint
+from reference.tiny import tiny_checkpoint
 
 pytestmark = pytest.mark.slow
 runner = CliRunner()

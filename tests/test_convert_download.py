@@ -12,7 +12,7 @@ from quantkit.errors import FetchError
 from quantkit.gguf.reader import open_gguf
 from quantkit.hub import hub_settings, reachable
 from tests._fixtures.hub_server import FakeHub
-from tests._fixtures.tiny import tiny_checkpoint
+from reference.tiny import tiny_checkpoint
 
 pytestmark = pytest.mark.slow
 REPO = "deepseek-ai/Tiny-R1-Distill-Qwen"

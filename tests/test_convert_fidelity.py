@@ -10,7 +10,7 @@ from quantkit.convert import convert_checkpoint
 from quantkit.gguf.reader import field, open_gguf
 from tests._fixtures.gguf_tensors import tensor_table
 from tests._fixtures.reference import reference_gguf
-from tests._fixtures.tiny import tiny_checkpoint
+from reference.tiny import tiny_checkpoint
 
 pytestmark = pytest.mark.slow
 

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from quantkit.convert import convert_checkpoint
-from tests._fixtures.sdist import llama_cpp_source
-from tests._fixtures.tiny import tiny_checkpoint
+from reference.sdist import llama_cpp_source
+from reference.tiny import tiny_checkpoint
 
 pytestmark = pytest.mark.slow
 

@@ -16,7 +16,7 @@ from quantkit.convert.checkpoint import CheckpointTensor, open_checkpoint, read_
 from quantkit.convert.passthrough import needs_quieting
 from quantkit.convert.tensors import _stored_reader
 from tests._fixtures.gguf_tensors import tensor_table
-from tests._fixtures.tiny import tiny_checkpoint
+from reference.tiny import tiny_checkpoint
 
 
 def _shard(src: Path, dst: Path) -> None:

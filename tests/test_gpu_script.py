@@ -49,7 +49,7 @@ def test_trim_rules(path, kept):
 def test_trimmed_tree_has_every_cmake_subdirectory_and_fits(llama_cpp_source):
     """Every add_subdirectory() of a kept CMakeLists.txt that a CUDA build enters names a kept folder, and the
     trimmed source is far under the 64 MiB a device call carries (the dry-run's file list, from the sdist)."""
-    from tests._fixtures.sdist import _download
+    from reference.sdist import _download
 
     with tarfile.open(_download()) as tar:
         kept = {dest: m.size for m, dest in gpu_prepare.sdist_members(tar)}
@@ -106,7 +106,7 @@ def load_file_bytes(data: bytes, load_file, tmp_path):
 @pytest.mark.skipif(not (os.environ.get("QUANTKIT_GPU_SCRIPT") or all(
                         (TOOLS / t).exists() for t in ("llama-bench", "llama-perplexity", "llama-server"))),
                     reason="runs benchmarks/gpu.sh --cpu (builds llama.cpp's CPU tools first): set "
-                           "QUANTKIT_GPU_SCRIPT=1, or build them with benchmarks/llama_tools.py, to run it")
+                           "QUANTKIT_GPU_SCRIPT=1, or build them with reference/llama_tools.py, to run it")
 def test_cpu_mode_end_to_end(tmp_path):
     env = dict(os.environ, OUT=str(tmp_path / "out"), GPU_CHECK_WORK=str(tmp_path / "work"))
     p = subprocess.run(["bash", str(ROOT / "benchmarks" / "gpu.sh"), "--cpu"], capture_output=True, text=True,

@@ -17,9 +17,9 @@ from quantkit.errors import ImatrixMismatchError, NotImatrixError
 from quantkit.imatrix import (Imatrix, ImatrixEntry, check_imatrix_matches, imatrix_for_base, load_imatrix,
                               read_imatrix, write_imatrix, write_legacy_imatrix)
 from quantkit.imatrix.calibration import calibration_text, text_overlap
-from tests._fixtures.cache import cached_dir
+from reference.cache import cached_dir
 from tests._fixtures.texts import english_text
-from tests._fixtures.tiny import tiny_checkpoint
+from reference.tiny import tiny_checkpoint
 
 runner = CliRunner()
 CTX, CHUNKS, BATCH = 64, 4, 128  # two chunks per decode, as llama-imatrix's default batch does with 4

@@ -34,7 +34,7 @@ def _export_temp(folder: Path, pid: int, inside: str, min_bytes: int = 1) -> Pat
 
 
 def _smollm2_gguf() -> str:
-    from tests._fixtures.smollm2 import smollm2_gguf
+    from reference.smollm2 import smollm2_gguf
 
     return str(smollm2_gguf())
 

@@ -17,7 +17,7 @@ from quantkit.quantize.damage import Option, TensorOptions, measure
 from quantkit.quantize.mixes import KEY_PLAN, KEY_TARGET, parse_size, plan_digest
 from quantkit.quantize.solve import solve
 from quantkit.runtime.quants import round_trip
-from tests._fixtures.cache import cached_dir
+from reference.cache import cached_dir
 from tests._fixtures.memory import TinyModel, write_tiny_model
 
 runner = CliRunner()

@@ -15,7 +15,7 @@ from quantkit.convert import convert
 from quantkit.measure.texts import read_text
 from quantkit.measure.perplexity import Settings, perplexity
 from tests._fixtures.texts import english_text
-from tests._fixtures.tiny import SPECS, tiny_checkpoint
+from reference.tiny import SPECS, tiny_checkpoint
 
 pytestmark = pytest.mark.slow
 

@@ -144,7 +144,7 @@ def test_parse_size():
 def test_convert_split_cli(tmp_path):
     """`convert --split-max-size`: base and rung in shards with the single files' tensor bytes; a re-run keeps
     them; inspect and estimate-memory read any shard."""
-    from tests._fixtures.tiny import tiny_checkpoint
+    from reference.tiny import tiny_checkpoint
 
     ckpt = tiny_checkpoint("llama")
     single, out = tmp_path / "single", tmp_path / "split"

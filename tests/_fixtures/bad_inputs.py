@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import gguf_bytes as G
-from .cache import cached_dir
+from reference.cache import cached_dir
 
 VT = G.VT
 THREADS = ["--threads", "1"]  # llama.cpp's spinning threads collapse when the machine is shared
@@ -42,7 +42,7 @@ def good_inputs() -> Good:
     def build(tmp: Path) -> None:
         from quantkit.export import export_gguf
 
-        from .sdist import chat_template
+        from reference.sdist import chat_template
         from .tiny_gguf_models import TinyShape, reduced_vocab_gguf, write_tiny_model
 
         write_tiny_model(tmp / "model.gguf", "llama", reduced_vocab_gguf("llama-bpe"), TinyShape(n_layer=1),

@@ -131,7 +131,7 @@ def gguf_seeds() -> list[Seed]:
     from . import gguf_bytes as G
     from .bad_inputs import good_inputs
     from .gguf_files import write_tiny_gguf
-    from .smollm2 import smollm2_gguf
+    from reference.smollm2 import smollm2_gguf
     import tempfile
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -146,7 +146,7 @@ def safetensors_seeds() -> list[Seed]:
     from quantkit.convert.embedded import embedded_checkpoint
 
     from .bad_inputs import good_inputs
-    from .tiny import tiny_checkpoint
+    from reference.tiny import tiny_checkpoint
 
     return [safetensors_seed("tiny llama (quantkit export)", good_inputs().checkpoint / "model.safetensors", 4),
             safetensors_seed("tiny qwen2 (transformers)", tiny_checkpoint("qwen2") / "model.safetensors", 4),

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 from gguf import GGMLQuantizationType, GGUFWriter, LlamaFileType
 
-from .cache import cached_dir
+from reference.cache import cached_dir
 
 VERSION = 1
 

@@ -9,8 +9,8 @@ from pathlib import Path
 import gguf
 from gguf.scripts.gguf_new_metadata import MetadataDetails, copy_with_new_metadata
 
-from .cache import cached_dir
-from .sdist import chat_template, vocab_gguf
+from reference.cache import cached_dir
+from reference.sdist import chat_template, vocab_gguf
 
 BOS, EOS = "<｜begin▁of▁sentence｜>", "<｜end▁of▁sentence｜>"
 CONTROL, USER_DEFINED = int(gguf.TokenType.CONTROL), int(gguf.TokenType.USER_DEFINED)

@@ -7,8 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from .cache import cached_dir
-from .sdist import llama_cpp_source
+from reference.cache import cached_dir
+from reference.sdist import llama_cpp_source
 
 
 def reference_gguf(checkpoint: Path, key: str, outtype: str) -> Path:

@@ -8,8 +8,8 @@ import shutil
 import subprocess
 from pathlib import Path
 
-from .cache import cached_dir, test_cache
-from .sdist import VERSION, llama_cpp_source
+from reference.cache import cached_dir, test_cache
+from reference.sdist import VERSION, llama_cpp_source
 
 # what llama-cpp-python's ctypes bindings load, and the server the remote hosts run
 LIBRARIES = ("libllama.so", "libggml.so", "libggml-base.so", "libggml-cpu.so", "libggml-rpc.so")

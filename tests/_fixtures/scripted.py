@@ -1,7 +1,7 @@
 """A scripted R1-Distill-Qwen GGUF: a tiny model whose generation through libllama is known in advance.
 
 The checkpoint is a one-layer Qwen2ForCausalLM (hidden size 64) with the real DeepSeek-R1-Distill-Qwen tokenizer
-(tests/_fixtures/tiny.py's QWEN2), written with numpy + safetensors and converted by quantkit's own converter
+(reference/tiny.py's QWEN2), written with numpy + safetensors and converted by quantkit's own converter
 (`quantkit.convert.convert`, BF16). Its weights make the next token depend on the current token only:
 
 - the attention output projection and the MLP down projection are zero, so the residual stream is the token's
@@ -53,8 +53,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .cache import cached_dir
-from .tiny import QWEN2, _write_tokenizer
+from reference.cache import cached_dir
+from reference.tiny import QWEN2, _write_tokenizer
 
 VERSION = "v1"
 VARIANTS = ("think", "bare")

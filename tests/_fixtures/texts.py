@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from .cache import test_cache
+from reference.cache import test_cache
 
 
 def english_text(n_bytes: int = 40_000) -> Path:

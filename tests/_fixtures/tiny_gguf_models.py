@@ -11,8 +11,8 @@ from pathlib import Path
 import numpy as np
 from gguf import GGUFReader, GGUFValueType, GGUFWriter, TokenType
 
-from .cache import cached_dir
-from .sdist import vocab_gguf
+from reference.cache import cached_dir
+from reference.sdist import vocab_gguf
 
 # gguf's reader takes 10-20 s to parse a 150k-token vocabulary, so vocabularies are cut down once per machine
 # for the tests that only need a real tokenizer, and full-vocabulary models are written once per machine.

@@ -10,8 +10,8 @@ from pathlib import Path
 import numpy as np
 from gguf import GGUFReader, GGUFValueType, GGUFWriter, LlamaFileType
 
-from .cache import cached_dir
-from .sdist import vocab_gguf
+from reference.cache import cached_dir
+from reference.sdist import vocab_gguf
 
 VERSION = 4
 N_EMBD, N_LAYER, N_HEAD, N_HEAD_KV, N_FF, CONTEXT = 64, 2, 4, 2, 128, 256

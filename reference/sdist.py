@@ -7,7 +7,7 @@ import sys
 import tarfile
 from pathlib import Path
 
-from .cache import cached_dir, test_cache
+from reference.cache import cached_dir, test_cache
 
 VERSION = "0.3.36"
 

@@ -15,8 +15,8 @@ from pathlib import Path
 
 from gguf import TokenType
 
-from .cache import cached_dir
-from .sdist import chat_template, vocab_gguf
+from reference.cache import cached_dir
+from reference.sdist import chat_template, vocab_gguf
 
 VERSION = "v1"
 BOS, EOS = "<｜begin▁of▁sentence｜>", "<｜end▁of▁sentence｜>"

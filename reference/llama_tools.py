@@ -17,7 +17,7 @@ BUILD = BENCH_CACHE / "llama.cpp-0.3.36-build"
 
 
 def llama_cpp_source() -> Path:
-    from tests._fixtures.sdist import llama_cpp_source as source
+    from reference.sdist import llama_cpp_source as source
 
     return source()
 
