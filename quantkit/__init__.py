@@ -29,7 +29,7 @@ _EXPORTS = {
     "perplexity": "measure.perplexity", "bench": "measure.bench", "compute_imatrix": "imatrix",
     "imatrix_for_base": "imatrix", "Engine": "engine", "GenerationRequest": "engine", "ChatSession": "chat",
     "create_app": "serve", "evaluate": "eval.runner", "run_recipe": "job", "load_recipe": "job.recipes",
-    "export_gguf": "export", "GGUFInfo": "gguf.info", "inspect_gguf": "gguf.info",
+    "export_gguf": "convert.export", "GGUFInfo": "gguf.info", "inspect_gguf": "gguf.info",
     "ReasoningSplitter": "engine.reasoning", "split_reasoning": "engine.reasoning", "QuantkitError": "errors",
 }
 

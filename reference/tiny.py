@@ -79,7 +79,7 @@ def _build(spec: TinySpec, folder: Path) -> None:
 
 
 def _vocab(spec: TinySpec):
-    from quantkit.export.tokenizer import read_gguf_vocab
+    from quantkit.convert.export.tokenizer import read_gguf_vocab
     from quantkit.gguf.reader import open_gguf
     from quantkit.convert.pretokenizers import get_pre_tokenizer
 
@@ -97,7 +97,7 @@ def _vocab(spec: TinySpec):
 
 
 def _write_tokenizer(spec: TinySpec, folder: Path) -> None:
-    from quantkit.export.tokenizer import tokenizer_config, tokenizer_json
+    from quantkit.convert.export.tokenizer import tokenizer_config, tokenizer_json
 
     vocab = _vocab(spec)
     tok = tokenizer_json(vocab)

@@ -104,7 +104,7 @@ def test_not_enough_disk_space(model, tmp_path, monkeypatch):
 
 
 def test_failure_midway_leaves_nothing(model, tmp_path, monkeypatch):
-    import quantkit.export.safetensors as st
+    import quantkit.convert.export.safetensors as st
 
     def broken(*args, **kwargs):
         raise OSError(28, "No space left on device")
@@ -115,8 +115,8 @@ def test_failure_midway_leaves_nothing(model, tmp_path, monkeypatch):
 
 
 def test_interrupt_leaves_nothing(model, tmp_path, monkeypatch):
-    import quantkit.export.safetensors as st
-    from quantkit.export import export_gguf
+    import quantkit.convert.export.safetensors as st
+    from quantkit.convert.export import export_gguf
 
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
@@ -128,7 +128,7 @@ def test_interrupt_leaves_nothing(model, tmp_path, monkeypatch):
 
 
 def test_embedded_checkpoint_is_exported_once(smollm2_gguf, monkeypatch):
-    import quantkit.export
+    import quantkit.convert.export
     from quantkit.convert.embedded import embedded_checkpoint
 
     first = embedded_checkpoint()
@@ -138,12 +138,12 @@ def test_embedded_checkpoint_is_exported_once(smollm2_gguf, monkeypatch):
     def must_not_run(*args, **kwargs):
         raise AssertionError("embedded_checkpoint exported again")
 
-    monkeypatch.setattr(quantkit.export, "export_gguf", must_not_run)
+    monkeypatch.setattr(quantkit.convert.export, "export_gguf", must_not_run)
     assert embedded_checkpoint() == first
 
 
 def test_output_error_is_typed(model, tmp_path):
-    from quantkit.export import export_gguf
+    from quantkit.convert.export import export_gguf
 
     out = tmp_path / "out"
     out.mkdir()

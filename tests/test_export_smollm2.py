@@ -8,7 +8,7 @@ import json
 import numpy as np
 import pytest
 
-from quantkit.export import export_gguf
+from quantkit.convert.export import export_gguf
 from tests._fixtures.llama_reference import reference_llama
 from tests._fixtures.tiny_gguf_models import llama_cpp_permute
 from tests._fixtures.tokenizer_corpus import compare_tokenizers, corpus

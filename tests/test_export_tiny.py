@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 
 from quantkit.errors import UnsupportedModelError
-from quantkit.export import export_gguf
-from quantkit.export.config import llama3_rope_scaling
-from quantkit.export.safetensors import f32_to_bf16
+from quantkit.convert.export import export_gguf
+from quantkit.convert.export.config import llama3_rope_scaling
+from quantkit.convert.export.safetensors import f32_to_bf16
 from tests._fixtures.llama_reference import reference_llama
 from tests._fixtures.tiny_gguf_models import (TinyShape, llama3_rope_freqs, llama_cpp_permute, reduced_vocab_gguf,
                                               write_tiny_model)

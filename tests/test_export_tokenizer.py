@@ -7,7 +7,7 @@ import unicodedata
 
 import pytest
 
-from quantkit.export import export_gguf
+from quantkit.convert.export import export_gguf
 from tests._fixtures.tiny_gguf_models import TinyShape, full_vocab_model
 from tests._fixtures.tokenizer_corpus import compare_tokenizers, corpus
 

@@ -186,6 +186,62 @@ def test_only_the_runtime_imports_llama_cpp():
                            f"{RUNTIME} instead:\n" + "\n".join(offenders))
 
 
+# The layers of the package, lowest first: a part may import its own layer's parts and any lower layer's, never
+# a higher one (the README's layout section draws the same picture).
+LAYERS = [
+    ["errors"],
+    ["models", "quant_types", "files", "resources", "hub"],
+    ["gguf"],
+    ["memory"],
+    ["runtime"],
+    ["measure", "engine"],
+    ["imatrix"],
+    ["quantize"],
+    ["convert"],
+    ["chat", "eval", "serve"],
+    ["share"],
+    ["job"],
+    ["cli"],
+    ["__main__"],
+]
+# within a layer, the parts that may import each other (one way)
+SIDEWAYS = {("chat", "engine"), ("eval", "engine"), ("serve", "engine")}
+
+
+def _part(module: str) -> str:
+    parts = module.split(".")
+    return parts[1] if len(parts) > 1 else ""
+
+
+def layer_violations(graph: dict[str, set[str]]) -> list[str]:
+    level = {part: i for i, layer in enumerate(LAYERS) for part in layer}
+    bad = []
+    for a, targets in sorted(graph.items()):
+        for b in sorted(targets):
+            pa, pb = _part(a), _part(b)
+            if pa == pb or pb == "" or pa == "":
+                continue
+            if pa not in level or pb not in level:
+                bad.append(f"  {a} → {b}: {pa if pa not in level else pb} is in no layer of LAYERS")
+            elif level[pb] > level[pa] or (level[pb] == level[pa] and (pa, pb) not in SIDEWAYS):
+                bad.append(f"  {a} → {b}: {pa} may not import {pb}")
+    return bad
+
+
+def test_imports_point_down_the_layers():
+    graph, _ = import_graph()
+    bad = layer_violations(graph)
+    assert not bad, f"{len(bad)} import(s) against the layers:\n" + "\n".join(bad)
+
+
+def test_benchmarks_do_not_import_tests():
+    root = ROOT.parent / "benchmarks"
+    found = [f"  {path.name} line {node.lineno}" for path in sorted(root.glob("*.py"))
+             for node, _ in _walk(ast.parse(path.read_text(encoding="utf-8")))
+             if (node.module if isinstance(node, ast.ImportFrom) else node.names[0].name or "").startswith("tests")]
+    assert not found, "benchmarks/ imports tests/ (use reference/ for what both need):\n" + "\n".join(found)
+
+
 # ---- the checker itself, on a made-up package ---------------------------------------------------------------
 
 def _graph_of(tmp_path: Path, files: dict[str, str]) -> tuple[dict[str, set[str]], dict[str, list[Import]]]:
@@ -220,3 +276,9 @@ def test_the_checker_finds_a_circle_through_function_level_imports(tmp_path):
     graph, _ = _graph_of(tmp_path, {"__init__.py": "", "x.py": "import quantkit.y\n",
                                     "y.py": "def f():\n    from .z import g\n", "z.py": "def g():\n    from . import x\n"})
     assert cycles(graph) == [["quantkit.x", "quantkit.y", "quantkit.z", "quantkit.x"]]
+
+
+def test_the_layer_check_finds_an_upward_import(tmp_path):
+    graph, _ = _graph_of(tmp_path, {"__init__.py": "", "gguf/__init__.py": "from ..engine import x\n",
+                                    "engine/__init__.py": "from ..gguf import y\n", "chat.py": "from .engine import z\n"})
+    assert layer_violations(graph) == ["  quantkit.gguf → quantkit.engine: gguf may not import engine"]

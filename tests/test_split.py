@@ -204,7 +204,7 @@ def test_split_smollm2_loads_and_scores_the_same(smollm2_gguf, tmp_path):
 
 def test_export_reads_every_shard(tmp_path):
     """`export` of a split model writes the same checkpoint, byte for byte, as of the single file."""
-    from quantkit.export import export_gguf
+    from quantkit.convert.export import export_gguf
     from tests._fixtures.tiny_gguf_models import TinyShape, reduced_vocab_gguf, write_tiny_model
 
     single = tmp_path / "tiny.gguf"

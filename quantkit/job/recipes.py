@@ -27,7 +27,7 @@ from pathlib import Path
 from ..convert import OUTTYPES
 from ..models import R1_TEMPERATURE, R1_TOP_P
 from ..measure.texts import DATASET_NAMES
-from ..convert.embedded import SMOLLM2, EmbeddedModel
+from ..convert.embedded import EMBEDDED_MODELS
 from ..errors import QuantkitError, RecipeError, RecipeNotFoundError
 
 if sys.version_info >= (3, 11):
@@ -36,7 +36,6 @@ else:  # pragma: no cover - Python 3.10
     import tomli as tomllib
 
 EMBEDDED_PREFIX = "embedded:"
-EMBEDDED_MODELS: dict[str, EmbeddedModel] = {"smollm2": SMOLLM2}
 
 
 @dataclass(frozen=True)

@@ -21,7 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import RunStateError
-from .recipes import EMBEDDED_MODELS, Recipe
+from ..convert.embedded import EMBEDDED_MODELS
+from .recipes import Recipe
 from ..share.report import GPU_SIZES_GIB, write_report
 from .facts import chat_rung, report_facts
 from .progress import JobProgress

@@ -15,7 +15,7 @@ from pathlib import Path
 from .. import __version__
 from ..errors import InputNotFoundError, QuantkitError
 from ..files import atomic_file
-from ..job.recipes import EMBEDDED_MODELS
+from ..convert.embedded import EMBEDDED_MODELS
 from .report import GPU_SIZES_GIB, REPORT_FILES, _accuracy_cells, _fmt
 
 log = logging.getLogger(__name__)

@@ -40,7 +40,7 @@ def good_inputs() -> Good:
     """Built once per machine (a few seconds), then read from the test cache."""
 
     def build(tmp: Path) -> None:
-        from quantkit.export import export_gguf
+        from quantkit.convert.export import export_gguf
 
         from reference.sdist import chat_template
         from .tiny_gguf_models import TinyShape, reduced_vocab_gguf, write_tiny_model

@@ -99,7 +99,7 @@ def _warm() -> None:
     import typer.main
 
     import quantkit.convert  # noqa: F401
-    import quantkit.export  # noqa: F401
+    import quantkit.convert.export  # noqa: F401
     import quantkit.runtime  # noqa: F401
     from quantkit.cli.app import app
 

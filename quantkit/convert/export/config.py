@@ -12,10 +12,10 @@ from typing import Any
 import numpy as np
 from gguf import MODEL_ARCH, GGUFReader
 
-from ..convert.tensors import llama3_rope_factors
-from ..errors import UnsupportedModelError
-from ..gguf.reader import arch_field
-from ..models import Architecture
+from ..tensors import llama3_rope_factors
+from ...errors import UnsupportedModelError
+from ...gguf.reader import arch_field
+from ...models import Architecture
 from .tokenizer import GGUFVocab
 
 log = logging.getLogger(__name__)

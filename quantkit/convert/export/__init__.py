@@ -15,11 +15,11 @@ from typing import Any
 
 from gguf import MODEL_TENSOR, TENSOR_NAMES
 
-from ..errors import InvalidArgumentError, OutputError, UnsupportedModelError
-from ..files import WriteProgress, atomic_dir, check_free_space, output_dir, remove_stale_partials
-from ..gguf.reader import field as gguf_field
-from ..gguf.reader import open_gguf, tensor_array
-from ..models import CONVERTIBLE, architecture_named
+from ...errors import InvalidArgumentError, OutputError, UnsupportedModelError
+from ...files import WriteProgress, atomic_dir, check_free_space, output_dir, remove_stale_partials
+from ...gguf.reader import field as gguf_field
+from ...gguf.reader import open_gguf, tensor_array
+from ...models import CONVERTIBLE, architecture_named
 from .config import generation_config, hf_config, read_hparams, rope_scaling
 from .safetensors import (DEFAULT_MAX_SHARD_BYTES, DTYPES, INDEX_FILE, SafetensorsEntry, index_json, plan_shards,
                           shard_names, write_shard)

@@ -6,9 +6,9 @@ from dataclasses import dataclass
 
 from gguf import GGUFReader, TokenType
 
-from ..errors import UnsupportedModelError
-from ..gguf.reader import field
-from ..convert.pretokenizers import PRE_TOKENIZERS, PreTokenizer, get_pre_tokenizer, hf_pre_tokenizer
+from ...errors import UnsupportedModelError
+from ...gguf.reader import field
+from ..pretokenizers import PRE_TOKENIZERS, PreTokenizer, get_pre_tokenizer, hf_pre_tokenizer
 
 
 @dataclass

@@ -10,8 +10,8 @@ import numpy as np
 from gguf import MODEL_TENSOR, TENSOR_NAMES, GGMLQuantizationType, GGUFReader, ReaderTensor, TensorNameMap
 from gguf.quants import _type_traits as _DEQUANTIZERS
 
-from ..errors import UnsupportedModelError, UnsupportedTensorTypeError
-from ..models import Architecture
+from ...errors import UnsupportedModelError, UnsupportedTensorTypeError
+from ...models import Architecture
 
 log = logging.getLogger(__name__)
 
