@@ -212,11 +212,12 @@ def convert_checkpoint(checkpoint: Checkpoint | Path, dest: Path, outtype: str =
     ftype = OUTTYPES[outtype]
     arch = checkpoint_architecture(checkpoint).name
     plans = plan_gguf_tensors(checkpoint, ftype)
+    vocab = read_hf_vocab(checkpoint.folder, ConfigShape.of(checkpoint.config).n_vocab)  # refused before any write
 
     def add_keys(writer) -> None:
         write_metadata(writer, checkpoint.folder, name, ftype)
         write_hparams(writer, checkpoint.config, arch)
-        read_hf_vocab(checkpoint.folder, ConfigShape.of(checkpoint.config).n_vocab).add_to(writer)
+        vocab.add_to(writer)
 
     return write_gguf(Path(dest), arch, plans, add_keys, progress)
 
