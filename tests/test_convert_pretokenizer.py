@@ -2,7 +2,7 @@
 checkpoints with each pre-tokenizer shape a tokenizer.json has (GPT-2's plain ByteLevel, SmolLM's Digits +
 ByteLevel, Llama-3's and Qwen2's Split, R1-Qwen's with a BOS) quantkit's name is llama.cpp's converter's
 (convert_hf_to_gguf.py from the sdist), and libllama loads the converted file; a tokenizer neither knows is
-refused before anything is written."""
+refused before anything is written; a file libllama cannot read is never renamed into place."""
 from __future__ import annotations
 
 import ast
@@ -127,4 +127,17 @@ def test_a_tokenizer_neither_knows_is_refused_before_anything_is_written(tmp_pat
     with pytest.raises(UnknownPreTokenizerError) as caught:
         convert_checkpoint(folder, out / "ours.gguf", "F16")
     assert "\n" not in str(caught.value) and "neither" in str(caught.value) and caught.value.hint
+    assert list(out.iterdir()) == []
+
+
+def test_a_file_libllama_cannot_read_is_not_renamed_into_place(tmp_path, monkeypatch):
+    """As quantkit wrote before this check: a name libllama refuses. The file never takes its name."""
+    import quantkit.convert.vocab as vocab_module
+
+    monkeypatch.setattr(vocab_module, "detect_pre", lambda *args: "gpt2")
+    out = tmp_path / "out"
+    out.mkdir()
+    with pytest.raises(RuntimeLoadError, match="unknown pre-tokenizer type: 'gpt2'") as caught:
+        convert_checkpoint(tiny_checkpoint("gpt2"), out / "ours.gguf", "F16")
+    assert "ours.gguf" in str(caught.value) and "partial" not in str(caught.value)
     assert list(out.iterdir()) == []
