@@ -90,8 +90,8 @@ class CheckpointError(QuantkitError):
 
 
 class UnknownPreTokenizerError(QuantkitError):
-    hint = ("quantkit names the pre-tokenizer from tokenizer.json; supported: the DeepSeek-R1-Distill Qwen and "
-            "Llama tokenizers, Qwen2, Llama-3 and SmolLM2")
+    hint = ("quantkit names the pre-tokenizer as llama.cpp's converter does, or from tokenizer.json's split rules; "
+            "known: the DeepSeek-R1-Distill Qwen and Llama tokenizers, Qwen2, Llama-3, SmolLM and GPT-2")
 
 
 class ChatTemplateError(QuantkitError):

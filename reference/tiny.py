@@ -6,6 +6,11 @@ GQA, vocabulary 128256). Their tokenizers are the llama.cpp vocab-test vocabular
 ggml-vocab-llama-bpe.gguf) with the R1-Distill special tokens put where the real repos have them, so the
 pre-tokenizer hash that llama.cpp's converter computes is the real one. Weights are bf16 safetensors, as in the
 real repos; everything is built once per cache and seeded.
+
+Three more carry the other pre-tokenizer shapes a tokenizer.json has, spelled as the Hugging Face repos spell
+them: "gpt2" (GPT-2's vocabulary, the plain `ByteLevel` pre-tokenizer with its built-in regex), "smollm"
+(SmolLM2's vocabulary from the embedded GGUF, `Digits` then `ByteLevel`) and "qwen2-plain" (Qwen2 without R1's
+BOS), each on a tiny Llama or Qwen2 body.
 """
 from __future__ import annotations
 
@@ -27,10 +32,10 @@ THINK, END_THINK = "<think>", "</think>"
 @dataclass(frozen=True)
 class TinySpec:
     family: str
-    vocab: str  # ggml-vocab-<vocab>.gguf
-    template: str  # models/templates/<template>.jinja
-    pre: str  # the tokenizer.ggml.pre the real distill has
-    n_base: int  # ordinary BPE tokens kept from the vocab file
+    vocab: str  # ggml-vocab-<vocab>.gguf, or "smollm2": the embedded SmolLM2 GGUF
+    template: str | None  # models/templates/<template>.jinja; None: the vocab file's own, if any
+    pre: str  # the tokenizer.ggml.pre the real model has
+    n_base: int  # tokens kept from the vocab file as they are
     added: dict[int, tuple[str, bool]]  # id -> (text, special)
     bos: int
     eos: int
@@ -38,6 +43,8 @@ class TinySpec:
     vocab_size: int  # config.json's, padded like the real ones
     model_type: str
     config: dict
+    add_bos: bool = True
+    hf_pre_tokenizer: dict | None = None  # tokenizer.json's pre_tokenizer as the real repo has it (None: export's)
 
 
 QWEN2 = TinySpec(
@@ -64,11 +71,34 @@ LLAMA = TinySpec(
                               "high_freq_factor": 4.0, "original_max_position_embeddings": 8192}),
 )
 
-SPECS = {s.family: s for s in (QWEN2, LLAMA)}
+_TINY_LLAMA = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=2,
+                   num_key_value_heads=1, head_dim=32, max_position_embeddings=8192, rope_theta=10000.0,
+                   rms_norm_eps=1e-5, tie_word_embeddings=False, mlp_bias=False, attention_bias=False)
+_BYTE_LEVEL = {"type": "ByteLevel", "add_prefix_space": False, "trim_offsets": True, "use_regex": True}
+
+GPT2 = TinySpec(
+    family="gpt2", vocab="gpt-2", template=None, pre="gpt-2", n_base=50257, added={}, bos=50256, eos=50256,
+    pad=50256, vocab_size=50257, model_type="llama", config=_TINY_LLAMA, add_bos=False, hf_pre_tokenizer=_BYTE_LEVEL,
+)
+
+SMOLLM = TinySpec(
+    family="smollm", vocab="smollm2", template=None, pre="smollm", n_base=49152, added={}, bos=1, eos=2, pad=2,
+    vocab_size=49152, model_type="llama", config=_TINY_LLAMA, add_bos=False,
+    hf_pre_tokenizer={"type": "Sequence",
+                      "pretokenizers": [{"type": "Digits", "individual_digits": True}, _BYTE_LEVEL]},
+)
+
+QWEN2_PLAIN = replace(
+    QWEN2, family="qwen2-plain", template="Qwen-Qwen2.5-7B-Instruct", pre="qwen2", add_bos=False, bos=151643,
+    eos=151645,
+    added={151643: ("<|endoftext|>", True), 151644: ("<|im_start|>", True), 151645: ("<|im_end|>", True)},
+)
+
+SPECS = {s.family: s for s in (QWEN2, LLAMA, GPT2, SMOLLM, QWEN2_PLAIN)}
 
 
 def tiny_checkpoint(family: str) -> Path:
-    """The cached folder of the tiny `family` ("qwen2" or "llama") checkpoint."""
+    """The cached folder of the tiny `family` checkpoint (one of SPECS: "qwen2", "llama", "gpt2", …)."""
     spec = SPECS[family]
     return cached_dir(f"tiny-{family}-{VERSION}", lambda tmp: _build(spec, tmp))
 
@@ -78,22 +108,28 @@ def _build(spec: TinySpec, folder: Path) -> None:
     _write_model(spec, folder)
 
 
+def _vocab_file(spec: TinySpec) -> Path:
+    from quantkit.convert.embedded import embedded_gguf
+
+    return embedded_gguf() if spec.vocab == "smollm2" else vocab_gguf(spec.vocab)
+
+
 def _vocab(spec: TinySpec):
     from quantkit.convert.export.tokenizer import read_gguf_vocab
     from quantkit.gguf.reader import open_gguf
     from quantkit.convert.pretokenizers import get_pre_tokenizer
 
-    base = read_gguf_vocab(open_gguf(vocab_gguf(spec.vocab)))
-    n_tokens = max(spec.added) + 1
+    base = read_gguf_vocab(open_gguf(_vocab_file(spec)))
+    n_tokens = max([*spec.added, spec.n_base - 1]) + 1
     tokens = list(base.tokens[:spec.n_base])
     types = list(base.token_types[:spec.n_base])
     for i in range(spec.n_base, n_tokens):
         text, special = spec.added.get(i, (f"<|reserved_{i}|>", True))
         tokens.append(text)
         types.append(int(TokenType.CONTROL if special else TokenType.USER_DEFINED))
-    return replace(base, tokens=tokens, token_types=types, pre=get_pre_tokenizer(spec.pre), add_bos=True,
+    return replace(base, tokens=tokens, token_types=types, pre=get_pre_tokenizer(spec.pre), add_bos=spec.add_bos,
                    add_eos=False, bos_id=spec.bos, eos_id=spec.eos, pad_id=spec.pad, unk_id=None,
-                   chat_template=chat_template(spec.template))
+                   chat_template=chat_template(spec.template) if spec.template else base.chat_template)
 
 
 def _write_tokenizer(spec: TinySpec, folder: Path) -> None:
@@ -101,6 +137,8 @@ def _write_tokenizer(spec: TinySpec, folder: Path) -> None:
 
     vocab = _vocab(spec)
     tok = tokenizer_json(vocab)
+    if spec.hf_pre_tokenizer is not None:
+        tok["pre_tokenizer"] = spec.hf_pre_tokenizer
     config = tokenizer_config(vocab, 16384)
     # The real repos mark <｜User｜>/<｜Assistant｜> and the think tags as added but not special.
     for entry in tok["added_tokens"]:

@@ -7,7 +7,8 @@ from fractions import Fraction
 
 import pytest
 
-from quantkit.eval.grading import Grade, Grader, answer_part, boxed, grade_answer, last_number, letter, number
+from quantkit.eval.grading import (Grade, Grader, answer_part, boxed, final_boxes, grade_answer, last_number, letter,
+                                   number)
 
 
 def r1(thought: str, answer: str) -> str:
@@ -55,9 +56,23 @@ TABLE = [
      "correct", "\\text{Evelyn}"),
     ("math", "\\text{Evelyn}", r1(T, "$\\boxed{\\text{Amy}}$"), "wrong", "\\text{Amy}"),
     ("math", "\\text{(C)}", r1(T, "The correct option is $\\boxed{C}$."), "correct", "C"),
-    # two boxes
-    ("math", "42", r1(T, "We get $\\boxed{42}$.\n\n**Final Answer**\n\\[\\boxed{42}\\]"), "correct", "42; 42"),
-    ("math", "5", r1(T, "At first $\\boxed{3}$, but checking again it is $\\boxed{5}$."), "wrong", "3; 5"),
+    # several boxes: the last one is the answer, with the boxes written as one list with it
+    ("math", "42", r1(T, "We get $\\boxed{42}$.\n\n**Final Answer**\n\\[\\boxed{42}\\]"), "correct", "42"),
+    ("math", "5", r1(T, "At first $\\boxed{3}$, but checking again it is $\\boxed{5}$."), "correct", "5"),
+    ("math", "12", r1(T, "First guess \\boxed{10}, but checking: \\boxed{12}"), "correct", "12"),
+    ("math", "10", r1(T, "First guess \\boxed{10}, but checking: \\boxed{12}"), "wrong", "12"),
+    ("math", "3, 5", r1(T, "The roots are $\\boxed{3}, \\boxed{5}$."), "correct", "3; 5"),
+    ("math", "-2, 1", r1(T, "Not $\\boxed{2}$: the roots are $x = \\boxed{1}$ or $x = \\boxed{-2}$."), "correct",
+     "1; -2"),
+    ("math", "4", r1(T, "So $\\boxed{4}$, and the box \\boxed{} stays empty."), "correct", "4"),
+    ("number", "12", r1(T, "That gives $\\boxed{10}$ apples. Wait, I forgot two: $\\boxed{12}$."), "correct", "12"),
+    ("number", "7", r1(T, "It is $\\boxed{7}$ or $\\boxed{8}$."), "wrong", "7; 8"),
+    ("choice", "C", r1(T, "I first thought $\\boxed{B}$, but only (C) fits the data: $\\boxed{C}$"), "correct", "C"),
+    # a box in the thought never counts, even when the answer part has none
+    ("math", "12", r1("6 + 4 = 10, so \\boxed{10}. No, I forgot two.", "The answer is 12."), "correct", "12"),
+    ("math", "10", r1("6 + 4 = 10, so \\boxed{10}.", "I hope this helps."), "no_answer", None),
+    ("number", "10", r1("So \\boxed{12}? No: 6 + 4.", "She has 10 apples."), "correct", "10"),
+    ("math", "12", "First guess \\boxed{10}, but checking: \\boxed{12}, and then once more", "no_answer", None),
     # no box: "the answer is"
     ("math", "\\frac{3}{4}", r1(T, "So the answer is $\\frac{3}{4}$."), "correct", "\\frac{3}{4}"),
     ("math", "12", r1(T, "**Final Answer:** 12"), "correct", "12"),
@@ -136,6 +151,10 @@ def test_boxed():
     assert boxed("\\boxed 5.") == ["5"]
     assert boxed("\\fbox{7}") == ["7"]
     assert boxed("\\boxed{unclosed {") == []
+    assert final_boxes("\\boxed{1}, then \\boxed{2}") == ["2"]
+    assert final_boxes("$\\boxed{1}$ and $\\boxed{2}$, or $y_1 = \\boxed{3}$") == ["1", "2", "3"]
+    assert final_boxes("\\boxed{1} and so \\boxed{2}") == ["2"]
+    assert final_boxes("\\boxed{1} \\boxed{}") == ["1"] and final_boxes("no box") == []
 
 
 def test_number_and_letter():

@@ -71,13 +71,29 @@ def convert_checkpoint(checkpoint: Checkpoint | Path, dest: Path, outtype: str =
     ftype = OUTTYPES[outtype]
     arch = checkpoint_architecture(checkpoint).name
     plans = plan_gguf_tensors(checkpoint, ftype)
+    vocab = read_hf_vocab(checkpoint.folder, ConfigShape.of(checkpoint.config).n_vocab)  # refused before any write
 
     def add_keys(writer) -> None:
         write_metadata(writer, checkpoint.folder, name, ftype)
         write_hparams(writer, checkpoint.config, arch)
-        read_hf_vocab(checkpoint.folder, ConfigShape.of(checkpoint.config).n_vocab).add_to(writer)
+        vocab.add_to(writer)
 
-    return write_gguf(Path(dest), arch, plans, add_keys, progress)
+    return write_gguf(Path(dest), arch, plans, add_keys, progress, check=lambda tmp: check_vocabulary(tmp, dest))
+
+
+def check_vocabulary(path: Path, dest: Path) -> None:
+    """libllama reads the vocabulary of the file written at `path` (its pre-tokenizer, tokens, merges and special
+    ids) — or the file never becomes `dest`: every later load would fail the same way."""
+    from ..errors import RuntimeLoadError
+    from ..runtime import load_vocabulary
+
+    try:
+        with load_vocabulary(path):
+            pass
+    except RuntimeLoadError as e:
+        reason = e.message.split(str(path), 1)[-1]  # ": unknown pre-tokenizer type: …" (the path is a temporary's)
+        raise RuntimeLoadError(f"llama.cpp refuses the vocabulary written for {Path(dest).name}{reason}; the file was "
+                               "not kept", hint="report it, with the checkpoint's tokenizer files") from None
 
 
 def _display(src: Source) -> str | None:

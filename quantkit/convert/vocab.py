@@ -1,8 +1,14 @@
 """The tokenizer part of a GGUF, from tokenizer.json/tokenizer_config.json: tokens and their types, merges,
-special ids, add_bos, the chat template, and `tokenizer.ggml.pre` named from the tokenizer's own
-pre-tokenizer (no hashing of a test string: the regexes are compared with quantkit's table)."""
+special ids, add_bos, the chat template, and `tokenizer.ggml.pre`.
+
+The pre-tokenizer is named as llama.cpp's converter names it: the tokenizer (the `tokenizers` library, no
+transformers) tokenizes convert_hf_to_gguf.py's check text, and the sha256 of the ids is looked up in its table
+(pretokenizers.CHECK_HASHES). A tokenizer that table does not know — a GPT-2-style tokenizer with its own
+vocabulary, say — is named from its split regexes instead, compared with quantkit's table; one that neither
+knows is refused before anything is written."""
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 from dataclasses import dataclass
@@ -11,7 +17,7 @@ from pathlib import Path
 from gguf import GGUFWriter, SpecialVocab, TokenType
 
 from ..errors import CheckpointError, UnknownPreTokenizerError
-from .pretokenizers import PRE_TOKENIZERS, regexes_of_hf_pre_tokenizer
+from .pretokenizers import CHECK_HASHES, CHECK_TEXT, PRE_TOKENIZERS, regexes_of_hf_pre_tokenizer
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +43,7 @@ class Vocab:
 
 
 def read_hf_vocab(folder: Path, n_vocab: int) -> Vocab:
-    tokenizer = _load_json(folder / "tokenizer.json")
+    tokenizer, text = _load_json_text(folder / "tokenizer.json")
     config = _load_json(folder / "tokenizer_config.json", required=False)
     model = tokenizer.get("model") or {}
     if model.get("type") != "BPE" or not isinstance(model.get("vocab"), dict):
@@ -46,7 +52,7 @@ def read_hf_vocab(folder: Path, n_vocab: int) -> Vocab:
     tokens, types = _tokens(model["vocab"], tokenizer.get("added_tokens") or [], n_vocab, folder)
     special = SpecialVocab(folder, load_merges=False, n_vocab=n_vocab)
     special.merges = _merges(model.get("merges"), folder)
-    return Vocab(tokens, types, detect_pre(tokenizer, config), special)
+    return Vocab(tokens, types, detect_pre(tokenizer, config, text), special)
 
 
 def _merges(merges, folder: Path) -> list[str]:
@@ -63,17 +69,23 @@ def _merges(merges, folder: Path) -> list[str]:
 
 
 def _load_json(path: Path, required: bool = True) -> dict:
-    if not path.is_file():
-        if required:
-            raise CheckpointError(f"{path.parent} has no {path.name}", hint="the checkpoint needs its tokenizer files")
+    if not required and not path.is_file():
         return {}
+    return _load_json_text(path)[0]
+
+
+def _load_json_text(path: Path) -> tuple[dict, str]:
+    """The JSON object in `path`, and its text."""
+    if not path.is_file():
+        raise CheckpointError(f"{path.parent} has no {path.name}", hint="the checkpoint needs its tokenizer files")
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        text = path.read_text(encoding="utf-8")
+        data = json.loads(text)
     except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as e:
         raise CheckpointError(f"{path} is not valid JSON ({e})") from None
     if not isinstance(data, dict):
         raise CheckpointError(f"{path} does not hold a JSON object", hint="the tokenizer files look damaged")
-    return data
+    return data, text
 
 
 def _looks_special(text: str) -> bool:
@@ -105,19 +117,48 @@ def _tokens(vocab: dict[str, int], added: list[dict], n_vocab: int, folder: Path
     return [t for t, _ in tokens], [k for _, k in tokens]
 
 
-def detect_pre(tokenizer: dict, config: dict) -> str:
-    """`tokenizer.ggml.pre` for this tokenizer, from its split regexes."""
+def detect_pre(tokenizer: dict, config: dict, text: str | None = None) -> str:
+    """`tokenizer.ggml.pre` for this tokenizer (`text`: tokenizer.json as read, to spare a second serialization):
+    by its check hash as llama.cpp's converter names it, else by its split regexes."""
+    digest = check_hash(text if text is not None else json.dumps(tokenizer))
+    by_regexes = pre_of_regexes(tokenizer, config)
+    chosen = CHECK_HASHES.get(digest or "") or by_regexes
+    if chosen is None:
+        regexes = regexes_of_hf_pre_tokenizer(tokenizer.get("pre_tokenizer"))
+        raise UnknownPreTokenizerError(
+            f"the tokenizer's pre-tokenizer is one neither quantkit nor llama.cpp's converter knows "
+            f"(check hash {(digest or 'unavailable')[:16]}…, regexes {regexes!r:.120})")
+    how = "check hash" if digest in CHECK_HASHES else "split regexes"
+    log.info("pre-tokenizer: %s (by its %s%s)", chosen, how,
+             f"; its regexes alone would say {by_regexes}" if by_regexes not in (None, chosen) else "")
+    return chosen
+
+
+def check_hash(tokenizer_json: str) -> str | None:
+    """convert_hf_to_gguf.py's fingerprint of a tokenizer: the sha256 of `str(ids)` for CHECK_TEXT, special tokens
+    added as the tokenizer's post-processor adds them (what transformers' `encode` does); None when the
+    `tokenizers` library cannot read this tokenizer.json."""
+    from tokenizers import Tokenizer
+
+    try:
+        tokenizer = Tokenizer.from_str(tokenizer_json)
+    except Exception as e:  # the library's own error type is not public; the regexes still name it
+        log.warning("the tokenizers library cannot read tokenizer.json (%s); naming its pre-tokenizer by its regexes", e)
+        return None
+    return hashlib.sha256(str(tokenizer.encode(CHECK_TEXT).ids).encode()).hexdigest()
+
+
+def pre_of_regexes(tokenizer: dict, config: dict) -> str | None:
+    """The name in quantkit's table whose regexes the tokenizer's pre-tokenizer applies; None if none does."""
     regexes = regexes_of_hf_pre_tokenizer(tokenizer.get("pre_tokenizer"))
     candidates = [p.name for p in PRE_TOKENIZERS.values() if p.regexes == regexes]
     if not candidates:
-        raise UnknownPreTokenizerError(f"the tokenizer's pre-tokenizer is not one quantkit knows ({regexes!r:.200})")
+        return None
     bos = _token_text(config.get("bos_token"))
     adds_bos = bool(config.get("add_bos_token", False)) or _post_processor_adds(tokenizer, bos)
     marked = [n for n in candidates if n in _BOS_MARKS and adds_bos and _BOS_MARKS[n] == bos]
     plain = [n for n in candidates if n not in _BOS_MARKS]
-    chosen = (marked or plain or candidates)[0]
-    log.info("pre-tokenizer: %s", chosen)
-    return chosen
+    return (marked or plain or candidates)[0]
 
 
 def _token_text(value) -> str | None:

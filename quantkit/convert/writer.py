@@ -56,9 +56,10 @@ def _pack_strings(strings: list[str]) -> bytes:
 
 
 def write_gguf(dest: Path, arch: str, plans: list[ConvertedTensor], add_keys: Callable[[GGUFWriter], None],
-               progress: WriteProgress | None = None) -> int:
+               progress: WriteProgress | None = None, check: Callable[[Path], None] | None = None) -> int:
     """Write the GGUF `dest`; `add_keys(writer)` adds the metadata once the tensors are announced (while a second
-    thread already scans the bf16 tensors that will be copied as they are)."""
+    thread already scans the bf16 tensors that will be copied as they are). `check(path)`, given, sees the
+    complete file under its temporary name and may refuse it (raise) before it becomes `dest`."""
     total = sum(p.n_bytes for p in plans)
     check_free_space(dest.parent, total + _HEADER_ALLOWANCE)
     bf16_sources = [p.source for p in plans if p.source is not None and p.source.dtype == "BF16"]
@@ -77,6 +78,8 @@ def write_gguf(dest: Path, arch: str, plans: list[ConvertedTensor], add_keys: Ca
                         dest.name, progress)
         finally:
             writer.close()
+        if check is not None:
+            check(tmp)
     log.info("wrote %s (%.1f MB)", dest, dest.stat().st_size / 1e6)
     return dest.stat().st_size
 

@@ -1,11 +1,19 @@
 """Grading an R1 output against a gold answer.
 
 1. The answer part: the text after the last `</think>`. A thought that never closed (cut off by the token
-   budget) has no answer, whatever drafts it holds, and is wrong.
-2. The answer in it: every `\\boxed{…}` of the answer part; with no box, the text after the last "the answer
-   is" / "final answer:"; for a number, with neither, the last number written. Several boxes count together:
-   for math they form a set (two roots in two boxes match a gold "3, 5"), for a number or a letter they must
-   agree.
+   budget) has no answer, whatever drafts it holds, and is wrong. A box in a closed thought never counts, even
+   when the answer part has none: the thought holds drafts the model went on to reject, and the answer part is
+   what it commits to. This is lighteval's rule (the evaluation open-r1 ran on the R1 distills: its pipeline
+   drops `<think>…</think>` before any metric, `remove_reasoning_tags=True` by default) and the format R1 was
+   trained to (the final answer after the thought). Qwen2.5-Math's parser takes the last box of the whole
+   output, which would let a draft in the thought count; it was written for models without a thought.
+2. The answer in it: the LAST `\\boxed{…}` of the answer part ("first \\boxed{10}, but checking: \\boxed{12}"
+   answers 12), as Qwen2.5-Math's `extract_answer` and math-verify (rightmost match first) read it. Boxes
+   written as one list — joined to the last box by nothing but "and", "or" or a comma (math delimiters and an
+   "x =" between them allowed: "$x = \\boxed{1}$ and $x = \\boxed{-2}$") — are read together, as math-verify
+   does: for math they form a set (two roots match a gold "-2, 1"), for a number or a letter they must agree
+   ("\\boxed{B} or \\boxed{C}" is a hedge, and wrong). With no box, the text after the last "the answer
+   is" / "final answer:"; for a number, with neither, the last number written.
 3. The verdict, by kind: "math" with math-verify (Hugging Face's verifier: the gold parsed first, then
    `verify(gold, answer)`, which is not symmetric); "number" as one exact number (commas, units, `$` and `%`
    dropped: GSM8K, arith); "choice" as a letter A-D (GPQA).
@@ -41,7 +49,7 @@ DEFAULT_TIMEOUT = 10.0  # seconds per answer; math-verify's own default is 5 s t
 @dataclass(frozen=True)
 class Grade:
     verdict: Verdict
-    extracted: str | None  # the answer as found in the output (the boxes' contents, joined by "; ")
+    extracted: str | None  # the answer as found in the output (its final boxes' contents, joined by "; ")
 
     @property
     def correct(self) -> bool:
@@ -64,8 +72,8 @@ def answer_part(text: str, thought_open: bool = True) -> str | None:
 _BOX = re.compile(r"\\(?:boxed|fbox)\s*")
 
 
-def boxed(text: str) -> list[str]:
-    """The contents of every `\\boxed{…}` (and `\\fbox{…}`, `\\boxed 5`) in `text`, in order, braces balanced."""
+def _boxes(text: str) -> list[tuple[int, int, str]]:
+    """(start, end, contents) of every box in `text`, in order."""
     found = []
     for m in _BOX.finditer(text):
         start = m.end()
@@ -77,12 +85,35 @@ def boxed(text: str) -> list[str]:
                 elif text[i] == "}":
                     depth -= 1
                     if depth == 0:
-                        found.append(text[start + 1:i].strip())
+                        found.append((m.start(), i + 1, text[start + 1:i].strip()))
                         break
                 i += 1
         elif m.group().endswith(" ") and (word := re.match(r"[^\s$.,;]+", text[start:])):
-            found.append(word.group())  # `\boxed 5`
+            found.append((m.start(), start + word.end(), word.group()))  # `\boxed 5`
     return found
+
+
+def boxed(text: str) -> list[str]:
+    """The contents of every `\\boxed{…}` (and `\\fbox{…}`, `\\boxed 5`) in `text`, in order, braces balanced."""
+    return [contents for _, _, contents in _boxes(text)]
+
+
+# what may stand between two boxes of one list: a closing and an opening math delimiter, "and" / "or" / a comma,
+# and a variable the next box is the value of ("$x = \boxed{1}$ and $x = \boxed{-2}$"); math-verify's list rule
+_DELIM = r"(?:\$\$?|\\[()\[\]])?"
+_LIST_GAP = re.compile(rf"\s*{_DELIM}\s*,?\s*(?:and|or|,)\s*{_DELIM}\s*(?:[A-Za-z](?:_\{{?\w+\}}?)?\s*=\s*)?",
+                       re.IGNORECASE)
+
+
+def final_boxes(text: str) -> list[str]:
+    """The final answer's boxes: the last non-empty box of `text`, with the boxes written as one list with it."""
+    spans = [b for b in _boxes(text) if b[2]]
+    if not spans:
+        return []
+    first = len(spans) - 1
+    while first > 0 and _LIST_GAP.fullmatch(text, spans[first - 1][1], spans[first][0]):
+        first -= 1
+    return [contents for _, _, contents in spans[first:]]
 
 
 # "The answer is 5.", "**Final Answer:** $\frac12$", "Answer: (C)"; the last one counts
@@ -101,10 +132,11 @@ def answer_text(answer: str) -> str | None:
 
 
 def extract(answer: str | None) -> list[str]:
-    """The candidate answers of an answer part: its boxes' contents, else the "the answer is" text, else none."""
+    """The candidate answers of an answer part: its final boxes' contents, else the "the answer is" text, else
+    none."""
     if answer is None:
         return []
-    if boxes := [b for b in boxed(answer) if b]:
+    if boxes := final_boxes(answer):
         return boxes
     text = answer_text(answer)
     return [text] if text else []
@@ -185,8 +217,8 @@ def _math_equal(gold: str, found: list[str]) -> bool:
     from math_verify import parse, verify
 
     configs = _math_configs()
-    # both sides boxed, so that math-verify reads them alike; several boxes become one set, as math-verify joins
-    # the boxes of one text
+    # both sides boxed, so that math-verify reads them alike; the boxes of one list become one set, as math-verify
+    # reads "\boxed{1} and \boxed{-2}"
     gold_parsed = parse(f"\\boxed{{{gold}}}", configs, parsing_timeout=None) or [gold]
     answer = " ".join(f"\\boxed{{{_unwrap(f)}}}" for f in found)
     answer_parsed = parse(answer, configs, parsing_timeout=None)

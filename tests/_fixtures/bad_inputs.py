@@ -435,6 +435,10 @@ CHECKPOINT_ROWS = [
     Row("convert", "a tokenizer.json whose added tokens lack their text",
         lambda w: _convert(w, tokenizer__json=w.tokenizer(lambda t: t["added_tokens"][0].pop("content"))),
         "added token"),
+    Row("convert", "a pre-tokenizer neither quantkit nor llama.cpp's converter knows",
+        lambda w: _convert(w, tokenizer__json=w.tokenizer(lambda t: t.update(pre_tokenizer={
+            "type": "Metaspace", "replacement": "\u2581", "prepend_scheme": "always", "split": True}))),
+        "neither quantkit nor llama.cpp"),
     Row("convert", "a tokenizer_config.json that is not JSON",
         lambda w: _convert(w, tokenizer_config__json="nope"), "not valid JSON"),
     Row("convert", "a source path that is a file", lambda w: ["convert", w.file("x.txt", "x"), "-o", "out"],

@@ -11,18 +11,19 @@ from reference.cache import cached_dir
 from reference.sdist import llama_cpp_source
 
 
-def reference_gguf(checkpoint: Path, key: str, outtype: str) -> Path:
-    """convert_hf_to_gguf.py's output for `checkpoint` at `outtype` (f32, f16, bf16, q8_0); `key` names the cache."""
+def reference_gguf(checkpoint: Path, key: str, outtype: str, vocab_only: bool = False) -> Path:
+    """convert_hf_to_gguf.py's output for `checkpoint` at `outtype` (f32, f16, bf16, q8_0); `key` names the cache.
+    `vocab_only`: only the tokenizer and the hyperparameters (its --vocab-only)."""
 
     def build(tmp: Path) -> None:
         tree = llama_cpp_source()
         env = {**os.environ, "PYTHONPATH": str(tree / "gguf-py"), "HF_HUB_OFFLINE": "1"}
         result = subprocess.run(
             [sys.executable, str(tree / "convert_hf_to_gguf.py"), str(checkpoint), "--outtype", outtype,
-             "--outfile", str(tmp / "model.gguf")],
+             "--outfile", str(tmp / "model.gguf"), *(["--vocab-only"] if vocab_only else [])],
             env=env, capture_output=True, text=True,
         )
         if result.returncode != 0:
             raise RuntimeError(f"convert_hf_to_gguf.py failed:\n{result.stderr[-3000:]}")
 
-    return cached_dir(f"reference-{key}-{outtype}", build) / "model.gguf"
+    return cached_dir(f"reference-{key}-{outtype}{'-vocab' if vocab_only else ''}", build) / "model.gguf"

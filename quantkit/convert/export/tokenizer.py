@@ -35,7 +35,7 @@ def read_gguf_vocab(reader: GGUFReader) -> GGUFVocab:
         raise UnsupportedModelError(
             f"tokenizer model {model!r} is not supported: quantkit exports byte-level BPE (gpt2) vocabularies"
         )
-    pre_name = field(reader, "tokenizer.ggml.pre", "gpt2")
+    pre_name = field(reader, "tokenizer.ggml.pre", "gpt-2")
     pre = get_pre_tokenizer(pre_name)
     if pre is None:
         raise UnsupportedModelError(
