@@ -12,10 +12,9 @@ from gguf import GGMLQuantizationType as T, GGUFReader, GGUFWriter
 from typer.testing import CliRunner
 
 from quantkit.cli.app import app
-from quantkit.errors import InvalidArgumentError
 from quantkit.quant_types import LADDER
-from quantkit.quantize.mixes import KEY_PLAN, KEY_TARGET, Option, TensorOptions, layer_table, measure, parse_size
-from quantkit.quantize.mixes import plan_digest, solve
+from quantkit.quantize.mixes import KEY_PLAN, KEY_TARGET, Option, TensorOptions, layer_table, measure, plan_digest
+from quantkit.quantize.mixes import solve
 from quantkit.runtime.quants import round_trip
 from tests._fixtures.cache import cached_dir
 from tests._fixtures.memory import TinyModel, write_tiny_model
@@ -110,14 +109,6 @@ def test_solver_fits_and_is_within_one_step_of_brute_force():
         uniform = [sum(t.options[i].error for t in tensors) for i in range(5)
                    if sum(t.options[i].n_bytes for t in tensors) <= budget]
         assert all(error <= u for u in uniform)
-
-
-def test_parse_size():
-    assert parse_size("4.2G") == parse_size("4.2GB") == 4_200_000_000
-    assert parse_size("3.5GiB") == int(3.5 * 2**30)
-    assert parse_size("900M") == 900_000_000 and parse_size("123456") == 123456
-    with pytest.raises(InvalidArgumentError):
-        parse_size("four gigs")
 
 
 # ---------------------------------------------------------------------------------------------------------------
