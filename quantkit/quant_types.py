@@ -1,6 +1,9 @@
 """llama.cpp's quant types as data: the usual ladder, the base types, the file types of the `gguf` package, and
-which of them libllama refuses to make without an importance matrix."""
+which of them libllama refuses to make without an importance matrix; and the one size grammar of every size flag."""
 from __future__ import annotations
+
+import re
+from decimal import Decimal
 
 from gguf import GGML_QUANT_SIZES, GGMLQuantizationType as T, LlamaFileType
 
@@ -102,3 +105,24 @@ def tensor_type(name: str) -> T:
         raise InvalidArgumentError(f"unknown tensor type {name!r}",
                                    hint=f"use one of {', '.join(t.name for t in (*MIX_TYPES, *MIX_IMATRIX_TYPES))}"
                                    ) from None
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# sizes: one grammar for every size flag (--split-max-size, --target-size)
+
+# K, M, G, T are powers of 1000, as llama-gguf-split's M and G; KiB … TiB powers of 1024; a trailing B is optional.
+_SIZE = re.compile(r"(?P<value>\d+(?:\.\d+)?)\s*(?:(?P<unit>[KMGT])(?P<binary>I)?)?B?", re.IGNORECASE)
+SIZE_HINT = "e.g. 4.2G or 500M (powers of 1000, as llama-gguf-split's), 3.9GiB (powers of 1024), or a byte count"
+
+
+def parse_size(text: str, flag: str = "size") -> int:
+    """`"4.2G"`, `"4.2GB"` (10⁹), `"3.9GiB"` (2³⁰), `"500M"`, `"123456789"` → bytes; `flag` names the value in
+    the error. A fraction of a byte (`"1.5"`, `"0"`) is not a size."""
+    m = _SIZE.fullmatch(str(text).strip())
+    n_bytes = 0
+    if m is not None and (m["unit"] or "." not in m["value"]):
+        power = "KMGT".index(m["unit"].upper()) + 1 if m["unit"] else 0
+        n_bytes = int(Decimal(m["value"]) * (1024 if m["binary"] else 1000) ** power)
+    if n_bytes < 1:
+        raise InvalidArgumentError(f"{flag} {text!r} is not a size", hint=SIZE_HINT)
+    return n_bytes

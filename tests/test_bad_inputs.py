@@ -1,7 +1,8 @@
 """Nothing a user hands quantkit makes it crash, hang, eat memory or leave a broken file: every row of the corpus
 (tests/_fixtures/bad_inputs.py) runs as a real quantkit process and must end with its exit code, exactly one
 line on stderr that says what is wrong and how to fix it, no traceback, nothing on stdout, the folder it worked
-in exactly as before (names, sizes and times of every file), under 5 s and under 300 MB of peak resident memory.
+in exactly as before (names, sizes and times of every file), and under 300 MB of peak resident memory. A row
+still running after 30 s fails (a hang); how long each took is printed in the run's summary, not asserted.
 
 Each row runs in a child forked from a warm driver process (tests/_fixtures/corpus_driver.py): the speed of an
 in-process run, the isolation and the honest peak RSS of a process of its own.
@@ -22,7 +23,6 @@ from tests._fixtures.corpus_driver import Driver
 
 runner = CliRunner()
 
-MAX_SECONDS = 5.0
 MAX_RSS_MIB = 300.0
 _LINE = re.compile(r"^error: .+ \(.+\)$")  # the message, then the hint in parentheses
 _measured: dict[str, dict] = {}
@@ -92,7 +92,6 @@ def test_refused_cleanly(row: Row, driver, tmp_path):
                                                                        for p in row.keeps)}
     assert sorted(k for k in kept if k in row.keeps) == sorted(row.keeps), "a finished step was not kept"
     assert {k: v for k, v in after.items() if k not in kept} == before, "the output folder changed"
-    assert result["seconds"] < MAX_SECONDS, result["seconds"]
     assert result["maxrss_mib"] < MAX_RSS_MIB, result["maxrss_mib"]
 
 

@@ -1,7 +1,9 @@
 """`quantkit bench` on SmolLM2 with tiny settings, and its clean failures."""
 from __future__ import annotations
 
+import itertools
 import json
+from types import SimpleNamespace
 
 import pytest
 from typer.testing import CliRunner
@@ -28,22 +30,22 @@ def test_json_rows(tiny_run, smollm2_gguf):
         assert row["model"] == smollm2_gguf.name and row["file_type"] == "Q4_1"
         assert row["threads"] == 1 and row["n_gpu_layers"] == 0
         assert len(row["samples_tps"]) == 2
-        assert all(0 < s < 1e6 for s in row["samples_tps"])
+        assert all(s > 0 for s in row["samples_tps"])
         mean = sum(row["samples_tps"]) / 2
         assert row["mean_tps"] == pytest.approx(mean)
         assert row["std_tps"] == pytest.approx(abs(row["samples_tps"][0] - row["samples_tps"][1]) / 2 ** 0.5)
 
 
-def test_prompt_processing_is_faster_than_generation(tiny_run):
-    """A batch of 64 tokens shares one pass over the weights; 16 single-token decodes make 16 passes."""
-    pp, tg = (r["mean_tps"] for r in tiny_run)
-    assert pp > 1.5 * tg, (pp, tg)
-
-
-def test_rates_are_plausible_for_a_135m_model(tiny_run):
-    """Tens to thousands of tokens/s on one CPU thread: not a count, not a time, not a per-token latency."""
-    for row in tiny_run:
-        assert 2 < row["mean_tps"] < 50_000, row
+def test_rates_are_tokens_over_the_runs_wall_time(smollm2_gguf, monkeypatch):
+    """tokens/s of a run is its tokens over its wall time, not a count, a time or a per-token latency: with a
+    clock that advances 0.25 s a reading, every run takes 0.25 s. (How fast it is: benchmarks/bench.py.)"""
+    readings = itertools.count()
+    clock = SimpleNamespace(perf_counter_ns=lambda: next(readings) * 250_000_000)
+    monkeypatch.setattr("quantkit.measure.bench.time", clock)
+    results = bench([smollm2_gguf], n_prompt=8, n_gen=4, repetitions=2, threads=1, n_gpu_layers=0)
+    assert [(r.test, r.n_tokens, r.samples_tps) for r in results] == [("pp8", 8, [32.0, 32.0]),
+                                                                       ("tg4", 4, [16.0, 16.0])]
+    assert all(r.mean_tps == r.samples_tps[0] and r.std_tps == 0 for r in results)
 
 
 def test_library_skips_empty_tests(smollm2_gguf):

@@ -1,12 +1,17 @@
 """Interactive `quantkit chat` driven through a real pseudo-terminal, keys as a user types them: a multi-line
 question, the streamed answer, /clear, Ctrl-C (\\x03, turned into SIGINT by the terminal) while an answer is
-being written, Ctrl-C at the prompt, /exit."""
+being written, Ctrl-C at the prompt, /exit.
+
+The child's SIGINT disposition is set, not inherited: a Python program started with SIGINT ignored never gets
+KeyboardInterrupt unless it installs a handler itself, so what these tests see must not depend on how pytest
+was started (one test starts chat with SIGINT ignored on purpose)."""
 from __future__ import annotations
 
 import fcntl
 import os
 import re
 import select
+import signal
 import subprocess
 import sys
 import termios
@@ -22,7 +27,8 @@ ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]|\x1b\][^\x07]*\x07|\r")
 class Terminal:
     """A child process on the slave side of a pty, as its controlling terminal; we hold the master."""
 
-    def __init__(self, args: list[str]):
+    def __init__(self, args: list[str], sigint=signal.SIG_DFL):
+        """`sigint`: the SIGINT disposition the child starts with (SIG_IGN: as from a parent that ignores it)."""
         self.master, slave = os.openpty()
         env = {**os.environ, "TERM": "xterm-256color", "COLUMNS": "100", "LINES": "40"}
         env.pop("NO_COLOR", None)
@@ -30,6 +36,7 @@ class Terminal:
         def controlling_tty():
             os.setsid()
             fcntl.ioctl(0, termios.TIOCSCTTY, 0)
+            signal.signal(signal.SIGINT, sigint)
 
         self.proc = subprocess.Popen(args, stdin=slave, stdout=slave, stderr=slave, env=env,
                                      preexec_fn=controlling_tty, close_fds=True)
@@ -139,6 +146,29 @@ def test_two_ctrl_c_at_the_prompt_exit(smollm2_gguf):
                      "--ctx", "256"])
     try:
         term.expect(PROMPT, timeout=120)
+        term.interrupt_at_prompt()
+        term.expect(r"Ctrl-C again to exit")
+        term.expect(PROMPT)
+        term.interrupt_at_prompt()
+        assert term.close() == 0
+    finally:
+        if term.proc.poll() is None:
+            term.proc.kill()
+
+
+def test_ctrl_c_works_when_started_with_sigint_ignored(smollm2_gguf):
+    """chat installs its own SIGINT handling: started with SIGINT ignored, Ctrl-C still stops an answer, and
+    twice at the prompt still exits."""
+    term = Terminal([sys.executable, "-m", "quantkit", "chat", str(smollm2_gguf), "--threads", "1", "-ngl", "0",
+                     "-n", "400", "--seed", "1", "--ctx", "1024"], sigint=signal.SIG_IGN)
+    try:
+        term.expect(PROMPT, timeout=120)
+        term.send("Write a very long story about a dragon and a knight.\r")
+        term.expect(r"knight\.\n[^\n]*\w", timeout=120)
+        term.send("\x03")
+        term.expect(r"\[stopped\]", timeout=30)
+        assert "stopped: interrupted" in term.expect(STATS, timeout=30)
+        term.expect(PROMPT)
         term.interrupt_at_prompt()
         term.expect(r"Ctrl-C again to exit")
         term.expect(PROMPT)

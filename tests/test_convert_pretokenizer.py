@@ -19,10 +19,10 @@ from quantkit.convert.vocab import check_hash, pre_of_regexes
 from quantkit.errors import RuntimeLoadError, UnknownPreTokenizerError
 from quantkit.gguf.reader import field, open_gguf
 from quantkit.runtime import load_vocabulary
-from tests._fixtures.cache import cached_dir
+from reference.cache import cached_dir
 from tests._fixtures.reference import reference_gguf
-from tests._fixtures.sdist import llama_cpp_source, vocab_gguf
-from tests._fixtures.tiny import tiny_checkpoint
+from reference.sdist import llama_cpp_source, vocab_gguf
+from reference.tiny import tiny_checkpoint
 
 pytestmark = pytest.mark.slow
 

@@ -167,9 +167,10 @@ def test_number_and_letter():
 
 
 def slow_grade(kind: str, gold: str, answer: str | None) -> Grade:
-    """A grader that hangs on answers saying "hang" (as sympy can on an adversarial expression)."""
+    """A grader that hangs on answers saying "hang" (as sympy can on an adversarial expression): for 60 s, far past
+    any timeout here, and then grades it, so that a timeout that never fires shows as a wrong verdict."""
     if answer and "hang" in answer:
-        time.sleep(3600)
+        time.sleep(60)
     return grade_answer(kind, gold, answer)
 
 
@@ -177,11 +178,8 @@ def test_timeout_kills_the_worker_and_grades_the_rest():
     items = [("number", "1", "\\boxed{1}"), ("number", "2", "\\boxed{2} hang"), ("number", "3", "\\boxed{4}"),
              ("number", "4", "\\boxed{4}")]
     with Grader(workers=2, timeout=3, grade_fn=slow_grade) as grader:
-        start = time.monotonic()
         grades = grader.grade(items)
-        took = time.monotonic() - start
         assert grader.restarts == 1
         assert grader.grade_one("number", "5", "\\boxed{5}").correct  # the pool works again after the kill
     assert [g.verdict for g in grades] == ["correct", "timeout", "wrong", "correct"]
     assert grades[1].extracted == "2" and not grades[1].correct
-    assert took < 30

@@ -1,7 +1,7 @@
 """`quantkit eval` end to end on the scripted R1 model, whose every answer is "\\boxed{4}" after a known thought:
 pass@1 is known exactly from the gold answers, the records hold the thought, answer, counts and seeds, a budget
-inside the thought leaves no answer, a re-run resumes (also after SIGKILL) without doing a sample twice, and bad
-inputs are one line."""
+inside the thought leaves no answer, a re-run resumes (also after SIGKILL) without doing a sample twice, a SIGKILLed
+eval leaves no process behind, and bad inputs are one line."""
 from __future__ import annotations
 
 import json
@@ -20,6 +20,7 @@ from quantkit.eval import read_samples
 from quantkit.eval.runner import Protocol, eval_table, evaluate
 from quantkit.eval.tasks import read_task_file
 from tests._fixtures import scripted
+from tests._fixtures.kill import descendants, kill_when, start, still_alive
 from tests.test_bad_inputs import assert_clean_failure
 
 runner = CliRunner()
@@ -102,6 +103,28 @@ def test_sigkill_midway_then_resume(tmp_path, scripted_gguf):
     samples = read_samples(records()[0])
     assert len(samples) == 12 == len({s.key for s in samples})  # nothing done twice
     assert row["new_samples"] == 12 - done_before and row["pass_at_1"] == 1.0
+
+
+def test_a_sigkilled_eval_leaves_no_process_behind(tmp_path, scripted_gguf):
+    """Killed once its grading pool is up (a sample is graded before it is recorded), none of the processes under
+    the eval (the pool's workers, multiprocessing's helpers) is alive a few seconds later."""
+    path = task_file(tmp_path, ["4"] * 12)
+    proc = start(["eval", str(scripted_gguf), "--task-file", str(path), "-o", str(tmp_path / "eval"), "--ctx", "1024",
+                  "-ngl", "0", "--threads", "2", "--parallel", "1", "--json"])
+
+    def pool_up() -> dict[int, int] | None:
+        files = list((tmp_path / "eval").glob("*.jsonl"))
+        under = descendants(proc.pid) if files and files[0].read_bytes().count(b"\n") >= 1 else {}
+        return under if len(under) >= 2 else None  # the grader's two workers, at least
+
+    under = kill_when(proc, pool_up, "a graded sample and the grading pool", seconds=300)
+    deadline = time.monotonic() + 15
+    while (alive := still_alive(under)) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    names = {pid: Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ")[:200] for pid in alive}
+    for pid in alive:  # leave nothing behind for the next test either
+        os.kill(pid, signal.SIGKILL)
+    assert not alive, f"still alive 15 s after the eval was killed: {names}"
 
 
 def test_bad_inputs(tmp_path, scripted_gguf):

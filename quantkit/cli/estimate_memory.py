@@ -1,7 +1,7 @@
 """`quantkit estimate-memory TARGET`"""
 from __future__ import annotations
 
-from typing import Annotated, List, Optional
+from typing import TYPE_CHECKING, Annotated, List, Optional
 
 import typer
 
@@ -12,6 +12,10 @@ from ..memory.layers import describe
 from ..quant_types import parse_types
 from ._options import ImatrixFile, Json, Rpc, TargetBpw, TargetSize
 from ._output import command, emit_json, stdout
+
+if TYPE_CHECKING:
+    from ..quantize.budget import BudgetPlans, RungDamage
+    from ..quantize.mixes import Plan
 
 
 def register(app: typer.Typer) -> None:
@@ -42,7 +46,7 @@ def run(
 ) -> None:
     """Weights per quant type, KV cache and compute buffers, and how many layers fit a GPU; with --target-size
     or --target-bpw (TARGET a local float GGUF), the per-tensor plan of each budget mix, before any quantizing."""
-    from ..quantize.mixes import targets
+    from ..quantize.mixes import summary, targets
 
     vram_gib = _vram(vram, gpus)
     remote = connect_rpc(rpc)
@@ -61,15 +65,16 @@ def run(
         if placement is not None:
             doc["placement"] = placement
         if plans is not None:
-            doc["plans"] = [p["summary"] for p in plans]
+            doc["plans"] = [summary(p) for p in plans.plans]
+            doc["ladder"] = plans.ladder  # the standard types' damage by the same measure
         emit_json(doc)
         return
     show(est, tensors)
     if placement:
         stdout.print(f"placement with --n-gpu-layers {n_gpu_layers}: {describe(placement)}", markup=False,
                      highlight=False)
-    for p in plans or []:
-        show_plan(p)
+    if plans is not None:
+        show_plans(plans)
 
 
 def _placement(est: MemoryEstimate, n_gpu_layers: str) -> list[str]:
@@ -85,57 +90,35 @@ def _as_dict(est: MemoryEstimate) -> dict:
     return asdict(est)
 
 
-def _plans(target: str, budgets: list, imatrix) -> list[dict]:
+def _plans(target: str, budgets: list, imatrix) -> BudgetPlans:
     """Each budget's plan, and the measured damage of the standard ladder's types beside it."""
-    from pathlib import Path
-
-    from ..memory import weights_plan
-    from ..memory.shapes import resolve_target
-    from ..quantize.mixes import measure, plan_mix, standard_error, summary
-    from ..quant_types import LADDER
     from ..quantize.ladder import resolve_imatrix
-    from ..quantize.mixes import importance_for
-    from ..quantize.file import check_float_base
+    from ..quantize.budget import budget_base, plan_budgets
 
-    path = Path(target)
-    if path.suffix != ".gguf" or not path.is_file():
-        raise InvalidArgumentError(f"a budget mix is planned from a local float GGUF, not {target!r}",
-                                   hint="quantkit convert SOURCE --outtype F16 first, then plan from its file")
-    check_float_base(path)
-    imatrix = resolve_imatrix(imatrix, path)
-    values = importance_for(imatrix, path)
-    measured = measure(path, values)
-    spec = resolve_target(str(path))
-    ladder = []
-    for qtype in LADDER:
-        err = standard_error(measured, {p.name: p.type for p in weights_plan(spec, qtype, values is not None)})
-        est = estimate_memory(spec, [qtype]).types[0]
-        ladder.append({"type": qtype, "file MiB": round(est.file_bytes / 2**20, 2), "bpw": est.bits_per_weight,
-                       "damage": err})
-    out = []
-    for b in budgets:
-        plan = plan_mix(path, b, values, imatrix_name=Path(imatrix).name if imatrix else None, measured=measured)
-        out.append({"summary": summary(plan), "plan": plan, "ladder": ladder})
-    return out
+    base = budget_base(target)
+    return plan_budgets(base, budgets, resolve_imatrix(imatrix, base))
 
 
-def show_plan(p: dict) -> None:
+def show_plans(plans: BudgetPlans) -> None:
+    for plan in plans.plans:
+        show_plan(plan, plans.ladder)
+
+
+def show_plan(plan: Plan, ladder: list[RungDamage]) -> None:
     import pandas as pd
 
     from ..quantize.mixes import layer_table
     from .convert import print_layer_table
 
-    plan = p["plan"]
     stdout.print(f"\nbudget mix {plan.target.label} ({plan.target.describe()}): {plan.file_bytes:,} bytes "
                  f"({plan.file_bytes / 2**20:.2f} MiB), {plan.bits_per_weight} bpw, labelled {plan.file_type}, "
                  f"damage {plan.error:.4g}" + (f", imatrix {plan.imatrix}" if plan.imatrix else ""),
                  markup=False, highlight=False)
-    rows = [r for r in p["ladder"] if r["damage"] is not None]
+    rows = [{"type": r.type, "file MiB": round(r.file_bytes / 2**20, 2), "bpw": r.bits_per_weight,
+             "damage": f"{r.damage:.4g}"} for r in ladder if r.damage is not None]
     if rows:
-        frame = pd.DataFrame(rows)
-        frame["damage"] = frame["damage"].map(lambda v: f"{v:.4g}")
         stdout.print("the standard types' damage by the same measure:", markup=False, highlight=False)
-        stdout.print(frame.to_string(index=False), markup=False, highlight=False)
+        stdout.print(pd.DataFrame(rows).to_string(index=False), markup=False, highlight=False)
     print_layer_table(layer_table(plan.types))
 
 

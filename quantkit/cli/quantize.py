@@ -34,17 +34,16 @@ def run(
     """Quantize an F32/F16/BF16 GGUF (ours or downloaded) with libllama, like llama-quantize."""
     from ..quantize.ladder import quantize_file
     from ..quantize.mixes import targets
-    from ..quant_types import parse_types
-    from ..gguf.split import parse_size
+    from ..quant_types import parse_size, parse_types
     from .convert import show_files
 
     wanted = parse_types(types) if types else []
     budgets = targets(target_size, target_bpw)
+    max_size = parse_size(split_max_size, "--split-max-size") if split_max_size is not None else None
     with ByteProgress() as progress:
         files = quantize_file(base, out, types=wanted, targets=budgets, imatrix=imatrix, force=force,
                               threads=threads, progress=progress.update,
-                              split_max_size=parse_size(split_max_size) if split_max_size else None,
-                              split_max_tensors=split_max_tensors)
+                              split_max_size=max_size, split_max_tensors=split_max_tensors)
     if json:
         emit_json({"base": base, "files": files})
         return

@@ -21,13 +21,16 @@
 math-verify's own timeouts use SIGALRM, which works only on a main thread; it is called here without them, and
 `Grader` runs it in worker processes instead, killing one that takes longer than its per-answer timeout (sympy
 can take minutes on an adversarial expression). Such an answer is recorded as "timeout", and counts as wrong.
+The workers exit when the process that started them is gone, so a SIGKILLed eval leaves no process behind.
 """
 from __future__ import annotations
 
 import concurrent.futures as cf
 import logging
 import multiprocessing
+import os
 import re
+import signal
 import threading
 import time
 from collections import deque
@@ -44,6 +47,7 @@ log = logging.getLogger(__name__)
 Verdict = Literal["correct", "wrong", "no_answer", "timeout", "error"]
 VERDICTS: tuple[str, ...] = ("correct", "wrong", "no_answer", "timeout", "error")
 DEFAULT_TIMEOUT = 10.0  # seconds per answer; math-verify's own default is 5 s to parse plus 5 s to compare
+PARENT_POLL = 0.2  # seconds between a worker's looks at whether the process that started it is still there
 
 
 @dataclass(frozen=True)
@@ -235,6 +239,27 @@ def _unwrap(text: str) -> str:
 
 # ---- many answers, each with a timeout ----------------------------------------------------------------------
 
+def _watch_parent(parent: int) -> None:
+    """A grading worker's initializer: exit as soon as `parent` (the process that started it) is gone. A killed
+    parent never shuts its pool down, and a worker waiting for its next answer would wait forever.
+
+    Not prctl(PR_SET_PDEATHSIG): that fires when the *thread* that started the worker ends, and workers are
+    started from whichever thread grades first (asyncio's executor threads, which end with each model's run)."""
+    if os.getppid() != parent:  # gone before we looked
+        _exit_now()
+    threading.Thread(target=_exit_with, args=(parent,), name="grader-parent-watch", daemon=True).start()
+
+
+def _exit_with(parent: int) -> None:
+    while os.getppid() == parent:  # an orphan is adopted by init (or a subreaper): its parent pid changes
+        time.sleep(PARENT_POLL)
+    _exit_now()
+
+
+def _exit_now() -> None:
+    os.kill(os.getpid(), signal.SIGKILL)  # as a parent-death signal would: no cleanup left to do in a worker
+
+
 def _warm_up(grade_fn: Callable[[str, str, str | None], Grade]) -> None:
     """Import math-verify (and `grade_fn`'s module) in a new worker, and grade once, so that the first answer's
     timeout is not spent there."""
@@ -316,9 +341,11 @@ class Grader(Closeable):
 
     def _executor(self) -> cf.ProcessPoolExecutor:
         if self._pool is None:
-            # forkserver: a worker forked from a process holding llama.cpp's threads could deadlock
-            context = multiprocessing.get_context("forkserver")
-            self._pool = cf.ProcessPoolExecutor(self.workers, mp_context=context)
+            # spawn: a worker forked from a process holding llama.cpp's threads could deadlock, and a forkserver
+            # is a process of its own that outlived a killed eval; spawned workers are the eval's children
+            context = multiprocessing.get_context("spawn")
+            self._pool = cf.ProcessPoolExecutor(self.workers, mp_context=context, initializer=_watch_parent,
+                                                initargs=(os.getpid(),))
             # one warm-up per worker starts them all now, math-verify imported, before any clock runs
             list(cf.as_completed([self._pool.submit(_warm_up, self.grade_fn) for _ in range(self.workers)]))
         return self._pool

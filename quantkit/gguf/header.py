@@ -31,6 +31,7 @@ _SCALARS = {
 }
 _MAX_COUNT = 1 << 20  # more keys or tensors than this is a corrupt header (real models have < 1,000 tensors)
 _MAX_DIMS = 4  # GGML_MAX_DIMS
+_MAX_NAME = 64  # GGML_MAX_NAME: a tensor name has fewer bytes than this
 _LAYER = re.compile(r"^blk\.(\d+)\.")
 
 
@@ -121,7 +122,18 @@ class _Stream:
             self.pos += m
 
     def string(self, what: str = "a string") -> str:
+        """A string value: gguf.cpp takes any bytes (so does gguf's reader), and so do we."""
         return self.raw_string(what).decode("utf-8", errors="replace")
+
+    def identifier(self, what: str) -> str:
+        """A key or a tensor name: what libllama and gguf's reader look things up by. gguf's reader refuses a file
+        whose key is not UTF-8; a name not in UTF-8 could match nothing."""
+        at = self.pos
+        raw = self.raw_string(what)
+        try:
+            return raw.decode("utf-8")
+        except UnicodeDecodeError:
+            raise self.corrupt(f"{what} at byte {at:,} is not UTF-8 ({raw[:40]!r})") from None
 
 
 def _value(s: _Stream, key: str, vtype: int) -> tuple[Any, int | None]:
@@ -163,7 +175,9 @@ def parse_header(f: BinaryIO, name: str, file_size: int | None = None) -> GGUFHe
     kv, kv_bytes, arrays = {}, {}, {}
     for _ in range(n_kv):
         start = s.pos
-        key = s.string("a key")
+        key = s.identifier("a key")
+        if not key:
+            raise s.corrupt(f"a key at byte {start:,} is empty")
         if key in kv:
             raise s.corrupt(f"it has the key {key} twice")
         value, count = _value(s, key, s.unpack("<I"))
@@ -204,7 +218,9 @@ def _alignment(s: _Stream, kv: dict[str, Any]) -> int:
 
 
 def _tensor_info(s: _Stream) -> tuple[HeaderTensor, int]:
-    name = s.string("a tensor name")
+    name = s.identifier("a tensor name")
+    if len(name.encode()) >= _MAX_NAME:
+        raise s.corrupt(f"tensor name {name[:80]!r} is {len(name.encode())} bytes long (ggml allows {_MAX_NAME - 1})")
     n_dims = s.unpack("<I")
     if n_dims > _MAX_DIMS:
         raise s.corrupt(f"tensor {name} has {n_dims} dimensions (at most {_MAX_DIMS})")

@@ -7,30 +7,19 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import re
 from pathlib import Path
 
 import numpy as np
 from gguf import GGUF_DEFAULT_ALIGNMENT, GGUFValueType, GGUFWriter, Keys
 from gguf.gguf_writer import GGUFValue
 
-from ..errors import CorruptGGUFError, InvalidArgumentError
+from ..errors import CorruptGGUFError
 from ..files import _remove, _temp_name, check_free_space
 from .header import GGUFHeader, padded, read_local_header, tensor_bytes
 from .shards import SHARD_NAME, SPLIT_KEYS, glob_escape, shard_set, split_count
 
 log = logging.getLogger(__name__)
 
-_UNITS = {"": 1, "B": 1, "K": 10**3, "M": 10**6, "G": 10**9, "T": 10**12}  # decimal, as llama-gguf-split's M and G
-
-
-def parse_size(text: str) -> int:
-    """`48G` → 48_000_000_000 bytes (K, M, G, T are powers of 1000, as in llama-gguf-split; a plain number is
-    bytes)."""
-    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([KMGT]?)B?\s*", str(text).upper())
-    if not m or float(m[1]) <= 0:
-        raise InvalidArgumentError(f"--split-max-size {text!r} is not a size", hint="e.g. 48G, 500M or a byte count")
-    return int(float(m[1]) * _UNITS[m[2]])
 
 
 # ---- writing ------------------------------------------------------------------------------------------------

@@ -17,6 +17,7 @@ from ..errors import InvalidArgumentError
 from ..gguf.header import layer_of, padded, tensor_bytes
 from .damage import SAMPLE_VALUES, TensorOptions, measure
 from .solve import solve
+from ..quant_types import parse_size
 
 
 # metadata written into a planned file (GGUF strings of at most 127 bytes: libllama's kv override limit)
@@ -30,7 +31,6 @@ _FTYPE_OF = {T.Q2_K: "Q2_K", T.Q3_K: "Q3_K_M", T.Q4_0: "Q4_0", T.Q4_1: "Q4_1", T
              T.Q5_1: "Q5_1", T.Q5_K: "Q5_K_M", T.Q6_K: "Q6_K", T.Q8_0: "Q8_0", T.IQ1_S: "IQ1_S", T.IQ1_M: "IQ1_M",
              T.IQ2_XXS: "IQ2_XXS", T.IQ2_XS: "IQ2_XS", T.IQ2_S: "IQ2_M", T.IQ3_XXS: "IQ3_XXS", T.IQ3_S: "IQ3_S",
              T.IQ4_XS: "IQ4_XS", T.IQ4_NL: "IQ4_NL"}
-_SIZE = re.compile(r"^\s*([\d.]+)\s*([kmgt]?)(i?)b?\s*$", re.IGNORECASE)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -57,18 +57,8 @@ class Target:
         return f"bpw<={self.bpw:g}" if self.bpw is not None else f"size<={self.size}"
 
 
-def parse_size(text: str) -> int:
-    """`"1.5G"`, `"1.5GB"` (10⁹), `"1.5GiB"` (2³⁰), `"900M"`, `"123456789"` → bytes."""
-    m = _SIZE.match(str(text))
-    if not m:
-        raise InvalidArgumentError(f"--target-size {text!r} is not a size", hint="e.g. 4.2G, 4200MB, 3.9GiB or bytes")
-    value, unit, binary = float(m[1]), m[2].lower(), bool(m[3])
-    power = "kmgt".index(unit) + 1 if unit else 0
-    return int(value * (1024 if binary else 1000) ** power)
-
-
 def targets(sizes: list[str] | None, bpws: list[float] | None) -> list[Target]:
-    out = [Target(size=parse_size(s), text=s) for s in sizes or []]
+    out = [Target(size=parse_size(s, "--target-size"), text=s) for s in sizes or []]
     for b in bpws or []:
         if not 1.0 <= b <= 32.0:
             raise InvalidArgumentError(f"--target-bpw {b:g} is out of range", hint="bits per weight between 1 and 32")

@@ -195,6 +195,14 @@ def _arch(name: str) -> list[bytes]:
     return [G.kv("general.architecture", VT.STRING, name)]
 
 
+def _raw_key(key: bytes) -> bytes:
+    """A key/value whose key is these bytes (UTF-8 or not), holding a uint32."""
+    return G.string(key) + struct.pack("<I", VT.UINT32) + G.value(VT.UINT32, 1)
+
+
+NOT_UTF8 = b"general.\xff\xfename"
+
+
 def _truncated(mark: str) -> Callable[[Work], list[str]]:
     def build(w: Work) -> list[str]:
         layout = G.build()
@@ -292,6 +300,12 @@ GGUF_ROWS = [
     Row("inspect", "a key given twice",
         lambda w: ["inspect", w.gguf(G.build([*_arch("llama"), *_arch("qwen2")]))],
         "general.architecture twice"),
+    Row("inspect", "a key that is not UTF-8",
+        lambda w: ["inspect", w.gguf(G.build([*_arch("llama"), _raw_key(NOT_UTF8)]))], "key at byte 69 is not UTF-8"),
+    Row("inspect", "an empty key",
+        lambda w: ["inspect", w.gguf(G.build([*_arch("llama"), _raw_key(b"")]))], "key at byte 69 is empty"),
+    Row("inspect", "a tensor name of 64 bytes (ggml allows 63)",
+        lambda w: ["inspect", w.gguf(G.build(tensors=[_t("a" * 64, (8,))]))], "64 bytes long"),
     Row("inspect", "an unknown tensor type (250)",
         lambda w: ["inspect", w.gguf(G.build(tensors=[_t("a.weight", (8,), 250)], with_data=False))], "type 250"),
     Row("inspect", "a tensor type ggml removed (Q4_2)",
@@ -326,6 +340,8 @@ GGUF_ROWS = [
     Row("estimate-memory", "an empty .gguf", lambda w: ["estimate-memory", w.gguf(b"")], "is empty"),
     Row("estimate-memory", "a GGUF claiming 2^40 tensors",
         lambda w: ["estimate-memory", w.gguf(G.build(n_tensors=2**40))], "tensors"),
+    Row("estimate-memory", "a GGUF with a key that is not UTF-8",
+        lambda w: ["estimate-memory", w.gguf(G.build([*_arch("llama"), _raw_key(NOT_UTF8)]))], "not UTF-8"),
     Row("perplexity", "a file that is not a GGUF",
         lambda w: ["perplexity", w.file("m.gguf", "hello"), "--dataset", "python-docs", *CPU], "not a GGUF"),
     Row("chat", "a truncated model",

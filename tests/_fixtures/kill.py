@@ -38,6 +38,36 @@ def kill_when(proc: subprocess.Popen, ready: Callable[[], T | None], what: str, 
     return found
 
 
+def _stat(pid: int) -> tuple[int, str, int] | None:
+    """(parent pid, state, start time) of a process from /proc/PID/stat, or None when it is gone."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+    return int(fields[1]), fields[0], int(fields[19])  # the fields after the command's name: state, ppid, … starttime
+
+
+def descendants(pid: int) -> dict[int, int]:
+    """Every living process whose parent chain leads to `pid`, by pid → start time (which tells a pid reused
+    later from the same process)."""
+    stats = {int(p.name): st for p in Path("/proc").iterdir() if p.name.isdigit() and (st := _stat(int(p.name)))}
+    children: dict[int, list[int]] = {}
+    for child, (parent, _, _) in stats.items():
+        children.setdefault(parent, []).append(child)
+    found, todo = {}, list(children.get(pid, []))
+    while todo:
+        child = todo.pop()
+        found[child] = stats[child][2]
+        todo += children.get(child, [])
+    return found
+
+
+def still_alive(processes: dict[int, int]) -> list[int]:
+    """The processes of `descendants()` that still run (a zombie has ended: it only waits to be reaped)."""
+    return [pid for pid, start in processes.items()
+            if (st := _stat(pid)) is not None and st[2] == start and st[1] not in "ZX"]
+
+
 def temporaries(folder: Path) -> list[Path]:
     """The `.NAME.partial-PID` temporaries quantkit writes under (quantkit.files)."""
     return sorted(folder.rglob(".*.partial-*")) if folder.is_dir() else []
