@@ -67,10 +67,3 @@ def plan_placement(n_layer: int, n_gpu_layers: int | str, model: str | Path | GG
     ngl = resolve_gpu_layers(n_gpu_layers, model, n_ctx, rpc)
     devices = [(d.id or d.name, d.memory_free or 0) for d in runtime.gpu_devices()]
     return plan_layers(n_layer, ngl, devices)
-
-
-def connect_rpc(spec: str | None) -> list[runtime.Device]:
-    """`--rpc HOST:PORT[,…]`: add the remote servers' devices to the ones libllama offloads to (nothing when None)."""
-    if not spec:
-        return []
-    return runtime.add_rpc_servers(runtime.parse_endpoints(spec))
