@@ -43,6 +43,77 @@ def test_a_build_without_rpc_says_how_to_get_one(smollm2_gguf):
     assert "no RPC backend" in r.stderr and 'CMAKE_ARGS="-DGGML_RPC=on"' in r.stderr
 
 
+# ---- --rpc is a parameter of the load; ggml's abort ends the process in the CLI only -------------------------------
+
+@pytest.fixture
+def registered(monkeypatch) -> list[list[str]]:
+    """What the loads asked ggml's registry for (no server is reached, ggml's abort is left alone)."""
+    from quantkit import runtime
+    from quantkit.cli import _rpc
+
+    asked: list[list[str]] = []
+    monkeypatch.setattr(runtime, "add_rpc_servers", lambda endpoints: asked.append(list(endpoints)) or [])
+    monkeypatch.setattr(runtime, "check_rpc_servers", lambda endpoints: None)
+    monkeypatch.setattr(_rpc, "exit_on_ggml_abort", lambda: None)
+    return asked
+
+
+def test_the_load_registers_its_servers_and_auto_counts_them(registered, monkeypatch, smollm2_gguf):
+    from quantkit import runtime
+    from quantkit.runtime import offload
+
+    seen = []
+    monkeypatch.setattr(runtime, "gpu_devices", lambda: seen.append(list(registered)) or [])
+    assert offload.resolve_gpu_layers("auto", smollm2_gguf, 512, rpc=["127.0.0.1:50052"]) == 0
+    assert registered == [["127.0.0.1:50052"]]
+    assert seen == [[["127.0.0.1:50052"]]]  # registered before 'auto' looked at the devices
+    assert offload.resolve_gpu_layers("auto", smollm2_gguf, 512) == 0 and len(registered) == 1  # none: nothing
+
+
+@pytest.mark.slow
+def test_the_cli_passes_rpc_to_the_load(registered, smollm2_gguf):
+    from typer.testing import CliRunner
+
+    from quantkit.cli.app import app
+
+    r = CliRunner().invoke(app, ["bench", str(smollm2_gguf), "-p", "4", "-n", "0", "-r", "1", "--threads", "1",
+                                 "-ngl", "0", "--rpc", "127.0.0.1:50052,127.0.0.1:50053", "--json"])
+    assert r.exit_code == 0, r.output
+    assert registered == [["127.0.0.1:50052", "127.0.0.1:50053"]]
+
+
+def test_rpc_endpoints_are_checked_by_the_library_too():
+    from quantkit.errors import RPCError
+    from quantkit.runtime import add_rpc_servers
+
+    with pytest.raises(RPCError, match="is not HOST:PORT"):
+        add_rpc_servers(["nohost"])
+
+
+_ABORT = """
+import sys
+from quantkit.runtime._lib import ggml
+if sys.argv[1] == "cli":
+    from quantkit.cli._rpc import exit_on_ggml_abort
+    exit_on_ggml_abort()
+else:
+    from quantkit.runtime import on_ggml_abort
+    on_ggml_abort(lambda message: print("seen:", message, flush=True))
+ggml().ggml_abort(b"/src/ggml/ggml-rpc.cpp", 7, b"%s", b"remote_tensor != nullptr")
+"""
+
+
+@pytest.mark.slow
+def test_a_ggml_abort_is_one_line_and_exit_1_in_the_cli_and_left_to_ggml_in_the_library():
+    cli = subprocess.run([sys.executable, "-c", _ABORT, "cli"], capture_output=True, text=True, timeout=60)
+    assert cli.returncode == 1, cli.stderr
+    assert cli.stderr == ("error: llama.cpp stopped: remote_tensor != nullptr (ggml-rpc.cpp:7; an RPC server may "
+                          "have gone away: check the hosts in --rpc and run again)\n")
+    library = subprocess.run([sys.executable, "-c", _ABORT, "library"], capture_output=True, text=True, timeout=60)
+    assert library.returncode == -6  # SIGABRT: ggml's own end, after the handler; the library ended nothing
+    assert library.stdout == "seen: /src/ggml/ggml-rpc.cpp:7: remote_tensor != nullptr\n"
+
+
 # ---- for real: two servers, the local CPU -------------------------------------------------------------------------
 
 def _quantkit(*args: str, env: dict | None = None, timeout: float = 300) -> subprocess.CompletedProcess:

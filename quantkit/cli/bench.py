@@ -11,9 +11,9 @@ from rich.table import Table
 
 from ..measure.bench import bench
 from ..runtime import describe_device
-from ..runtime.offload import connect_rpc
 from ._options import Json, NGpuLayers, Rpc, Threads
 from ._output import command, emit_json, stderr, stdout
+from ._rpc import rpc_endpoints
 
 
 def register(app: typer.Typer) -> None:
@@ -35,12 +35,13 @@ def run(
     json: Json = False,
 ) -> None:
     """Prompt-processing and generation speed (tokens/s, mean ± std over runs), measured like llama-bench."""
-    connect_rpc(rpc)
+    endpoints = rpc_endpoints(rpc)
     quiet = json or csv
     progress = None if quiet or not stderr.is_terminal else (lambda what: stderr.print(f"measuring {what}…",
                                                                                         style="dim", highlight=False))
     results = bench(models, n_prompt=n_prompt, n_gen=n_gen, repetitions=repetitions, threads=threads,
-                    n_gpu_layers=n_gpu_layers, n_batch=batch, n_ubatch=ubatch, progress=progress)
+                    n_gpu_layers=n_gpu_layers, n_batch=batch, n_ubatch=ubatch, progress=progress,
+                    rpc=endpoints)
     if json:
         emit_json(results)
         return

@@ -22,10 +22,10 @@ from ..chat import ChatSession, Sampling, find_model_file, transcript, turn_summ
 from ..engine import GenerationResult
 from ..errors import ContextFullError, InvalidArgumentError, QuantkitError
 from ..runtime import describe_device
-from ..runtime.offload import connect_rpc
 from ..memory.layers import remote_summary
 from ._options import Ctx, Json, NGpuLayers, Rpc, Threads
 from ._output import command, emit_json, stderr, stdout
+from ._rpc import rpc_endpoints
 
 HELP = """commands: /exit  /clear  /regen  /think show|hide|summary  /save FILE  /help
 multi-line: end a line with \\ to continue it, or put \"\"\" alone on a line to start and end a block
@@ -64,7 +64,7 @@ def run(
     rpc: Rpc = None,
 ) -> None:
     """Chat with a GGUF model, its <think> reasoning shown apart from the answer (R1 settings by default)."""
-    connect_rpc(rpc)
+    endpoints = rpc_endpoints(rpc)
     if n_predict is not None and n_predict < 1:
         raise InvalidArgumentError(f"--n-predict must be ≥ 1, not {n_predict}")
     if prompt is None and not sys.stdin.isatty():
@@ -78,7 +78,7 @@ def run(
                      style="yellow", highlight=False)
     with _ctrl_c_interrupts(prompt is None), ChatSession.open(
             path, n_ctx=ctx, n_gpu_layers=n_gpu_layers, threads=threads, sampling=sampling, system=system,
-            math=math) as session:
+            math=math, rpc=endpoints) as session:
         _banner(session)
         if prompt is not None:
             _one_shot(session, prompt, n_predict, json, think)

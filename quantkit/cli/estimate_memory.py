@@ -7,11 +7,12 @@ import typer
 
 from ..errors import InvalidArgumentError
 from ..memory import ALL_TYPES, MemoryEstimate, estimate_memory
-from ..runtime.offload import connect_rpc, plan_placement
+from ..runtime.offload import plan_placement, rpc_devices
 from ..memory.layers import describe
 from ..quant_types import parse_types
 from ._options import ImatrixFile, Json, Rpc, TargetBpw, TargetSize
 from ._output import command, emit_json, stdout
+from ._rpc import rpc_endpoints
 
 if TYPE_CHECKING:
     from ..quantize.budget import BudgetPlans, RungDamage
@@ -49,7 +50,8 @@ def run(
     from ..quantize.mixes import summary, targets
 
     vram_gib = _vram(vram, gpus)
-    remote = connect_rpc(rpc)
+    endpoints = rpc_endpoints(rpc)
+    remote = rpc_devices(endpoints)
     if remote and vram_gib is None:  # the servers' free memory is what the layers must fit in
         vram_gib = [(d.memory_free or 0) / 2**30 for d in remote]
     chosen = parse_types(types) if types else list(ALL_TYPES)
@@ -58,7 +60,7 @@ def run(
         raise InvalidArgumentError("--imatrix is for planning a budget mix", hint="add --target-size or --target-bpw")
     est = estimate_memory(target, chosen, n_ctx=ctx, kv_type=kv_type, flash_attn=flash_attn, n_batch=batch,
                           n_ubatch=ubatch, vram_gib=vram_gib, with_tensors=tensors)
-    placement = _placement(est, n_gpu_layers) if remote else None
+    placement = _placement(est, n_gpu_layers, endpoints) if remote else None
     plans = _plans(target, budgets, imatrix) if budgets else None
     if json:
         doc = est if placement is None and plans is None else _as_dict(est)
@@ -77,11 +79,11 @@ def run(
         show_plans(plans)
 
 
-def _placement(est: MemoryEstimate, n_gpu_layers: str) -> list[str]:
+def _placement(est: MemoryEstimate, n_gpu_layers: str, rpc: list[str]) -> list[str]:
     """llama.cpp's split of the offloaded layers over the devices (RPC servers first, then local GPUs)."""
     if str(n_gpu_layers).lower() == "auto":
         raise InvalidArgumentError("estimate-memory --rpc takes --n-gpu-layers as a number or 'all'")
-    return plan_placement(est.n_layer, n_gpu_layers, est.target, est.n_ctx)
+    return plan_placement(est.n_layer, n_gpu_layers, est.target, est.n_ctx, rpc)
 
 
 def _as_dict(est: MemoryEstimate) -> dict:

@@ -14,9 +14,9 @@ from ..errors import InvalidArgumentError
 from ..eval.runner import Protocol, eval_table, evaluate
 from ..eval.tasks import TASK_NAMES, load_task, read_task_file
 from ..files import atomic_file
-from ..runtime.offload import connect_rpc
 from ._options import Ctx, Json, NGpuLayers, Rpc, Threads
 from ._output import Bars, command, emit_json, stdout
+from ._rpc import rpc_endpoints
 
 
 def register(app: typer.Typer) -> None:
@@ -57,7 +57,7 @@ def run(
     json: Json = False,
 ) -> None:
     """Reasoning accuracy per quant: pass@1 ± its 95 % interval, and each rung against the base."""
-    connect_rpc(rpc)
+    endpoints = rpc_endpoints(rpc)
     if task_file is not None:
         problems, task = read_task_file(task_file, problem_column, answer_column), task_file.stem
     else:
@@ -69,7 +69,7 @@ def run(
         result = evaluate(models, problems, task, protocol, out_dir=out, endpoint=endpoint,
                           api_key=api_key or os.environ.get("QUANTKIT_API_KEY"), parallel=parallel,
                           n_ctx=ctx or 8192,
-                          n_gpu_layers=n_gpu_layers, threads=threads, progress=bars.update)
+                          n_gpu_layers=n_gpu_layers, threads=threads, progress=bars.update, rpc=endpoints)
     rows = eval_table(result)
     if csv:
         import pandas as pd

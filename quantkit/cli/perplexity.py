@@ -13,10 +13,10 @@ from ..files import atomic_file
 from ..measure.kld import TOP_K
 from ..measure.perplexity import DEFAULT_BATCH, DEFAULT_CTX, Settings, ladder_table, perplexity
 from ..runtime import describe_device
-from ..runtime.offload import connect_rpc
 from ..memory.layers import remote_summary
 from ._options import Json, NGpuLayers, Rpc, Threads
 from ._output import Bars, command, emit_json, stderr, stdout
+from ._rpc import rpc_endpoints
 
 
 def register(app: typer.Typer) -> None:
@@ -43,10 +43,10 @@ def run(
     json: Json = False,
 ) -> None:
     """Perplexity on wikitext-2 the way llama-perplexity computes it, with KL-divergence for a ladder."""
-    connect_rpc(rpc)
+    endpoints = rpc_endpoints(rpc)
     text = read_text(text_file) if text_file else read_text(dataset_path(dataset))
     settings = Settings(n_ctx=ctx, n_batch=batch, chunks=chunks, threads=threads, n_gpu_layers=n_gpu_layers,
-                        kl_top_k=kl_top_k)
+                        kl_top_k=kl_top_k, rpc=endpoints)
     with _ProgressBars(enabled=not json) as bars:
         results = perplexity(models, text, settings, kl_base=kl_base, progress=bars.for_model)
     table = ladder_table(results)

@@ -9,9 +9,9 @@ from rich.progress import BarColumn, TaskProgressColumn, TextColumn, TimeElapsed
 
 from ..job import STEPS, run_recipe
 from ..job.recipes import load_recipe
-from ..runtime.offload import connect_rpc
 from ._options import Force, Json, NGpuLayers, Rpc, Threads
 from ._output import Bars, command, emit_json, stderr, stdout
+from ._rpc import rpc_endpoints
 
 _STEP_LIST = ", ".join(STEPS)
 
@@ -35,11 +35,11 @@ def run(
     json: Json = False,
 ) -> None:
     """Make a recipe's quant ladder and measure each rung: perplexity, KLD, speed, memory; then write the report."""
-    connect_rpc(rpc)
+    endpoints = rpc_endpoints(rpc)
     loaded = load_recipe(recipe)
     with _JobBar(enabled=not json) as bar:
         result = run_recipe(loaded, out, only=_names(only), skip=_names(skip), threads=threads,
-                            n_gpu_layers=n_gpu_layers, force=force, progress=bar.update)
+                            n_gpu_layers=n_gpu_layers, force=force, progress=bar.update, rpc=endpoints)
     if json:
         emit_json(result)
         return

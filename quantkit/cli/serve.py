@@ -9,10 +9,10 @@ from typing import Annotated, Optional
 import typer
 
 from ..errors import InvalidArgumentError
-from ..runtime.offload import connect_rpc
 from ..memory.layers import remote_summary
 from ._options import GGUFPath, NGpuLayers, Rpc, Threads
 from ._output import command, stderr
+from ._rpc import exit_on_ggml_abort, rpc_endpoints
 
 
 def register(app: typer.Typer) -> None:
@@ -44,7 +44,7 @@ def run(
                                                                      "each, or --threads CPUs each).")] = 1,
 ) -> None:
     """Serve a GGUF model over an OpenAI-compatible HTTP API, several requests at once."""
-    connect_rpc(rpc)
+    endpoints = rpc_endpoints(rpc)
     from ..runtime import check_gguf_file
 
     check_gguf_file(model)  # a missing or non-GGUF file fails before the socket opens
@@ -57,10 +57,11 @@ def run(
                          max_body_bytes=int(max_body_mib * 2**20), shutdown_grace=shutdown_grace,
                          created=int(model.stat().st_mtime))
 
-    def load() -> Engine:
-        connect_rpc(rpc)  # again in each Ray replica's process (once per process)
+    def load() -> Engine:  # in this process, or in each Ray replica's (which registers the servers in its own)
+        if endpoints:
+            exit_on_ggml_abort()  # in a replica's process too
         return Engine.open(model, n_ctx=ctx, n_gpu_layers=n_gpu_layers, n_parallel=parallel, threads=threads,
-                           n_batch=batch, max_queue=max_queue)
+                           n_batch=batch, max_queue=max_queue, rpc=endpoints)
 
     if ray is not None:
         return _serve_on_ray(config, load, ray, replicas, host, port, threads, key)

@@ -124,11 +124,13 @@ class Engine(Closeable):
         self._thread.start()
 
     @classmethod
-    def open(cls, path: str | Path, *, n_ctx: int = 8192, n_gpu_layers: int | str = "auto", **kwargs) -> "Engine":
-        """Load the GGUF at `path` (offloading per `n_gpu_layers` at this context) and start an engine on it."""
+    def open(cls, path: str | Path, *, n_ctx: int = 8192, n_gpu_layers: int | str = "auto",
+             rpc: list[str] | None = None, **kwargs) -> "Engine":
+        """Load the GGUF at `path` (offloading per `n_gpu_layers` at this context, to the RPC servers `rpc` too)
+        and start an engine on it."""
         from ..runtime.offload import load_model
 
-        model = load_model(path, n_gpu_layers=n_gpu_layers, n_ctx=n_ctx)
+        model = load_model(path, n_gpu_layers=n_gpu_layers, n_ctx=n_ctx, rpc=rpc)
         try:
             if model.n_ctx_train > 0:  # no sequence goes past the training context: no cells for that either
                 n_ctx = min(n_ctx, model.n_ctx_train * kwargs.get("n_parallel", 4))

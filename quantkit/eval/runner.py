@@ -146,9 +146,10 @@ def samples_file(out_dir: Path, name: str, task: str, protocol: Protocol) -> Pat
 def evaluate(models: list[str | Path], problems: list[Problem], task: str, protocol: Protocol = Protocol(), *,
              out_dir: str | Path = "eval", endpoint: str | None = None, api_key: str | None = None,
              parallel: int = 4, n_ctx: int = 8192, n_gpu_layers: int | str = "auto", threads: int | None = None,
-             grader_workers: int = 2, progress: Progress | None = None) -> EvalResult:
+             grader_workers: int = 2, progress: Progress | None = None, rpc: list[str] | None = None) -> EvalResult:
     """Evaluate each of `models` (GGUF paths; with `endpoint`, model names on that server) on `problems`; the
-    first is the base the others are compared with. Resumes from the samples files in `out_dir`."""
+    first is the base the others are compared with. Resumes from the samples files in `out_dir`. `rpc`:
+    ggml-rpc-server hosts (HOST:PORT) the engine offloads to as well."""
     from ..files import output_dir
 
     if not models:
@@ -167,13 +168,13 @@ def evaluate(models: list[str | Path], problems: list[Problem], task: str, proto
         for model in models:
             result.models.append(_evaluate_one(model, problems, task, protocol, out, grader, progress,
                                                endpoint=endpoint, api_key=api_key, parallel=parallel, n_ctx=n_ctx,
-                                               n_gpu_layers=n_gpu_layers, threads=threads))
+                                               n_gpu_layers=n_gpu_layers, threads=threads, rpc=rpc))
     _compare(result, out, task)
     return result
 
 
 def _evaluate_one(model, problems, task, protocol, out, grader, progress, *, endpoint, api_key, parallel, n_ctx,
-                  n_gpu_layers, threads) -> ModelResult:
+                  n_gpu_layers, threads, rpc=None) -> ModelResult:
     name = str(model) if endpoint else Path(model).name
     path = samples_file(out, name, task, protocol)
     done = done_keys(read_samples(path)) if path.exists() else set()
@@ -183,7 +184,7 @@ def _evaluate_one(model, problems, task, protocol, out, grader, progress, *, end
         async def run() -> int:
             backend = (EndpointBackend(endpoint, name, api_key=api_key, concurrency=parallel) if endpoint else
                        EngineBackend(model, parallel=parallel, n_ctx=n_ctx, n_gpu_layers=n_gpu_layers,
-                                     threads=threads))
+                                     threads=threads, rpc=rpc))
             writer = _LazyWriter(path)  # no file until a sample is done: a failed start leaves nothing
             try:
                 await backend.check()

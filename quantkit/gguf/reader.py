@@ -3,6 +3,7 @@ the end of the file become typed errors) and reads their metadata."""
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -11,7 +12,7 @@ from gguf import GGUFReader, LlamaFileType
 
 from ..errors import CorruptGGUFError
 from .header import GGUFHeader
-from .shards import SplitReader, read_model_header, shard_paths
+from .shards import SplitReader, read_model_header, shards_of
 
 log = logging.getLogger(__name__)
 
@@ -22,12 +23,40 @@ def read_header(path: str | Path) -> GGUFHeader:
     return read_model_header(Path(path))
 
 
-def open_gguf(path: str | Path) -> GGUFReader:
-    """Open `path` with gguf's reader, for access to tensor data and token strings (all shards of a split
-    model); validated first by `read_header` so that later reads cannot fail."""
-    read_header(path)
+@dataclass(frozen=True)
+class GGUFFile:
+    """A local GGUF model read once: the path it was named by (any shard of a split model) and the validated
+    header of the whole model. A command reads it at the top and hands it down, so that nothing below parses
+    the header again; only what opens the file (libllama, gguf's reader) needs the path."""
+
+    path: Path
+    header: GGUFHeader
+
+    @property
+    def shards(self) -> list[Path]:
+        """Its files: the shards in order, or `[path]`."""
+        return shards_of(self.path, self.header)
+
+    @property
+    def first_shard(self) -> Path:
+        """The file to give libllama (which loads the other shards itself, and only from the first)."""
+        return self.shards[0]
+
+
+def read_gguf(model: str | Path | GGUFFile) -> GGUFFile:
+    """`model` read and validated (`read_header`); a GGUFFile already read is returned as it is."""
+    if isinstance(model, GGUFFile):
+        return model
+    return GGUFFile(Path(model), read_header(model))
+
+
+def open_gguf(model: str | Path | GGUFFile) -> GGUFReader:
+    """Open `model` with gguf's reader, for access to tensor data and token strings (all shards of a split
+    model); validated first by `read_gguf` (unless already read) so that later reads cannot fail."""
+    model = read_gguf(model)
+    path = model.path
     try:
-        shards = shard_paths(path)
+        shards = model.shards
         return GGUFReader(path) if len(shards) == 1 else SplitReader([GGUFReader(p) for p in shards])
     except (ValueError, KeyError, IndexError, OverflowError, UnicodeDecodeError, MemoryError) as e:
         raise CorruptGGUFError(f"{path} has a corrupt or truncated GGUF header ({_short(e)})") from e

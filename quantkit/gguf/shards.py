@@ -37,8 +37,13 @@ def shard_set(path: Path, count: int) -> list[Path]:
 
 def shard_paths(path: str | Path) -> list[Path]:
     """All the files of the model that `path` belongs to: its shards in order, or `[path]` for a single file."""
+    return shards_of(path, read_local_header(Path(path)))
+
+
+def shards_of(path: str | Path, header: GGUFHeader) -> list[Path]:
+    """`shard_paths` from a header already read (of `path`, or of the whole model `path` is a shard of)."""
     path = Path(path)
-    count = split_count(read_local_header(path))
+    count = split_count(header)
     return shard_set(path, count) if count > 1 else [path]
 
 

@@ -200,7 +200,7 @@ def make_plan(n_tokens: int, n_ctx: int, n_batch: int = DEFAULT_BATCH, chunks: i
 def collect_imatrix(model_path: Path, text: bytes, *, dataset: str, n_ctx: int = DEFAULT_CTX,
                     n_batch: int = DEFAULT_BATCH, chunks: int | None = None, process_output: bool = False,
                     threads: int | None = None, n_gpu_layers: int | str = "auto", f32_attention: bool = False,
-                    progress: Progress | None = None) -> tuple[Imatrix, CollectStats]:
+                    progress: Progress | None = None, rpc: list[str] | None = None) -> tuple[Imatrix, CollectStats]:
     """The importance matrix of the GGUF `model_path` on `text` (llama-imatrix's numbers); `dataset` is the
     name recorded in the file's `imatrix.datasets`. `f32_attention`: an F32 KV cache and no flash attention
     (whose CPU kernel works in F16), like llama-imatrix's `-ctk f32 -ctv f32 -fa off`: attention in float32,
@@ -209,7 +209,7 @@ def collect_imatrix(model_path: Path, text: bytes, *, dataset: str, n_ctx: int =
     from ..runtime import Batch, create_context
 
     accumulator = Accumulator(process_output)
-    with load_model(model_path, n_gpu_layers, n_ctx) as model:
+    with load_model(model_path, n_gpu_layers, n_ctx, rpc=rpc) as model:
         tokens = model.tokenize(text, add_special=True)
         plan = make_plan(len(tokens), n_ctx, n_batch, chunks)
         log.info("%d tokens; %d chunks of %d, %d per decode", len(tokens), plan.n_chunks, n_ctx, plan.n_seq)

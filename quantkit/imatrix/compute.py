@@ -37,7 +37,7 @@ class ImatrixResult:
 def compute_imatrix(model: Path, output: Path, *, dataset: str | None = None, text_file: Path | None = None,
                     n_ctx: int = DEFAULT_CTX, n_batch: int = DEFAULT_BATCH, chunks: int | None = None,
                     process_output: bool = False, threads: int | None = None, n_gpu_layers: int | str = "auto",
-                    progress: Progress | None = None) -> ImatrixResult:
+                    progress: Progress | None = None, rpc: list[str] | None = None) -> ImatrixResult:
     """Compute the importance matrix of the GGUF `model` on the calibration text paired with scoring dataset
     `dataset` (or on `text_file`) and write it to `output` in llama.cpp's GGUF imatrix format."""
     model, output = Path(model), Path(output)
@@ -45,7 +45,7 @@ def compute_imatrix(model: Path, output: Path, *, dataset: str | None = None, te
     overlap = _overlap(calibration)
     imatrix, stats = collect_imatrix(model, calibration.text, dataset=calibration.name, n_ctx=n_ctx,
                                      n_batch=n_batch, chunks=chunks, process_output=process_output,
-                                     threads=threads, n_gpu_layers=n_gpu_layers, progress=progress)
+                                     threads=threads, n_gpu_layers=n_gpu_layers, progress=progress, rpc=rpc)
     output.parent.mkdir(parents=True, exist_ok=True)
     write_imatrix(imatrix, output)
     log.info("%s: %d tensors from %d chunks of %d tokens of %s", output, len(imatrix.entries), stats.n_chunks,

@@ -13,12 +13,16 @@ import re
 import struct
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from gguf import GGMLQuantizationType, GGUFWriter, Keys
 
 from ..errors import ImatrixMismatchError, InputNotFoundError, NotImatrixError, QuantkitError
 from ..files import atomic_file
+
+if TYPE_CHECKING:
+    from ..gguf.reader import GGUFFile
 
 SUMS_SUFFIX = ".in_sum2"
 COUNTS_SUFFIX = ".counts"
@@ -226,16 +230,17 @@ def write_legacy_imatrix(imatrix: Imatrix, path: Path) -> Path:
 _LAYER = re.compile(r"^blk\.(\d+)\.")
 
 
-def check_imatrix_matches(imatrix: Imatrix | Path, model: Path) -> None:
+def check_imatrix_matches(imatrix: Imatrix | Path, model: Path | GGUFFile) -> None:
     """Raise ImatrixMismatchError, naming the first tensor that disagrees, when `imatrix` was not made for the
-    GGUF `model`: a tensor the model lacks, a column count (or expert count) that differs, or model layers the
-    imatrix has no data for at all."""
-    from ..gguf.reader import read_header
+    GGUF `model` (a path, or a GGUFFile already read): a tensor the model lacks, a column count (or expert
+    count) that differs, or model layers the imatrix has no data for at all."""
+    from ..gguf.reader import read_gguf
 
     if not isinstance(imatrix, Imatrix):
         imatrix = read_imatrix(imatrix)
-    shapes = {t.name: t.shape for t in read_header(model).tensors}
-    model = Path(model)
+    gguf = read_gguf(model)
+    shapes = {t.name: t.shape for t in gguf.header.tensors}
+    model = gguf.path
     for name in sorted(imatrix.entries):
         e = imatrix.entries[name]
         shape = shapes.get(name)

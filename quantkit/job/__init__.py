@@ -60,12 +60,14 @@ def select_steps(only: list[str] | None = None, skip: list[str] | None = None) -
 
 def run_recipe(recipe: Recipe, out_dir: str | Path | None = None, *, only: list[str] | None = None,
                skip: list[str] | None = None, threads: int | None = None, n_gpu_layers: int | str = "auto",
-               force: bool = False, progress: Callback | None = None) -> JobResult:
-    """Run the steps of `recipe` into `out_dir` (default `out/<recipe>`), keeping what is already complete."""
+               force: bool = False, progress: Callback | None = None, rpc: list[str] | None = None) -> JobResult:
+    """Run the steps of `recipe` into `out_dir` (default `out/<recipe>`), keeping what is already complete;
+    every model load offloads to the ggml-rpc-server hosts `rpc` (HOST:PORT) too."""
     chosen = select_steps(only, skip)
     with output_dir(Path(out_dir) if out_dir is not None else default_out_dir(recipe)) as out:  # gone if left empty
         total = sum(units(s, recipe) for s in chosen)
-        job = Job(recipe, out, StepStore(out), JobProgress(progress, total), threads, n_gpu_layers, force)
+        job = Job(recipe, out, StepStore(out), JobProgress(progress, total), threads, n_gpu_layers, force,
+                  rpc=rpc)
         for folder in (job.models_dir, job.store.folder):
             if folder.is_dir():
                 remove_stale_partials(folder)

@@ -40,6 +40,7 @@ class Job:
     threads: int | None = None
     n_gpu_layers: int | str = "auto"
     force: bool = False
+    rpc: list[str] | None = None  # ggml-rpc-server hosts (HOST:PORT) every model load offloads to as well
 
     @property
     def models_dir(self) -> Path:
@@ -180,7 +181,7 @@ def perplexity(job: Job) -> str:
     text_file = dataset_path(p.dataset)
     text = read_text(text_file)
     settings = Settings(n_ctx=p.ctx, n_batch=p.batch, chunks=p.chunks, threads=job.threads,
-                        n_gpu_layers=job.n_gpu_layers)
+                        n_gpu_layers=job.n_gpu_layers, rpc=job.rpc)
     inputs = {"files": [fingerprint(path) for _, path in models],
               "text": {"dataset": p.dataset, "sha256": hashlib.sha256(text).hexdigest()},
               "settings": {"n_ctx": p.ctx, "n_batch": p.batch, "chunks": p.chunks, "kl_top_k": settings.kl_top_k}}
@@ -221,7 +222,7 @@ def bench(job: Job) -> str:
         else:
             statuses.append(_timed(job, key, inputs, lambda p=path: measure(
                 [p], n_prompt=b.n_prompt, n_gen=b.n_gen, repetitions=b.repetitions, threads=job.threads,
-                n_gpu_layers=job.n_gpu_layers)))
+                n_gpu_layers=job.n_gpu_layers, rpc=job.rpc)))
         job.progress.finish()
     return _overall(statuses)
 
@@ -267,7 +268,7 @@ def chat(job: Job) -> str:
     def run() -> dict:
         sampling = Sampling(temperature=c.temperature, top_p=c.top_p, seed=c.seed)
         with ChatSession.open(path, n_ctx=c.ctx, n_gpu_layers=job.n_gpu_layers, threads=job.threads,
-                              sampling=sampling) as session:
+                              sampling=sampling, rpc=job.rpc) as session:
             for n, _ in enumerate(session.send(c.prompt, c.max_tokens), start=1):
                 job.progress.part(n / c.max_tokens)
             return {"type": qtype, "file": path.name, "prompt": c.prompt, **turn_summary(session.turns[-1].result)}
@@ -310,7 +311,7 @@ def evaluate(job: Job) -> str:
     def run() -> dict:
         result = run_eval([path for _, path in models], load_task(e.task), e.task, protocol, out_dir=folder,
                           parallel=e.parallel, n_ctx=e.ctx, n_gpu_layers=job.n_gpu_layers, threads=job.threads,
-                          progress=progress)
+                          progress=progress, rpc=job.rpc)
         return {"task": e.task, "problems": result.problems, "protocol": protocol, "rows": eval_table(result)}
 
     status = _timed(job, "eval", inputs, run)

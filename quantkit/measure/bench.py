@@ -37,8 +37,10 @@ class BenchResult:
 
 def bench(paths: list[str | Path], n_prompt: int = 512, n_gen: int = 128, repetitions: int = 5,
           threads: int | None = None, n_gpu_layers: int | str = "auto", n_batch: int = 2048, n_ubatch: int = 512,
-          seed: int = 0, progress: Callable[[str], None] | None = None) -> list[BenchResult]:
-    """pp{n_prompt} and tg{n_gen} of each GGUF (a test with 0 tokens is skipped)."""
+          seed: int = 0, progress: Callable[[str], None] | None = None,
+          rpc: list[str] | None = None) -> list[BenchResult]:
+    """pp{n_prompt} and tg{n_gen} of each GGUF (a test with 0 tokens is skipped), offloading to the RPC servers
+    `rpc` (HOST:PORT each) too."""
     if repetitions < 1:
         raise InvalidArgumentError(f"--repetitions must be ≥ 1, not {repetitions}")
     if n_prompt < 0 or n_gen < 0 or n_prompt + n_gen == 0:
@@ -49,12 +51,11 @@ def bench(paths: list[str | Path], n_prompt: int = 512, n_gen: int = 128, repeti
     paths = [Path(p) for p in paths]
     if not paths:
         raise InvalidArgumentError("no model given", hint="pass one or more .gguf files")
-    for path in paths:  # every file checked before the first one is measured
-        runtime.check_gguf_file(path)
+    files = [gguf_file.read_gguf(path) for path in paths]  # every file checked before the first one is measured
     threads = threads or runtime.physical_cores()
     results = []
-    for path in paths:
-        with load_model(path, n_gpu_layers=n_gpu_layers, n_ctx=n_prompt + n_gen) as model:
+    for path, file in zip(paths, files):
+        with load_model(file, n_gpu_layers=n_gpu_layers, n_ctx=n_prompt + n_gen, rpc=rpc) as model:
             ftype = gguf_file.file_type_name(model.meta_int("general.file_type"))
             for name, n_p, n_g in ((f"pp{n_prompt}", n_prompt, 0), (f"tg{n_gen}", 0, n_gen)):
                 if n_p + n_g == 0:
@@ -63,7 +64,7 @@ def bench(paths: list[str | Path], n_prompt: int = 512, n_gen: int = 128, repeti
                     progress(f"{path.name} {name}")
                 samples = _run_test(model, n_p, n_g, repetitions, threads, n_batch, n_ubatch, seed)
                 results.append(BenchResult(
-                    model=path.name, file_type=ftype, size_bytes=gguf_file.read_header(path).file_size, test=name,
+                    model=path.name, file_type=ftype, size_bytes=file.header.file_size, test=name,
                     n_tokens=n_p + n_g, threads=threads, n_gpu_layers=model.layers_on_gpu,
                     mean_tps=statistics.fmean(samples),
                     std_tps=statistics.stdev(samples) if len(samples) > 1 else 0.0, samples_tps=samples,

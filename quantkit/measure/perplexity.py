@@ -191,6 +191,7 @@ class Settings:
     threads: int | None = None
     n_gpu_layers: int | str = "auto"
     kl_top_k: int = kl.TOP_K
+    rpc: list[str] | None = None  # ggml-rpc-server hosts (HOST:PORT) to offload to as well
 
 
 def evaluate(model: Model, info: GGUFInfo, tokens: np.ndarray, plan: Plan, settings: Settings,
@@ -269,7 +270,7 @@ def perplexity(paths: list[str | Path], text: bytes, settings: Settings = Settin
     tokens = plan = None
     try:
         for i, info in enumerate(infos):
-            with load_model(info.path, settings.n_gpu_layers, settings.n_ctx) as model:
+            with load_model(info.path, settings.n_gpu_layers, settings.n_ctx, rpc=settings.rpc) as model:
                 if tokens is None:
                     tokens = model.tokenize(text, add_special=True)
                     plan = make_plan(len(tokens), settings.n_ctx, settings.n_batch, settings.chunks)

@@ -15,6 +15,7 @@ from gguf import GGUF_DEFAULT_ALIGNMENT
 from ..quant_types import LADDER
 from ..gguf.header import padded, tensor_bytes
 from .buffers import CTX_PAD, RuntimeMemory, placement, runtime_memory
+from ..gguf.reader import GGUFFile
 from .shapes import ModelSpec, resolve_target
 from .tensor_types import DEFAULT_TYPE, QuantModel, choose_types, model_type_is_70b
 
@@ -178,12 +179,13 @@ def estimate_memory(target: str | ModelSpec, types: list[str] | None = None, *, 
                           rt.kv_type, flash_attn, rt.n_ubatch, spec.header is not None, rt, rows)
 
 
-def auto_gpu_layers(model_path: str | Path, n_ctx: int, vram_bytes: int, *, kv_type: str = "f16",
+def auto_gpu_layers(model: str | Path | GGUFFile | ModelSpec, n_ctx: int, vram_bytes: int, *, kv_type: str = "f16",
                     flash_attn: bool = True, n_batch: int = 2048, n_ubatch: int = 512,
                     gpu_overhead: int = GPU_OVERHEAD) -> int:
-    """`--n-gpu-layers auto`: how many layers of the GGUF at `model_path` to offload so that weights, KV cache
-    and compute buffers fit in `vram_bytes` (quantkit.runtime.offload passes the GPU's free memory)."""
-    spec = resolve_target(str(model_path))
+    """`--n-gpu-layers auto`: how many layers of the GGUF `model` (a path, or a GGUFFile already read) to
+    offload so that weights, KV cache and compute buffers fit in `vram_bytes` (quantkit.runtime.offload passes
+    the GPU's free memory)."""
+    spec = resolve_target(model)
     qtype = spec.file_type if spec.file_type in DEFAULT_TYPE else "F16"
     est = estimate_memory(spec, [qtype], n_ctx=n_ctx, kv_type=kv_type, flash_attn=flash_attn, n_batch=n_batch,
                           n_ubatch=n_ubatch, vram_gib=[vram_bytes / GIB], gpu_overhead=gpu_overhead)

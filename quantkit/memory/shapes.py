@@ -17,6 +17,7 @@ from ..hub import endpoint, hub_settings
 from ..models import (R1, R1_DISTILLS, Architecture, ConfigShape, ModelShape, architecture_named, architecture_of,
                       find_model, llama3_rope)
 from ..gguf.header import GGUFHeader, HeaderTensor, read_remote_header
+from ..gguf.reader import GGUFFile
 from ..gguf.shards import read_model_header
 
 log = logging.getLogger(__name__)
@@ -221,9 +222,14 @@ def _hub_headers() -> dict[str, str]:
         return {}
 
 
-def resolve_target(target: str) -> ModelSpec:
-    """Turn what the user typed into a ModelSpec, reading as little as possible."""
-    target = target.strip()
+def resolve_target(target: str | GGUFFile | ModelSpec) -> ModelSpec:
+    """Turn what the user typed into a ModelSpec, reading as little as possible; a local GGUF already read
+    (a GGUFFile) or a ModelSpec is not read again."""
+    if isinstance(target, ModelSpec):
+        return target
+    if isinstance(target, GGUFFile):
+        return from_header(target.header, str(target.path), "gguf")
+    target = str(target).strip()
     if target.startswith(("http://", "https://")):
         return from_header(read_remote_header(target, _hub_headers()), target, "remote-gguf")
     path = Path(target).expanduser()

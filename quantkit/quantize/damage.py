@@ -21,6 +21,7 @@ import numpy as np
 from gguf import GGMLQuantizationType as T
 
 from ..gguf.header import HeaderTensor, tensor_bytes
+from ..gguf.reader import GGUFFile
 from ..quant_types import MIX_IMATRIX_TYPES, MIX_TYPES, TENSOR_TYPES_NEEDING_IMATRIX, block_size
 
 # values measured per tensor: that many / the row length rows, evenly spread (at least MIN_ROWS; all rows when
@@ -70,11 +71,12 @@ def _weights_for(name: str, n_cols: int, n_rows: int, imatrix: dict[str, np.ndar
     return None, (weight if weight is not None else np.ones(n_cols, np.float32))[None, :]
 
 
-def measure(base: Path, imatrix: dict[str, np.ndarray] | None = None, *, sample_values: int = SAMPLE_VALUES,
-            threads: int | None = None, types: list[T] | None = None, relative: bool = False,
-            progress: Callable[[int, int, str], None] | None = None) -> list[TensorOptions]:
+def measure(base: Path | GGUFFile, imatrix: dict[str, np.ndarray] | None = None, *,
+            sample_values: int = SAMPLE_VALUES, threads: int | None = None, types: list[T] | None = None,
+            relative: bool = False, progress: Callable[[int, int, str], None] | None = None) -> list[TensorOptions]:
     """Size and damage of every candidate type (within `types`, if given) for every tensor libllama would
-    quantize in `base` (tensors measured on `threads` threads: ggml's quantizers run outside Python's lock).
+    quantize in `base` (a path, or a GGUFFile already read; tensors measured on `threads` threads: ggml's
+    quantizers run outside Python's lock).
     `relative` (an experiment, see benchmarks/mixes_results.md): each error divided by the same weighted sum of
     the weights themselves, i.e. relative to the tensor's output energy instead of absolute."""
     from concurrent.futures import ThreadPoolExecutor

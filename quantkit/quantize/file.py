@@ -17,7 +17,8 @@ from gguf import GGMLQuantizationType
 from .. import runtime
 from ..errors import InputNotFoundError, InvalidArgumentError, NotGGUFError, QuantizeError
 from ..files import atomic_file
-from ..imatrix.format import check_imatrix_matches, read_imatrix
+from ..gguf.reader import GGUFFile
+from ..imatrix.format import Imatrix, check_imatrix_matches, read_imatrix
 from ..quant_types import file_type, needs_imatrix
 
 log = logging.getLogger(__name__)
@@ -31,21 +32,23 @@ class QuantizeResult:
 
 
 def quantize(
-    src: Path,
+    src: Path | GGUFFile,
     dst: Path,
     qtype: str,
     *,
-    imatrix: Path | None = None,
+    imatrix: Path | Imatrix | None = None,
     threads: int | None = None,
     dry_run: bool = False,
     allow_requantize: bool = False,
 ) -> QuantizeResult:
     """Quantize the GGUF `src` to `qtype` at `dst` with libllama.
 
+    `src` may be a GGUFFile already read and `imatrix` an Imatrix already read (a ladder reads each once);
     `dry_run` asks libllama for the per-tensor choices and the total size without writing anything.
     `allow_requantize` lets libllama start from an already quantized file (worse quality; for tests).
     """
-    src, dst = Path(src), Path(dst)
+    model = src
+    src, dst = (src.path if isinstance(src, GGUFFile) else Path(src)), Path(dst)
     ftype = file_type(qtype)
     name = ftype.name.removeprefix("MOSTLY_").removeprefix("ALL_")
     if not src.exists():
@@ -56,8 +59,8 @@ def quantize(
         raise InvalidArgumentError(f"{name} needs an importance matrix", hint="pass --imatrix FILE made by llama-imatrix")
     importance = None
     if imatrix is not None:
-        data = read_imatrix(imatrix)
-        check_imatrix_matches(data, src)
+        data = imatrix if isinstance(imatrix, Imatrix) else read_imatrix(imatrix)
+        check_imatrix_matches(data, model)
         importance = data.importance()
     options = dict(threads=threads, dry_run=dry_run, allow_requantize=allow_requantize, imatrix=importance)
 
@@ -77,11 +80,12 @@ def quantize(
     return QuantizeResult(dst, name, dst.stat().st_size, seconds)
 
 
-def check_float_base(path: Path) -> None:
+def check_float_base(base: Path | GGUFFile) -> None:
     """Refuse, before any work, a base whose weights are already quantized (libllama would refuse later)."""
-    from ..gguf.reader import file_type_name, read_header
+    from ..gguf.reader import file_type_name, read_gguf
 
-    header = read_header(path)
+    base = read_gguf(base)
+    header, path = base.header, base.path
     floats = {GGMLQuantizationType.F32, GGMLQuantizationType.F16, GGMLQuantizationType.BF16}
     quantized = next((t for t in header.tensors if t.type not in floats), None)
     if quantized is not None:

@@ -10,12 +10,13 @@ from pathlib import Path
 
 from ..errors import InvalidArgumentError, QuantkitError
 from ..files import WriteProgress, output_dir, remove_stale_partials
-from ..gguf.shards import model_files
+from ..gguf.reader import GGUFFile, read_gguf
+from ..gguf.shards import find_shards
 
 log = logging.getLogger(__name__)
 
-__all__ = ["OutputFile", "base_name", "check_types", "is_complete", "make_output", "output_name", "quantize_file",
-           "quantize_ladder", "resolve_imatrix", "split_files"]
+__all__ = ["OutputFile", "base_name", "check_types", "complete_output", "is_complete", "make_output", "output_name",
+           "quantize_file", "quantize_ladder", "resolve_imatrix", "split_files"]
 
 
 @dataclass
@@ -47,24 +48,32 @@ def _split(made: OutputFile, max_size: int | None, max_tensors: int | None) -> O
     return replace(made, path=shards[0], n_bytes=sum(p.stat().st_size for p in shards))
 
 
-def quantize_ladder(base: Path, out_dir: Path, name: str, types: list[str], *, targets: list | None = None,
-                    imatrix: Path | None = None, force: bool = False, threads: int | None = None,
-                    progress: WriteProgress | None = None) -> list[OutputFile]:
-    """Quantize the float GGUF `base` to `<name>-<TYPE>.gguf` in `out_dir` for each of `types`, and to
-    `<name>-MIX-<budget>.gguf` for each budget in `targets`; complete outputs are kept unless `force`."""
+def quantize_ladder(base: Path | GGUFFile, out_dir: Path, name: str, types: list[str], *,
+                    targets: list | None = None, imatrix: Path | None = None, force: bool = False,
+                    threads: int | None = None, progress: WriteProgress | None = None) -> list[OutputFile]:
+    """Quantize the float GGUF `base` (a path, or a GGUFFile already read) to `<name>-<TYPE>.gguf` in `out_dir`
+    for each of `types`, and to `<name>-MIX-<budget>.gguf` for each budget in `targets`; complete outputs are
+    kept unless `force`. The base's header and the imatrix are read once, here, and handed to every rung."""
     from . import file as q
+    from ..imatrix.format import check_imatrix_matches, read_imatrix
 
     check_types(types, imatrix)
-    imatrix = resolve_imatrix(imatrix, base, threads=threads)
+    base = read_gguf(base)
+    imatrix = resolve_imatrix(imatrix, base.path, threads=threads)
+    data = None
+    if imatrix is not None:
+        data = read_imatrix(imatrix)
+        check_imatrix_matches(data, base)  # before any work
     files = []
     for qtype in types:
         dest = out_dir / output_name(name, qtype)
-        if dest.resolve() == Path(base).resolve():
+        if dest.resolve() == base.path.resolve():
             continue
         files.append(make_output(dest, qtype, force, lambda d, t=qtype: q.quantize(
-            base, d, t, imatrix=imatrix, threads=threads).n_bytes))
+            base, d, t, imatrix=data, threads=threads).n_bytes))
     if targets:
-        files += _make_mixes(base, out_dir, name, targets, imatrix, force, threads, progress)
+        imatrix_name = Path(imatrix).name if imatrix is not None else None
+        files += _make_mixes(base, out_dir, name, targets, data, imatrix_name, force, threads, progress)
     return files
 
 
@@ -76,15 +85,15 @@ def quantize_file(base: str | Path, out_dir: str | Path = ".", *, types: list[st
     named `<base name without -F16>-<TYPE>.gguf` in `out_dir`."""
     from .file import check_float_base
 
-    base = Path(base)
     types, targets = list(types or []), list(targets or [])
     if not types and not targets:
         raise InvalidArgumentError("nothing to make", hint="give -t TYPE, --target-size SIZE or --target-bpw X")
     check_types(types, imatrix)
+    base = read_gguf(base)  # the one read of the base's header: everything below is handed it
     check_float_base(base)
     with output_dir(Path(out_dir)) as out_dir:  # removed again if nothing could be made in it
         remove_stale_partials(out_dir)
-        files = quantize_ladder(base, out_dir, base_name(base), types, targets=targets, imatrix=imatrix,
+        files = quantize_ladder(base, out_dir, base_name(base.path), types, targets=targets, imatrix=imatrix,
                                 force=force, threads=threads, progress=progress)
         return split_files(files, split_max_size, split_max_tensors)
 
@@ -111,51 +120,47 @@ def resolve_imatrix(imatrix: Path | str | None, base: Path, *, threads: int | No
     return imatrix_for_base(Path(base), dataset=spec.partition(":")[2] or AUTO_DATASET, threads=threads)
 
 
-def _make_mixes(base: Path, out_dir: Path, name: str, targets: list, imatrix: Path | None, force: bool,
-                threads: int | None, progress: WriteProgress | None) -> list[OutputFile]:
+def _make_mixes(base: GGUFFile, out_dir: Path, name: str, targets: list, imatrix, imatrix_name: str | None,
+                force: bool, threads: int | None, progress: WriteProgress | None) -> list[OutputFile]:
     from . import mixes
     from .damage import measure
     from .file import quantize_mix
 
-    values = mixes.importance_for(imatrix, base)
-    imatrix_name = Path(imatrix).name if imatrix is not None else None
+    values = imatrix.importance() if imatrix is not None else None  # checked against the base by the ladder
     measured = None
     files = []
     for target in targets:
         dest = out_dir / output_name(name, target.label)
-        if not force and _is_complete_mix(dest, target, imatrix_name):
+        kept = None if force else _complete_mix(dest, target, imatrix_name)
+        if kept is not None:
             log.info("%s is already complete; kept (use --force to redo it)", dest)
             files.append(OutputFile(dest, target.label, dest.stat().st_size, 0.0, False, target.describe(),
-                                    _tensor_types(dest)))
+                                    {t.name: t.type.name for t in kept.tensors}))
             continue
         start = time.perf_counter()
         if measured is None:  # one measurement serves every budget
             measured = measure(base, values, threads=threads, progress=progress)
         plan = mixes.plan_mix(base, target, values, imatrix_name=imatrix_name, measured=measured)
-        result = quantize_mix(base, dest, plan, imatrix=values, threads=threads)
+        result = quantize_mix(base.path, dest, plan, imatrix=values, threads=threads)
         files.append(OutputFile(dest, target.label, result.n_bytes, time.perf_counter() - start, True,
                                 target.describe(), dict(plan.types)))
     return files
 
 
-def _tensor_types(path: Path) -> dict[str, str]:
-    from ..gguf.reader import read_header
-
-    return {t.name: t.type.name for t in read_header(path).tensors}
-
-
-def _is_complete_mix(path: Path, target, imatrix_name: str | None) -> bool:
+def _complete_mix(path: Path, target, imatrix_name: str | None):
+    """The header of the finished mix for `target` at `path`, or None when there is none to keep."""
     from . import mixes
     from ..gguf.reader import read_header
 
     if not path.is_file():
-        return False
+        return None
     try:
         header = read_header(path)
     except QuantkitError:
-        return False
-    return (header.get(mixes.KEY_TARGET) == target.describe() and header.get(mixes.KEY_IMATRIX) == imatrix_name
-            and header.get(mixes.KEY_PLAN) == mixes.plan_digest({t.name: t.type.name for t in header.tensors}))
+        return None
+    complete = (header.get(mixes.KEY_TARGET) == target.describe() and header.get(mixes.KEY_IMATRIX) == imatrix_name
+                and header.get(mixes.KEY_PLAN) == mixes.plan_digest({t.name: t.type.name for t in header.tensors}))
+    return header if complete else None
 
 
 def check_types(types: list[str], imatrix: Path | None) -> None:
@@ -170,9 +175,10 @@ def check_types(types: list[str], imatrix: Path | None) -> None:
 
 
 def make_output(dest: Path, qtype: str, force: bool, build) -> OutputFile:
-    if not force and is_complete(dest, qtype):
+    kept = None if force else complete_output(dest, qtype)
+    if kept is not None:
         log.info("%s is already complete; kept (use --force to redo it)", dest)
-        files = model_files(dest)  # the file, or the shards split from it
+        files = kept.shards  # the file, or the shards split from it
         return OutputFile(files[0], qtype, sum(p.stat().st_size for p in files), 0.0, made=False)
     start = time.perf_counter()
     n_bytes = build(dest)
@@ -182,13 +188,22 @@ def make_output(dest: Path, qtype: str, force: bool, build) -> OutputFile:
 def is_complete(path: Path, qtype: str) -> bool:
     """A finished, readable GGUF of file type `qtype` (renamed into place only when complete, so a file that
     reads cleanly and has the right type is one we made, or one made just as carefully)."""
-    from ..gguf.reader import file_type_name, read_header
+    return complete_output(path, qtype) is not None
 
+
+def complete_output(path: Path, qtype: str) -> GGUFFile | None:
+    """The finished GGUF of file type `qtype` made under the name `path` (the file, or the shards split from
+    it), read; None when there is none."""
+    from ..gguf.reader import file_type_name
+
+    path = Path(path)
+    if not path.is_file():
+        shards = find_shards(path)
+        if shards is None:
+            return None
+        path = shards[0]
     try:
-        path = model_files(path)[0]
-        if not path.is_file():
-            return False
-        header = read_header(path)
+        made = read_gguf(path)
     except QuantkitError:
-        return False
-    return file_type_name(header.get("general.file_type")) == qtype
+        return None
+    return made if file_type_name(made.header.get("general.file_type")) == qtype else None

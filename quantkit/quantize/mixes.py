@@ -15,6 +15,7 @@ from gguf import GGMLQuantizationType as T
 
 from ..errors import InvalidArgumentError
 from ..gguf.header import layer_of, padded, tensor_bytes
+from ..gguf.reader import GGUFFile, read_gguf
 from .damage import SAMPLE_VALUES, TensorOptions, measure
 from .solve import solve
 from ..quant_types import parse_size
@@ -98,8 +99,9 @@ class Plan:
         return out
 
 
-def importance_for(imatrix: Path | None, base: Path) -> dict[str, np.ndarray] | None:
-    """The importance values of the imatrix file `imatrix` (checked against `base`), as libllama gets them."""
+def importance_for(imatrix: Path | None, base: Path | GGUFFile) -> dict[str, np.ndarray] | None:
+    """The importance values of the imatrix file `imatrix` (checked against `base`, a path or a GGUFFile
+    already read), as libllama gets them."""
     if imatrix is None:
         return None
     from ..imatrix.format import check_imatrix_matches, read_imatrix
@@ -119,17 +121,16 @@ def _kv_bytes(kv: dict[str, str]) -> int:
     return sum(8 + len(k.encode()) + 4 + 8 + len(v.encode()) for k, v in kv.items())
 
 
-def plan_mix(base: Path, target: Target, imatrix: dict[str, np.ndarray] | None = None, *,
+def plan_mix(base: Path | GGUFFile, target: Target, imatrix: dict[str, np.ndarray] | None = None, *,
              imatrix_name: str | None = None, measured: list[TensorOptions] | None = None,
              sample_values: int = SAMPLE_VALUES, threads: int | None = None, progress=None) -> Plan:
-    """The per-tensor types of the smallest-damage file of `base` that fits `target`."""
+    """The per-tensor types of the smallest-damage file of `base` (a path, or a GGUFFile already read) that fits
+    `target`."""
     from ..memory import _output_header_bytes
     from ..memory.shapes import resolve_target
 
-    base = Path(base)
-    spec = resolve_target(str(base))
-    if spec.header is None:
-        raise InvalidArgumentError(f"{base} is not a local GGUF file", hint="a budget mix is planned from a base GGUF")
+    base = read_gguf(base)
+    spec = resolve_target(base)
     alignment = spec.header.alignment
     if measured is None:
         measured = measure(base, imatrix, sample_values=sample_values, threads=threads, progress=progress)
@@ -142,7 +143,7 @@ def plan_mix(base: Path, target: Target, imatrix: dict[str, np.ndarray] | None =
     header = padded(_output_header_bytes(spec) + kv_room, alignment)  # an upper bound
     smallest = sum(padded(t.options[0].n_bytes, alignment) for t in measured)
     smallest_weights = sum(t.options[0].n_bytes for t in measured) + sum(tensor_bytes(t.type, t.shape) for t in fixed)
-    base_size = base.stat().st_size
+    base_size = base.header.file_size or base.path.stat().st_size
     if target.size is not None:
         budget = target.size - header - fixed_bytes
         if target.size >= base_size:
@@ -179,7 +180,7 @@ def plan_mix(base: Path, target: Target, imatrix: dict[str, np.ndarray] | None =
         by_bytes[types[t.name]] = by_bytes.get(types[t.name], 0) + tensor_bytes(T[types[t.name]], t.shape)
     ftype = next((_FTYPE_OF[T[n]] for n, _ in sorted(by_bytes.items(), key=lambda kv: -kv[1]) if T[n] in _FTYPE_OF),
                  "Q8_0")
-    plan = Plan(base, target, budget, types, overrides, 0, weights, round(8 * weights / spec.n_params, 3), error,
+    plan = Plan(base.path, target, budget, types, overrides, 0, weights, round(8 * weights / spec.n_params, 3), error,
                 ftype, imatrix_name, measured)
     real_alignment = spec.header.alignment
     header_exact = padded(_output_header_bytes(spec) + _kv_bytes(plan.kv()), real_alignment)

@@ -10,7 +10,6 @@ from pathlib import Path
 import numpy as np
 
 from ..gguf import reader as gguf_file
-from ..gguf.shards import first_shard
 from ..errors import RuntimeLoadError
 from ..resources import Closeable
 from ._lib import capture, lib
@@ -127,10 +126,9 @@ class Model(Closeable):
             self.ptr = None
 
 
-def load_vocabulary(path: str | Path) -> Model:
+def load_vocabulary(path: str | Path | gguf_file.GGUFFile) -> Model:
     """Only the tokenizer of a GGUF file (libllama's vocab_only load: no weights read)."""
-    path = first_shard(Path(path))  # libllama loads a split model from its first shard only
-    check_gguf_file(path)
+    path = gguf_file.read_gguf(path).first_shard  # validated; libllama loads a split model from its first shard
     llama_cpp = lib()
     params = llama_cpp.llama_model_default_params()
     params.vocab_only = True
@@ -141,11 +139,12 @@ def load_vocabulary(path: str | Path) -> Model:
     return Model(path, ptr, 0)
 
 
-def load_model(path: str | Path, n_gpu_layers: int = 0, extra_buffers: bool | None = None) -> Model:
-    """Load a GGUF model through libllama with `n_gpu_layers` offloaded (ALL_LAYERS: everything). Choosing that
-    number from the GPU's memory is offload.py's job."""
-    path = first_shard(Path(path))  # libllama loads a split model from its first shard only
-    check_gguf_file(path)
+def load_model(path: str | Path | gguf_file.GGUFFile, n_gpu_layers: int = 0,
+               extra_buffers: bool | None = None) -> Model:
+    """Load a GGUF model (a path, or a GGUFFile already read and so not read again) through libllama with
+    `n_gpu_layers` offloaded (ALL_LAYERS: everything). Choosing that number from the GPU's memory is
+    offload.py's job."""
+    path = gguf_file.read_gguf(path).first_shard  # validated; libllama loads a split model from its first shard
     llama_cpp = lib()
     params = llama_cpp.llama_model_default_params()
     params.n_gpu_layers = n_gpu_layers

@@ -1,21 +1,37 @@
-"""`--n-gpu-layers`: how many layers to offload, and loading a model with that choice.
+"""`--n-gpu-layers` and `--rpc`: how many layers to offload, to which devices, and loading a model with that choice.
 
 It joins two things that must not know each other: the pure memory model (memory.auto_gpu_layers answers
-"what fits in this many bytes") and the runtime (what the GPU has free, and the loading itself).
+"what fits in this many bytes") and the runtime (what the GPU has free, and the loading itself). The RPC servers
+a load offloads to are a parameter of the load: they are registered with ggml when a load first asks for them.
 """
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 from .. import runtime
 from ..errors import InvalidArgumentError
+from ..gguf.reader import GGUFFile, read_gguf
 from ..memory import auto_gpu_layers
 from ..memory.layers import plan_layers
 
+log = logging.getLogger(__name__)
 
-def resolve_gpu_layers(spec: int | str, model_path: str | Path, n_ctx: int) -> int:
-    """A number, 'all' (every layer and the output layer) or 'auto' (what fits in the GPU's free memory at
-    `n_ctx`; 0 on a build without GPU offload) → libllama's n_gpu_layers."""
+
+def rpc_devices(rpc: list[str] | None) -> list[runtime.Device]:
+    """The devices of the `ggml-rpc-server` hosts `rpc` (HOST:PORT each), registered with ggml for the rest of
+    the process if they are not yet (nothing when None or empty)."""
+    if not rpc:
+        return []
+    return runtime.add_rpc_servers(list(rpc))
+
+
+def resolve_gpu_layers(spec: int | str, model: str | Path | GGUFFile, n_ctx: int,
+                       rpc: list[str] | None = None) -> int:
+    """A number, 'all' (every layer and the output layer) or 'auto' (what fits in the free memory of the first
+    offload device — an RPC server of `rpc` first, as libllama orders them — at `n_ctx`; 0 on a build without
+    GPU offload) → libllama's n_gpu_layers. `model`: a path, or a GGUFFile already read (not read again)."""
+    rpc_devices(rpc)
     if isinstance(spec, int) or str(spec).lstrip("-").isdigit():
         n = int(spec)
         if n < 0:
@@ -31,28 +47,23 @@ def resolve_gpu_layers(spec: int | str, model_path: str | Path, n_ctx: int) -> i
         return 0
     free = next((d.memory_free for d in devices if d.memory_free), None)  # the first device's, as libllama fills it
     if free is None:
-        import logging
-
-        logging.getLogger(__name__).warning("cannot tell the GPU's free memory: offloading nothing")
+        log.warning("cannot tell the GPU's free memory: offloading nothing")
         return 0
-    return int(auto_gpu_layers(model_path, n_ctx, free))
+    return int(auto_gpu_layers(model, n_ctx, free))
 
 
-def load_model(path: str | Path, n_gpu_layers: int | str = "auto", n_ctx: int = 4096) -> runtime.Model:
-    """Load a GGUF with `--n-gpu-layers` resolved at context size `n_ctx` (which informs only 'auto')."""
-    runtime.check_gguf_file(Path(path))
-    return runtime.load_model(path, resolve_gpu_layers(n_gpu_layers, path, n_ctx))
+def load_model(path: str | Path | GGUFFile, n_gpu_layers: int | str = "auto", n_ctx: int = 4096,
+               rpc: list[str] | None = None) -> runtime.Model:
+    """Load a GGUF with `--n-gpu-layers` resolved at context size `n_ctx` (which informs only 'auto'), offloading
+    to the RPC servers `rpc` (HOST:PORT each) too. The header is read once, here, for the check and for 'auto'."""
+    model = read_gguf(path)
+    return runtime.load_model(model, resolve_gpu_layers(n_gpu_layers, model, n_ctx, rpc))
 
 
-def connect_rpc(spec: str | None) -> list[runtime.Device]:
-    """`--rpc HOST:PORT[,…]`: add the remote servers' devices to the ones libllama offloads to (nothing when None)."""
-    if not spec:
-        return []
-    return runtime.add_rpc_servers(runtime.parse_endpoints(spec))
-
-
-def plan_placement(n_layer: int, n_gpu_layers: int | str, model_path: str | Path, n_ctx: int) -> list[str]:
-    """Where libllama will put each layer (the output layer last) with the devices registered now."""
-    ngl = resolve_gpu_layers(n_gpu_layers, model_path, n_ctx)
+def plan_placement(n_layer: int, n_gpu_layers: int | str, model: str | Path | GGUFFile, n_ctx: int,
+                   rpc: list[str] | None = None) -> list[str]:
+    """Where libllama will put each layer (the output layer last) with the devices registered now and the RPC
+    servers `rpc`."""
+    ngl = resolve_gpu_layers(n_gpu_layers, model, n_ctx, rpc)
     devices = [(d.id or d.name, d.memory_free or 0) for d in runtime.gpu_devices()]
     return plan_layers(n_layer, ngl, devices)

@@ -4,14 +4,18 @@ Adding a server registers its devices in ggml's backend registry for the life of
 `--rpc` does); every model loaded afterwards splits its offloaded layers over them, RPC devices first, in
 proportion to the memory each reports free. The registry's RPC entry points exist only in a build made with
 `GGML_RPC=ON`; the pip wheel of llama-cpp-python is built without it.
+
+A server that goes away mid-run makes ggml abort: no error code comes back through libllama, and ggml ends the
+process once its abort callback returns. `on_ggml_abort` lets the application say something first (the CLI
+says one line and exits 1); the library itself never ends the process.
 """
 from __future__ import annotations
 
 import ctypes
 import logging
-import os
 import socket
 import threading
+from collections.abc import Callable
 
 from ..errors import RPCError
 from ._lib import ggml, lib
@@ -27,6 +31,7 @@ _added: dict[str, list[Device]] = {}
 _lock = threading.Lock()
 _ABORT_CALLBACK = ctypes.CFUNCTYPE(None, ctypes.c_char_p)
 _abort_callback = None  # kept referenced: ggml holds only the raw pointer
+_abort_handlers: list[Callable[[str], None]] = []
 
 
 def supports_rpc() -> bool:
@@ -40,20 +45,39 @@ def parse_endpoints(spec: str) -> list[str]:
     if not endpoints:
         raise RPCError(f"--rpc {spec!r} names no server", hint="give HOST:PORT[,HOST:PORT…]")
     for e in endpoints:
-        host, _, port = e.rpartition(":")
-        if not host or not port.isdigit() or not 0 < int(port) < 65536:
-            raise RPCError(f"--rpc endpoint {e!r} is not HOST:PORT", hint="e.g. --rpc 192.168.1.20:50052")
+        _check_endpoint(e)
     return endpoints
+
+
+def _check_endpoint(endpoint: str) -> None:
+    host, _, port = endpoint.rpartition(":")
+    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise RPCError(f"--rpc endpoint {endpoint!r} is not HOST:PORT", hint="e.g. --rpc 192.168.1.20:50052")
+
+
+def check_rpc_servers(endpoints: list[str]) -> None:
+    """Refuse, before any work, endpoints that are not HOST:PORT, a build without the RPC backend, or a server
+    that does not answer; nothing is registered (the load that offloads to them does that)."""
+    _check_build(endpoints)
+    for endpoint in endpoints:
+        if endpoint not in _added:
+            _check_reachable(endpoint)
+
+
+def _check_build(endpoints: list[str]) -> None:
+    for endpoint in endpoints:
+        _check_endpoint(endpoint)
+    if not supports_rpc():
+        raise RPCError("this llama.cpp build has no RPC backend", hint=RPC_BUILD_HINT)
 
 
 def add_rpc_servers(endpoints: list[str]) -> list[Device]:
     """Register each server's devices with ggml (once per endpoint and process); returns them in the order
-    libllama uses them. Each server is reached over TCP first, so a dead host is an error, not a hang."""
-    if not supports_rpc():
-        raise RPCError("this llama.cpp build has no RPC backend", hint=RPC_BUILD_HINT)
+    libllama uses them. Each server is reached over TCP first, so a dead host is an error, not a hang. ggml's
+    registry is process-wide: what was registered is kept here, so that each load may ask for its servers."""
+    _check_build(endpoints)
     devices: list[Device] = []
     with _lock:
-        _exit_cleanly_on_abort()
         for endpoint in endpoints:
             if endpoint not in _added:
                 _check_reachable(endpoint)
@@ -62,23 +86,29 @@ def add_rpc_servers(endpoints: list[str]) -> list[Device]:
     return devices
 
 
-def _exit_cleanly_on_abort() -> None:
-    """A server that goes away mid-run makes ggml abort (no error code comes back through libllama): end the
-    process with one line and exit code 1 instead of ggml's backtrace and SIGABRT."""
+def on_ggml_abort(handler: Callable[[str], None]) -> None:
+    """Call `handler(message)` when ggml aborts (`message` as ggml words it: `FILE:LINE: WHAT`), in place of
+    ggml's own report (a backtrace). ggml ends the process with SIGABRT when the handlers return; a handler
+    may end it first, its own way. Handlers are called in the order added, on the thread that aborted."""
     global _abort_callback
-    if _abort_callback is None:
-        _abort_callback = _ABORT_CALLBACK(_on_abort)
-        g = ggml()
-        g.ggml_set_abort_callback.restype = ctypes.c_void_p
-        g.ggml_set_abort_callback.argtypes = [_ABORT_CALLBACK]
-        g.ggml_set_abort_callback(_abort_callback)
+    with _lock:
+        _abort_handlers.append(handler)
+        if _abort_callback is None:
+            _abort_callback = _ABORT_CALLBACK(_on_abort)
+            g = ggml()
+            g.ggml_set_abort_callback.restype = ctypes.c_void_p
+            g.ggml_set_abort_callback.argtypes = [_ABORT_CALLBACK]
+            g.ggml_set_abort_callback(_abort_callback)
 
 
-def _on_abort(message: bytes) -> None:
-    where, _, what = message.decode(errors="replace").rpartition(": ")
-    os.write(2, f"error: llama.cpp stopped: {what} ({where.rsplit('/', 1)[-1]}; an RPC server may have gone away: "
-                "check the hosts in --rpc and run again)\n".encode())
-    os._exit(1)
+def _on_abort(message: bytes | None) -> None:
+    text = (message or b"").decode(errors="replace").strip()
+    log.debug("ggml aborted: %s", text)
+    for handler in list(_abort_handlers):
+        try:
+            handler(text)
+        except Exception:  # an exception cannot cross back into C: the next handler, then ggml's abort()
+            log.exception("the ggml abort handler %r failed", handler)
 
 
 def _check_reachable(endpoint: str) -> None:
