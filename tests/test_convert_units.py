@@ -14,7 +14,7 @@ from gguf import GGMLQuantizationType, quants
 from quantkit.convert import convert_checkpoint
 from quantkit.convert.checkpoint import CheckpointTensor, open_checkpoint, read_safetensors_header
 from quantkit.convert.passthrough import needs_quieting
-from quantkit.convert.tensors import _stored_reader
+from quantkit.convert.encode import stored_bits
 from tests._fixtures.gguf_tensors import tensor_table
 from reference.tiny import tiny_checkpoint
 
@@ -55,7 +55,7 @@ def test_bf16_pass_through_matches_gguf_rounding(tmp_path):
     path.write_bytes(len(header).to_bytes(8, "little") + header + bits.tobytes())
     (tmp_path / "config.json").write_text("{}")
     checkpoint = open_checkpoint(tmp_path)
-    ours = _stored_reader(checkpoint, "t")(0, 1)
+    ours = stored_bits(checkpoint.read("t")[0:1])
     as_f32 = (bits.astype(np.uint32) << 16).view(np.float32)
     reference = quants.quantize(as_f32, GGMLQuantizationType.BF16)
     assert ours.tobytes() == reference.tobytes()

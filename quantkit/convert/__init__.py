@@ -38,7 +38,8 @@ def convert(source: str | Path, out_dir: str | Path = ".", *, outtype: str = "au
     """Convert `source` (folder, repo id or size label) to `<Name>-<OUTTYPE>.gguf` in `out_dir`, then quantize it
     to each of `types` (names as `quant_types.parse_types` gives them) and to a budget mix for each of `targets`
     (quantkit.quantize.mixes.Target). With `split_max_size` (bytes of tensor data) or `split_max_tensors`, each file is then
-    cut into llama.cpp's shards (split.split_gguf)."""
+    cut into llama.cpp's shards (split.split_gguf). `threads` encode the base file's changed tensors (default:
+    every core this process may run on) and run libllama's quantizer (default: its own, the physical cores)."""
     from ..quant_types import BASE_TYPES
 
     types = list(types or [])
@@ -49,13 +50,15 @@ def convert(source: str | Path, out_dir: str | Path = ".", *, outtype: str = "au
         checkpoint = open_checkpoint(src.folder)
         base_type = _outtype(outtype, checkpoint)
         base = make_output(out_dir / output_name(src.name, base_type), base_type, force,
-                     lambda dest: convert_checkpoint(checkpoint, dest, base_type, name=_display(src), progress=progress))
+                     lambda dest: convert_checkpoint(checkpoint, dest, base_type, name=_display(src), progress=progress,
+                                                       threads=threads))
         files = [base]
         for qtype in types:
             if qtype == base_type or qtype not in BASE_TYPES:
                 continue
             files.append(make_output(out_dir / output_name(src.name, qtype), qtype, force, lambda d, t=qtype:
-                               convert_checkpoint(checkpoint, d, t, name=_display(src), progress=progress)))
+                               convert_checkpoint(checkpoint, d, t, name=_display(src), progress=progress,
+                                                  threads=threads)))
         quants = [t for t in types if t not in BASE_TYPES]
         files += quantize_ladder(base.path, out_dir, src.name, quants, targets=targets, imatrix=imatrix, force=force,
                                  threads=threads, progress=progress)
@@ -64,8 +67,9 @@ def convert(source: str | Path, out_dir: str | Path = ".", *, outtype: str = "au
 
 
 def convert_checkpoint(checkpoint: Checkpoint | Path, dest: Path, outtype: str = "BF16", *, name: str | None = None,
-                       progress: WriteProgress | None = None) -> int:
-    """Write the GGUF of `checkpoint` at `dest` with weights of `outtype` (F32, F16, BF16 or Q8_0)."""
+                       progress: WriteProgress | None = None, threads: int | None = None) -> int:
+    """Write the GGUF of `checkpoint` at `dest` with weights of `outtype` (F32, F16, BF16 or Q8_0); the tensors
+    whose bytes change are encoded on `threads` threads (default: every core this process may run on)."""
     if not isinstance(checkpoint, Checkpoint):
         checkpoint = open_checkpoint(checkpoint)
     ftype = OUTTYPES[outtype]
@@ -78,7 +82,7 @@ def convert_checkpoint(checkpoint: Checkpoint | Path, dest: Path, outtype: str =
         write_hparams(writer, checkpoint.config, arch)
         vocab.add_to(writer)
 
-    return write_gguf(Path(dest), arch, plans, add_keys, progress, check=lambda tmp: check_vocabulary(tmp, dest))
+    return write_gguf(Path(dest), arch, plans, add_keys, progress, threads, check=lambda tmp: check_vocabulary(tmp, dest))
 
 
 def check_vocabulary(path: Path, dest: Path) -> None:

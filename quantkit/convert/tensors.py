@@ -1,23 +1,25 @@
 """From checkpoint tensors to GGUF tensors: names (gguf's TensorNameMap), the layout llama.cpp expects (Llama
 q/k rows permuted, `rope_freqs` for llama3 rope scaling), and the stored type of each tensor.
 
-Every tensor is produced in row blocks, so converting a large tensor never holds more than a block of it in
-float32 — the memory of a conversion stays flat in the size of the model.
+Every tensor is produced in chunks of whole rows (`ConvertedTensor.chunks`), read from the memory-mapped
+checkpoint as they are needed, so converting a large tensor never holds more than a few chunks of it — the
+memory of a conversion stays flat in the size of the model — and chunks can be encoded on several threads.
 """
 from __future__ import annotations
 
 import math
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 from gguf import (GGML_QUANT_SIZES, MODEL_TENSOR, TENSOR_NAMES, GGMLQuantizationType, LlamaFileType,
-                  get_tensor_name_map, quant_shape_to_byte_shape, quants)
+                  get_tensor_name_map, quant_shape_to_byte_shape)
 
 from ..errors import CheckpointError, ModelConfigError, UnsupportedModelError
 from ..models import CONVERTIBLE, Architecture, ConfigShape, architecture_of, llama3_rope
 from .checkpoint import Checkpoint, CheckpointTensor
+from .encode import SAME_BITS, encode
 
 # --outtype -> llama.cpp file type and the type of the 2-D weights
 OUTTYPES: dict[str, LlamaFileType] = {
@@ -33,10 +35,9 @@ _WEIGHT_TYPE = {
     LlamaFileType.MOSTLY_Q8_0: GGMLQuantizationType.Q8_0,
 }
 _QK_WEIGHTS = ("q_proj.weight", "k_proj.weight")
-_SAME_BITS = {"BF16": GGMLQuantizationType.BF16, "F16": GGMLQuantizationType.F16, "F32": GGMLQuantizationType.F32}
 _SKIPPED = (".rotary_emb.inv_freq", ".attention.masked_bias", ".attention.bias")
-_BLOCK_BYTES = 64 << 20  # float32 bytes converted at a time
-Rows = Callable[[int, int], np.ndarray]  # (start, stop) -> float32 rows
+_CHUNK_VALUES = 1 << 19  # values encoded at a time by one thread: its temporaries stay in cache
+Rows = Callable[[int, int], np.ndarray]  # (start, stop) -> rows in the checkpoint's dtype (bf16 as uint16 bits)
 
 
 @dataclass(frozen=True)
@@ -44,9 +45,9 @@ class ConvertedTensor:
     name: str  # in the GGUF
     shape: tuple[int, ...]  # numpy order: rows first
     qtype: GGMLQuantizationType
-    rows: Rows
-    stored_rows: Rows | None = None  # rows already in `qtype` (a bf16 weight kept bf16): no round trip
-    source: CheckpointTensor | None = None  # ... and whole in the checkpoint in the same order: a plain byte copy
+    rows: Rows  # the checkpoint's values in their stored dtype, rows in the GGUF's order
+    dtype: str = "F32"  # the stored dtype of `rows`, in safetensors spelling
+    source: CheckpointTensor | None = None  # the GGUF's bytes, whole in the checkpoint: a plain byte copy
 
     @property
     def n_bytes(self) -> int:
@@ -58,14 +59,20 @@ class ConvertedTensor:
     def np_dtype(self):
         return _FLOAT_NP.get(self.qtype, np.uint8)
 
-    def blocks(self) -> Iterator[np.ndarray]:
-        """The tensor's stored bytes, a block of rows at a time."""
-        n_rows = self.shape[0] if len(self.shape) > 1 else 1
-        row_bytes = 4 * math.prod(self.shape) // n_rows
-        step = max(1, _BLOCK_BYTES // max(row_bytes, 1))
-        for start in range(0, n_rows, step):
-            stop = min(n_rows, start + step)
-            yield self.stored_rows(start, stop) if self.stored_rows else quants.quantize(self.rows(start, stop), self.qtype)
+    @property
+    def n_rows(self) -> int:
+        return self.shape[0] if len(self.shape) > 1 else 1
+
+    def chunks(self) -> list[tuple[int, int]]:
+        """Row ranges of at most about _CHUNK_VALUES values each. Whole rows, and so for Q8_0 whole blocks: a
+        row is whole blocks (_stored_type), so each chunk's bytes are the same wherever the tensor is cut."""
+        per_row = max(1, math.prod(self.shape) // self.n_rows)
+        step = max(1, _CHUNK_VALUES // per_row)
+        return [(start, min(self.n_rows, start + step)) for start in range(0, self.n_rows, step)]
+
+    def encode(self, start: int, stop: int) -> np.ndarray:
+        """The stored bytes of rows start:stop."""
+        return encode(self.rows(start, stop), self.dtype, self.qtype)
 
 
 _FLOAT_NP = {GGMLQuantizationType.F32: np.float32, GGMLQuantizationType.F16: np.float16}
@@ -100,11 +107,10 @@ def plan_gguf_tensors(checkpoint: Checkpoint, ftype: LlamaFileType) -> list[Conv
                                   hint="the checkpoint does not look like a plain " + checkpoint.architecture)
         _check_shape(hf_name, info.shape, hp)
         permute = hf_name.endswith(_QK_WEIGHTS) and arch.permuted_qk
-        rows = _reader(checkpoint, hf_name, hp if permute else None)
         qtype = _stored_type(name, info.shape, ftype)
-        same = qtype == _SAME_BITS.get(info.dtype) and not permute
-        stored = _stored_reader(checkpoint, hf_name) if same else None
-        plans.append(ConvertedTensor(name, info.shape, qtype, rows, stored, info if same else None))
+        copy = qtype == SAME_BITS.get(info.dtype) and not permute
+        rows = _reader(checkpoint, hf_name, hp if permute else None)
+        plans.append(ConvertedTensor(name, info.shape, qtype, rows, info.dtype, info if copy else None))
     _check_complete(checkpoint, plans, hp)
     return plans
 
@@ -119,47 +125,19 @@ def _stored_type(name: str, shape: tuple[int, ...], ftype: LlamaFileType) -> GGM
     return qtype
 
 
-def _as_f32(block: np.ndarray) -> np.ndarray:
-    if block.dtype == np.uint16:  # bf16 bits
-        return (block.astype(np.uint32) << 16).view(np.float32)
-    return block.astype(np.float32)
-
-
 def _reader(checkpoint: Checkpoint, hf_name: str, permute_hp: ConfigShape | None) -> Rows:
     n_heads = None
     if permute_hp is not None and hf_name.endswith("q_proj.weight"):
         n_heads = permute_hp.n_head
     elif permute_hp is not None and hf_name.endswith("k_proj.weight"):
         n_heads = permute_hp.n_head_kv
-    if n_heads is not None:
-        return _whole(lambda: _permute(_as_f32(checkpoint.read(hf_name)), n_heads))
+    order = None if n_heads is None else _permute(np.arange(checkpoint.tensors[hf_name].shape[0]), n_heads)
 
     def rows(start: int, stop: int) -> np.ndarray:
         data = checkpoint.read(hf_name)
-        return _as_f32(data[start:stop] if data.ndim > 1 else data)
-
-    return rows
-
-
-def _stored_reader(checkpoint: Checkpoint, hf_name: str) -> Rows:
-    """Rows whose stored bits are already what the GGUF holds; bf16 NaNs get the quiet bit, as gguf's own
-    bf16 rounding gives them, so the bytes stay identical to a float32 round trip."""
-
-    def rows(start: int, stop: int) -> np.ndarray:
-        data = checkpoint.read(hf_name)
-        block = np.array(data[start:stop] if data.ndim > 1 else data)
-        if block.dtype == np.uint16:
-            nan = (block & 0x7FFF) > 0x7F80
-            if nan.any():
-                block[nan] |= 0x0040
-        return block
-
-    return rows
-
-
-def _whole(make: Callable[[], np.ndarray]) -> Rows:
-    def rows(start: int, stop: int) -> np.ndarray:
-        return make()[start:stop]
+        if order is not None:  # the permutation moves whole rows: gather this chunk's
+            return data[order[start:stop]]
+        return data[start:stop] if data.ndim > 1 else data
 
     return rows
 
@@ -178,7 +156,7 @@ def _rope_freqs_plan(config: dict, hp: ConfigShape) -> ConvertedTensor:
     rope = llama3_rope(config) or {}
     factors = llama3_rope_factors(rope_theta(config) or 10000.0, hp.head_dim, rope)
     name = TENSOR_NAMES[MODEL_TENSOR.ROPE_FREQS] + ".weight"
-    return ConvertedTensor(name, factors.shape, GGMLQuantizationType.F32, lambda start, stop: factors)
+    return ConvertedTensor(name, factors.shape, GGMLQuantizationType.F32, lambda start, stop: factors, "F32")
 
 
 def llama3_rope_factors(base: float, dim: int, rope: dict) -> np.ndarray:

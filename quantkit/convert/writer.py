@@ -1,6 +1,6 @@
 """Streams a GGUF to disk tensor by tensor with gguf's GGUFWriter: header, metadata and tensor infos first, then
-each tensor's bytes (copied by the kernel, or converted a block of rows at a time), into a temporary name that
-becomes the file only when complete."""
+each tensor's bytes — copied by the kernel, or encoded a chunk of rows at a time on a pool of threads, each
+writing its chunk at its own offset — into a temporary name that becomes the file only when complete."""
 from __future__ import annotations
 
 import logging
@@ -12,8 +12,8 @@ from pathlib import Path
 import numpy as np
 from gguf import GGUFEndian, GGUFValueType, GGUFWriter, quant_shape_to_byte_shape
 
-from ..errors import OutputError
 from ..files import WriteProgress, atomic_file, check_free_space
+from .chunks import ChunkPool
 from .passthrough import NaNScan, copy_range
 from .tensors import ConvertedTensor
 
@@ -56,10 +56,12 @@ def _pack_strings(strings: list[str]) -> bytes:
 
 
 def write_gguf(dest: Path, arch: str, plans: list[ConvertedTensor], add_keys: Callable[[GGUFWriter], None],
-               progress: WriteProgress | None = None, check: Callable[[Path], None] | None = None) -> int:
+               progress: WriteProgress | None = None, threads: int | None = None,
+               check: Callable[[Path], None] | None = None) -> int:
     """Write the GGUF `dest`; `add_keys(writer)` adds the metadata once the tensors are announced (while a second
-    thread already scans the bf16 tensors that will be copied as they are). `check(path)`, given, sees the
-    complete file under its temporary name and may refuse it (raise) before it becomes `dest`."""
+    thread already scans the bf16 tensors that will be copied as they are). `threads` encode the tensors whose
+    bytes change (default: every core this process may run on). `check(path)`, given, sees the complete file under
+    its temporary name and may refuse it (raise) before it becomes `dest`."""
     total = sum(p.n_bytes for p in plans)
     check_free_space(dest.parent, total + _HEADER_ALLOWANCE)
     bf16_sources = [p.source for p in plans if p.source is not None and p.source.dtype == "BF16"]
@@ -75,7 +77,7 @@ def write_gguf(dest: Path, arch: str, plans: list[ConvertedTensor], add_keys: Ca
             writer.write_ti_data_to_file()
             writer.flush()
             _write_data(writer.fout[0].fileno(), writer.fout[0].tell(), writer.data_alignment, plans, scan,
-                        dest.name, progress)
+                        dest.name, progress, threads)
         finally:
             writer.close()
         if check is not None:
@@ -85,42 +87,35 @@ def write_gguf(dest: Path, arch: str, plans: list[ConvertedTensor], add_keys: Ca
 
 
 def _write_data(fd: int, pos: int, alignment: int, plans: list[ConvertedTensor], scan: NaNScan, label: str,
-                progress: WriteProgress | None) -> None:
+                progress: WriteProgress | None, threads: int | None = None) -> None:
     """Each tensor at its aligned offset after the header: copied by the kernel when its bytes are the
-    checkpoint's, else converted a block of rows at a time."""
+    checkpoint's (on this thread, while the pool encodes the chunks handed to it before), else encoded."""
     total = sum(p.n_bytes for p in plans)
     done = 0
-    offsets = []
-    for p in plans:
-        pos = _pad(fd, pos, alignment)
-        offsets.append(pos)
-        if p.source is not None and copy_range(p.source, fd, pos):
-            written = p.n_bytes
-        else:
-            written = _write_blocks(fd, pos, p, lambda n: progress and progress(done + n, total, label))
-        if written != p.n_bytes:  # a bug, never a user error: refuse to leave a wrong file
-            raise OutputError(f"tensor {p.name}: wrote {written} bytes, expected {p.n_bytes}", hint="report it")
-        pos += written
-        done += written
+
+    def advance(n: int) -> None:
+        nonlocal done
+        done += n
         if progress:
             progress(done, total, label)
-    _pad(fd, pos, alignment)
-    for p, offset in zip(plans, offsets):  # the rare tensor with a signalling NaN, quieted as llama.cpp's is
-        if p.source is not None and p.source.dtype == "BF16" and scan.needs_quieting(p.source):
-            log.info("%s holds signalling NaNs: written again with the quiet bit set", p.name)
-            _write_blocks(fd, offset, p, lambda n: None)
 
-
-def _write_blocks(fd: int, pos: int, plan: ConvertedTensor, progress: Callable[[int], object]) -> int:
-    written = 0
-    for block in plan.blocks():
-        view = memoryview(np.ascontiguousarray(block)).cast("B")
-        while view:
-            n = os.pwrite(fd, view, pos + written)
-            view = view[n:]
-            written += n
-        progress(written)
-    return written
+    offsets = []
+    with ChunkPool(fd, threads, advance) as pool:
+        for p in plans:
+            pos = _pad(fd, pos, alignment)
+            offsets.append(pos)
+            if p.source is not None and copy_range(p.source, fd, pos):
+                advance(p.n_bytes)
+            else:
+                pool.write(p, pos)
+            pos += p.n_bytes
+        _pad(fd, pos, alignment)
+        pool.wait()
+        for p, offset in zip(plans, offsets):  # the rare tensor with a signalling NaN, quieted as llama.cpp's is
+            if p.source is not None and p.source.dtype == "BF16" and scan.needs_quieting(p.source):
+                log.info("%s holds signalling NaNs: written again with the quiet bit set", p.name)
+                pool.write(p, offset, count=False)
+        pool.wait()
 
 
 def _pad(fd: int, pos: int, alignment: int) -> int:
