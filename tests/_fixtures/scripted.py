@@ -259,3 +259,19 @@ def _write_weights(path: Path, table: dict[int, int]) -> None:
         "lm_head.weight": lm_head,
     }
     save_file(tensors, str(path), metadata={"format": "pt"})
+
+
+
+# ---- a thought under control (engine/thinking.py): what a budget and the loop guard make of the script ----------
+
+def closing_tokens(message: str | None = None) -> int:
+    """How many tokens the engine forces to close a thought with `message` (default: the engine's): the message,
+    `</think>` and "\n\n". A budget of n on the reply then gives n + closing_tokens() - 1 thought tokens (the
+    message and `</think>`), and ANSWER_TOKENS answer tokens."""
+    from tokenizers import Tokenizer
+
+    from quantkit.engine.thinking import BUDGET_MESSAGE, closing_text
+
+    tok = Tokenizer.from_file(str(_tokenizer() / "tokenizer.json"))
+    text = closing_text(BUDGET_MESSAGE if message is None else message)
+    return len(tok.encode(text, add_special_tokens=False).ids)
