@@ -20,20 +20,22 @@ from .engine import Engine, GenerationResult
 from .engine.prompt import chat_prompt, user_message
 from .engine.reasoning import Piece
 from .engine.templates import ChatTemplate
+from .engine.thinking import Thinking
 from .errors import ContextFullError, InvalidArgumentError, ModelNotFoundError
 from .models import MATH_INSTRUCTION
 from .resources import Closeable
 from .runtime import Sampling
 
-__all__ = ["ChatSession", "Conversation", "MATH_INSTRUCTION", "Sampling", "Turn", "find_model_file", "transcript",
-           "turn_summary"]
+__all__ = ["ChatSession", "Conversation", "MATH_INSTRUCTION", "Sampling", "Thinking", "Turn", "find_model_file",
+           "transcript", "turn_summary"]
 
 
 def turn_summary(r: GenerationResult) -> dict:
     """The documented JSON of a turn (`chat --json`, the job's chat step)."""
     return {"reasoning": r.reasoning, "answer": r.answer, "prompt_tokens": r.prompt_tokens,
             "reasoning_tokens": r.reasoning_tokens, "answer_tokens": r.answer_tokens, "prompt_tps": r.prompt_tps,
-            "gen_tps": r.gen_tps, "finish_reason": r.finish_reason}
+            "gen_tps": r.gen_tps, "finish_reason": r.finish_reason, "forced_tokens": r.forced_tokens,
+            "budget_reached": r.budget_reached, "looped": r.looped}
 
 
 @dataclass
@@ -82,6 +84,11 @@ class Conversation:
             out.append(user_message(user, self.math))
         return out
 
+    @property
+    def thinks(self) -> bool:
+        """The template is an R1 one: the thought, its budget and its loop guard mean something."""
+        return self.template.knows_think
+
     def render(self, user: str) -> tuple[str, bool]:
         """The prompt text for a new user message after the history, and whether it opens a thought."""
         return self.template.prompt(self.messages(user=user))
@@ -92,11 +99,12 @@ class ChatSession(Conversation, Closeable):
     turns."""
 
     def __init__(self, engine: Engine, sampling: Sampling = Sampling(), system: str | None = None,
-                 math: bool = False, template: ChatTemplate | None = None):
+                 math: bool = False, template: ChatTemplate | None = None, thinking: Thinking = Thinking()):
         super().__init__(template or engine.template, system, math)
         self.engine = engine
         self.model = engine.model
         self.sampling = sampling
+        self.thinking = thinking  # the reasoning budget and the loop guard of every turn
         self._owns: Engine | None = None
 
     @classmethod
@@ -140,7 +148,7 @@ class ChatSession(Conversation, Closeable):
         if max_tokens is not None and max_tokens < 1:
             raise InvalidArgumentError(f"--n-predict must be ≥ 1, not {max_tokens}", param="max_tokens")
         prompt = chat_prompt(self.engine, self.messages(user=user), self.template)
-        stream = self.engine.submit(prompt.request(self.sampling, max_tokens))  # ContextFullError before the turn
+        stream = self.engine.submit(prompt.request(self.sampling, max_tokens, thinking=self.thinking))  # ContextFullError before the turn
         turn = Turn(user)
         self.turns.append(turn)
         try:

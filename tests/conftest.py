@@ -40,3 +40,11 @@ def scripted_bare_gguf() -> Path:
     from tests._fixtures.scripted import scripted_gguf as build
 
     return build("bare")
+
+
+@pytest.fixture(scope="session")
+def scripted_loop_gguf() -> Path:
+    """The scripted R1 model whose thought never ends and repeats itself (tests/_fixtures/scripted.py, "loop")."""
+    from tests._fixtures.scripted import scripted_gguf as build
+
+    return build("loop")

@@ -141,3 +141,60 @@ def test_bad_inputs(tmp_path, scripted_gguf):
     assert not (tmp_path / "o").exists() or not list((tmp_path / "o").iterdir())
     assert_clean_failure(["eval", "some-model", "--endpoint", "http://127.0.0.1:9/v1", "--task", "arith",
                           "--limit", "1", "-o", str(tmp_path / "e")], "cannot reach")
+
+
+N_CLOSING = 16  # the default closing text's tokens (tests/_fixtures/scripted.py: closing_tokens())
+
+
+def test_reasoning_budget_records_and_a_file_of_its_own(tmp_path, scripted_gguf):
+    from quantkit.engine.thinking import BUDGET_MESSAGE
+
+    problems = read_task_file(task_file(tmp_path, ["4", "5"]))
+    plain = Protocol(seed=3)
+    result = evaluate([scripted_gguf], problems, "mine", Protocol(seed=3, reasoning_budget=5),
+                      out_dir=tmp_path / "eval", parallel=2, n_ctx=1024, n_gpu_layers=0, threads=2)
+    (row,) = eval_table(result)
+    assert row["pass_at_1"] == 0.5 and row["budget_reached_pct"] == 100 and row["looped_pct"] == 0
+    for s in read_samples(row["samples_file"]):
+        assert (s.reasoning, s.answer) == ("".join(scripted.THOUGHT_PIECES[:5]) + BUDGET_MESSAGE, scripted.ANSWER)
+        assert (s.reasoning_tokens, s.answer_tokens, s.forced_tokens) == (5 + N_CLOSING - 1, 9, N_CLOSING)
+        assert s.budget_reached and not s.looped
+    # the budget is in the file's name; the default protocol's name is what it was before budgets existed
+    assert Protocol(seed=3, reasoning_budget=5).key("mine") != plain.key("mine")
+    assert plain.key("mine") == Protocol(seed=3, loop_guard="off").key("mine")
+
+
+def test_budget_zero_answers_without_a_thought(tmp_path, scripted_gguf):
+    problems = read_task_file(task_file(tmp_path, ["4"]))
+    result = evaluate([scripted_gguf], problems, "mine", Protocol(reasoning_budget=0), out_dir=tmp_path / "eval",
+                      parallel=1, n_ctx=1024, n_gpu_layers=0, threads=2)
+    (s,) = read_samples(eval_table(result)[0]["samples_file"])
+    assert (s.reasoning, s.answer, s.reasoning_tokens, s.answer_tokens, s.verdict) == ("", scripted.ANSWER, 0, 8,
+                                                                                      "correct")
+
+
+def test_loop_guard_off_by_default_and_the_looped_share(tmp_path, scripted_loop_gguf):
+    problems = read_task_file(task_file(tmp_path, ["4", "4"]))
+    unaided = evaluate([scripted_loop_gguf], problems, "mine", Protocol(max_tokens=80), out_dir=tmp_path / "a",
+                       parallel=2, n_ctx=1024, n_gpu_layers=0, threads=2)
+    (row,) = eval_table(unaided)
+    assert row["looped_pct"] == 0 and row["cut_off_pct"] == 100 and row["pass_at_1"] == 0
+    guarded = evaluate([scripted_loop_gguf], problems, "mine", Protocol(max_tokens=80, loop_guard="end"),
+                       out_dir=tmp_path / "b", parallel=2, n_ctx=1024, n_gpu_layers=0, threads=2)
+    (row,) = eval_table(guarded)
+    assert row["looped_pct"] == 100 and row["pass_at_1"] == 1.0
+    for s in read_samples(row["samples_file"]):
+        assert s.looped and s.reasoning_tokens == scripted.LOOP_FIRES_AT + N_CLOSING - 1 and s.answer == scripted.ANSWER
+
+
+def test_cli_reasoning_budget(tmp_path, scripted_gguf):
+    path = task_file(tmp_path, ["4"])
+    args = ["eval", str(scripted_gguf), "--task-file", str(path), "-o", str(tmp_path / "eval"), "--ctx", "1024",
+            "-ngl", "0", "--threads", "2"]
+    result = runner.invoke(app, [*args, "--reasoning-budget", "5", "--json"])
+    assert result.exit_code == 0, result.output
+    out = json.loads(result.stdout)
+    assert out["protocol"]["reasoning_budget"] == 5 and out["models"][0]["budget_reached_pct"] == 100
+    shown = runner.invoke(app, [*args, "--reasoning-budget", "5"])
+    assert "reasoning budget 5, loop guard off" in shown.stdout and "looped %" in shown.stdout
+    assert_clean_failure([*args, "--reasoning-budget", "-3"], "--reasoning-budget must be ≥ 0")

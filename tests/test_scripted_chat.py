@@ -193,3 +193,133 @@ def test_cli_n_predict_inside_the_thought(gguf):
     out = json.loads(runner.invoke(app, args).stdout)
     assert (out["reasoning"], out["answer"], out["reasoning_tokens"], out["answer_tokens"], out["finish_reason"]) \
         == ("".join(S.THOUGHT_PIECES[:4]), "", 4, 0, "length")
+
+
+# ---- a thought under control: the reasoning budget and the loop guard ---------------------------------------
+
+from quantkit.engine.thinking import BUDGET_MESSAGE, Thinking  # noqa: E402
+
+N_CLOSING = 16  # BUDGET_MESSAGE's 14 tokens, </think>, "\n\n" (tests/_fixtures/scripted.py: closing_tokens())
+
+
+def _json_turn(path, *extra) -> dict:
+    args = ["chat", str(path), "--prompt", QUESTION, "--json", "--threads", "1", "-ngl", "0", "--ctx", "512", *extra]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    return json.loads(result.stdout)
+
+
+def test_closing_text_tokens():
+    assert S.closing_tokens() == N_CLOSING and S.closing_tokens("Stop.") == 4  # "Stop", ".", </think>, "\n\n"
+
+
+@pytest.mark.parametrize("sampling", [GREEDY, R1], ids=["greedy", "r1"])
+def test_budget_closes_the_thought_and_the_answer_follows(gguf, sampling):
+    with _session(gguf, sampling, thinking=Thinking(budget=5)) as session:
+        pieces = list(session.send(QUESTION))
+        r = session.turns[-1].result
+    thought = "".join(S.THOUGHT_PIECES[:5]) + BUDGET_MESSAGE
+    assert "".join(p.text for p in pieces if p.kind == "thought") == thought
+    assert [p for p in pieces if p.kind == "answer"] == [Piece("answer", t) for t in S.ANSWER_PIECES]
+    assert (r.reasoning, r.answer) == (thought, S.ANSWER)
+    assert r.text == thought + S.END_THINK + "\n\n" + S.ANSWER
+    assert (r.reasoning_tokens, r.answer_tokens, r.forced_tokens) == (5 + N_CLOSING - 1, S.ANSWER_TOKENS, N_CLOSING)
+    assert r.sampled_tokens == 5 + len(S.ANSWER_IDS)  # the model's own: 5 thought tokens and the answer
+    assert r.budget_reached and not r.looped and r.finish_reason == "stop" and not r.thought_unfinished
+    assert r.history_text == "\n\n" + S.ANSWER
+
+
+def test_a_budget_the_thought_stays_inside_changes_nothing(scripted_gguf):
+    with _session(scripted_gguf, thinking=Thinking(budget=S.REASONING_TOKENS)) as session:
+        list(session.send(QUESTION))
+        r = session.turns[-1].result
+    assert (r.reasoning, r.answer, r.forced_tokens, r.budget_reached) == (S.THOUGHT, S.ANSWER, 0, False)
+
+
+def test_budget_zero_puts_an_empty_thought_in_the_prompt(gguf):
+    with _session(gguf, R1, thinking=Thinking(budget=0)) as session:
+        pieces = list(session.send(QUESTION))
+        r = session.turns[-1].result
+        n_prompt = _n_tokens(session, QUESTION) + 5 + 3  # and "\n", </think>, "\n\n"
+    assert pieces == [Piece("answer", t) for t in S.ANSWER_PIECES]
+    assert (r.reasoning, r.answer, r.reasoning_tokens, r.answer_tokens) == ("", S.ANSWER, 0, len(S.ANSWER_IDS))
+    assert r.prompt_tokens == n_prompt and r.forced_tokens == 0 and r.finish_reason == "stop"
+
+
+def test_closing_text_cut_by_max_tokens(scripted_gguf):
+    """max_tokens counts the forced tokens too: the closing text is cut where the budget of tokens ends."""
+    with _session(scripted_gguf, thinking=Thinking(budget=5)) as session:
+        list(session.send(QUESTION, max_tokens=8))
+        r = session.turns[-1].result
+    assert (r.gen_tokens, r.forced_tokens, r.finish_reason) == (8, 3, "length") and r.thought_unfinished
+
+
+def test_budget_with_its_own_message_on_a_thought_that_goes_on(scripted_loop_gguf):
+    with _session(scripted_loop_gguf, thinking=Thinking(budget=20, message=" Stop.")) as session:
+        list(session.send(QUESTION))
+        r = session.turns[-1].result
+    assert (r.reasoning, r.answer) == (S.loop_thought(20) + " Stop.", S.ANSWER)
+    assert (r.reasoning_tokens, r.answer_tokens, r.forced_tokens) == (20 + 4 - 1, S.ANSWER_TOKENS, 4)
+
+
+def test_loop_guard_ends_the_thought_at_the_predicted_token(scripted_loop_gguf):
+    from quantkit.engine.thinking import find_loop
+
+    assert find_loop(S.loop_thought_ids(200)) == S.LOOP_FIRES_AT == 49
+    with _session(scripted_loop_gguf, R1, thinking=Thinking(loop_guard="end")) as session:
+        list(session.send(QUESTION))
+        r = session.turns[-1].result
+    assert (r.reasoning, r.answer) == (S.loop_thought(49) + BUDGET_MESSAGE, S.ANSWER)
+    assert (r.reasoning_tokens, r.answer_tokens, r.forced_tokens) == (49 + N_CLOSING - 1, S.ANSWER_TOKENS, N_CLOSING)
+    assert r.looped and not r.budget_reached and r.finish_reason == "stop"
+
+
+def test_loop_guard_stop_ends_the_generation(scripted_loop_gguf):
+    with _session(scripted_loop_gguf, thinking=Thinking(loop_guard="stop")) as session:
+        list(session.send(QUESTION))
+        r = session.turns[-1].result
+    assert (r.reasoning, r.answer, r.reasoning_tokens, r.forced_tokens) == (S.loop_thought(49), "", 49, 0)
+    assert r.looped and r.thought_unfinished and r.finish_reason == "stop"
+
+
+def test_loop_guard_off_lets_it_loop(scripted_loop_gguf):
+    with _session(scripted_loop_gguf, thinking=Thinking(loop_guard="off")) as session:
+        list(session.send(QUESTION, max_tokens=100))
+        r = session.turns[-1].result
+    assert (r.reasoning, r.finish_reason, r.looped) == (S.loop_thought(100), "length", False)
+
+
+def test_cli_json_budget_and_guard(gguf, scripted_loop_gguf):
+    out = _json_turn(gguf, "--reasoning-budget", "5")
+    assert (out["reasoning"], out["answer"]) == ("".join(S.THOUGHT_PIECES[:5]) + BUDGET_MESSAGE, S.ANSWER)
+    assert (out["reasoning_tokens"], out["answer_tokens"], out["forced_tokens"]) == (20, 9, 16)
+    assert out["budget_reached"] and not out["looped"] and out["finish_reason"] == "stop"
+    out = _json_turn(gguf, "--reasoning-budget", "0")
+    assert (out["reasoning"], out["answer"], out["reasoning_tokens"], out["answer_tokens"]) == ("", S.ANSWER, 0, 8)
+    out = _json_turn(scripted_loop_gguf, "--reasoning-budget-message", " Stop.")  # the guard is on by default
+    assert (out["reasoning"], out["answer"], out["forced_tokens"], out["looped"]) == (
+        S.loop_thought(49) + " Stop.", S.ANSWER, 4, True)
+    out = _json_turn(scripted_loop_gguf, "--loop-guard", "stop")
+    assert (out["reasoning"], out["answer"], out["looped"]) == (S.loop_thought(49), "", True)
+
+
+def test_cli_stats_line_names_what_the_engine_did(scripted_loop_gguf):
+    args = ["chat", str(scripted_loop_gguf), "--prompt", QUESTION, "--threads", "1", "-ngl", "0", "--ctx", "512"]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0 and result.stdout == S.ANSWER + "\n"
+    assert "· thought 64 tok · answer 9 tok · forced 16 tok · looped" in result.stderr
+
+
+def test_cli_budget_bad_inputs(scripted_gguf, smollm2_gguf):
+    from tests.test_bad_inputs import assert_clean_failure
+
+    assert_clean_failure(["chat", str(scripted_gguf), "-p", "hi", "--reasoning-budget", "-1", "-ngl", "0"],
+                         "--reasoning-budget must be ≥ 0")
+    # a model whose template has no <think>: one warning line, and the answer
+    result = runner.invoke(app, ["chat", str(smollm2_gguf), "-p", "hi", "-n", "2", "--reasoning-budget", "5",
+                                 "--threads", "1", "-ngl", "0", "--ctx", "512", "--json"])
+    assert result.exit_code == 0, result.output
+    warnings = [line for line in result.stderr.splitlines() if line.startswith("warning:")]
+    assert warnings == [f"warning: --reasoning-budget has no effect: {smollm2_gguf.name}'s chat template has no "
+                        "<think>"]
+    assert json.loads(result.stdout)["forced_tokens"] == 0

@@ -166,3 +166,107 @@ def test_reasoning_format_none_leaves_the_tags_in_content(server_none, stream):
 def test_models_lists_the_file(server):
     models = server.openai().models.list().data
     assert [m.id for m in models] == [f"{S.NAME}-BF16.gguf"] and models[0].owned_by == "quantkit"
+
+
+# ---- a thought under control: the reasoning budget, reasoning_effort and the loop guard ------------------------
+
+from quantkit.engine.thinking import BUDGET_MESSAGE  # noqa: E402
+
+N_CLOSING = 16  # BUDGET_MESSAGE's 14 tokens, </think>, "\n\n"
+CUT = "".join(S.THOUGHT_PIECES[:5]) + BUDGET_MESSAGE  # the thought with budget 5
+
+
+@pytest.fixture(scope="module")
+def budget_server(scripted_gguf):
+    """A server whose default budget is 5, with reasoning_effort low/medium/high = 2/5/100."""
+    with start(scripted_gguf, "--ctx", "1024", "--parallel", "2", "--threads", "1", "--reasoning-budget", "5",
+               "--reasoning-effort-budgets", "2,5,100") as s:
+        yield s
+
+
+@pytest.fixture(scope="module")
+def loop_server(scripted_loop_gguf):
+    with start(scripted_loop_gguf, "--ctx", "1024", "--parallel", "2", "--threads", "1") as s:
+        yield s
+
+
+def _chat(server, **body) -> dict:
+    r = httpx.post(server.base + "/v1/chat/completions", json={"messages": QUESTION, "temperature": 0, **body},
+                   timeout=60)
+    assert r.status_code == 200, r.text
+    return r.json()
+
+
+def test_per_request_budget_not_streamed(server):
+    r = server.openai().chat.completions.create(model="x", messages=QUESTION, extra_body={"reasoning_budget": 5})
+    message = r.choices[0].message
+    assert (message.reasoning_content, message.content, r.choices[0].finish_reason) == (CUT, S.ANSWER, "stop")
+    assert (r.usage.prompt_tokens, r.usage.completion_tokens) == (N_PROMPT, 5 + N_CLOSING + len(S.ANSWER_IDS))
+    assert r.usage.completion_tokens_details.reasoning_tokens == 5 + N_CLOSING - 1
+    assert r.quantkit == {"forced_tokens": N_CLOSING, "budget_reached": True, "looped": False}
+
+
+def test_per_request_budget_streamed(server):
+    events = _sse(server, "/v1/chat/completions", {"messages": QUESTION, "temperature": 0, "reasoning_budget": 5,
+                                                   "stream_options": {"include_usage": True}})
+    first, *deltas, finish, usage, done = events
+    thought = "".join(c["choices"][0]["delta"].get("reasoning_content", "") for c in deltas)
+    answer = [c["choices"][0]["delta"]["content"] for c in deltas if "content" in c["choices"][0]["delta"]]
+    assert thought == CUT and tuple(answer) == S.ANSWER_PIECES
+    assert finish["choices"][0]["finish_reason"] == "stop"
+    assert finish["quantkit"] == {"forced_tokens": N_CLOSING, "budget_reached": True, "looped": False}
+    assert usage["usage"]["completion_tokens"] == 5 + N_CLOSING + 8 and done == "[DONE]"
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["whole", "streamed"])
+def test_budget_zero_answers_at_once(server, stream):
+    if stream:
+        events = _sse(server, "/v1/chat/completions", {"messages": QUESTION, "temperature": 0,
+                                                       "reasoning_budget": 0})
+        assert not any("reasoning_content" in e["choices"][0]["delta"] for e in events[1:-2])
+        assert "".join(e["choices"][0]["delta"].get("content") or "" for e in events[:-1]) == S.ANSWER
+        return
+    body = _chat(server, reasoning_budget=0)
+    assert body["choices"][0]["message"] == {"role": "assistant", "content": S.ANSWER}  # no reasoning_content
+    assert body["usage"]["prompt_tokens"] == N_PROMPT + 3 and body["usage"]["completion_tokens"] == 8
+
+
+def test_server_default_budget_and_reasoning_effort(budget_server):
+    assert _chat(budget_server)["choices"][0]["message"]["reasoning_content"] == CUT  # --reasoning-budget 5
+    low = _chat(budget_server, reasoning_effort="low")["choices"][0]["message"]
+    assert low["reasoning_content"] == "".join(S.THOUGHT_PIECES[:2]) + BUDGET_MESSAGE
+    assert _chat(budget_server, reasoning_effort="medium")["choices"][0]["message"]["reasoning_content"] == CUT
+    high = _chat(budget_server, reasoning_effort="high")
+    assert high["choices"][0]["message"]["reasoning_content"] == S.THOUGHT and high["quantkit"]["forced_tokens"] == 0
+    # reasoning_budget wins over reasoning_effort
+    both = _chat(budget_server, reasoning_effort="low", reasoning_budget=100)
+    assert both["choices"][0]["message"]["reasoning_content"] == S.THOUGHT
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["whole", "streamed"])
+def test_loop_guard_ends_the_thought_and_marks_it(loop_server, stream):
+    thought = S.loop_thought(S.LOOP_FIRES_AT) + BUDGET_MESSAGE
+    if stream:
+        events = _sse(loop_server, "/v1/chat/completions", {"messages": QUESTION})
+        *_, finish, done = events
+        assert "".join(e["choices"][0]["delta"].get("reasoning_content", "") for e in events[1:-2]) == thought
+        assert "".join(e["choices"][0]["delta"].get("content") or "" for e in events[1:-2]) == S.ANSWER
+        assert finish["choices"][0]["finish_reason"] == "stop" and finish["quantkit"]["looped"]
+        return
+    body = _chat(loop_server)
+    assert body["choices"][0]["message"]["reasoning_content"] == thought
+    assert body["choices"][0]["message"]["content"] == S.ANSWER and body["choices"][0]["finish_reason"] == "stop"
+    assert body["quantkit"] == {"forced_tokens": N_CLOSING, "budget_reached": False, "looped": True}
+    assert body["usage"]["completion_tokens"] == S.LOOP_FIRES_AT + N_CLOSING + 8
+
+
+@pytest.mark.parametrize("body, param, words", [
+    ({"reasoning_budget": -1}, "reasoning_budget", "greater than or equal to 0"),
+    ({"reasoning_effort": "max"}, "reasoning_effort", "'max' is not one of low, medium, high"),
+])
+def test_bad_budgets_are_400_in_openais_shape(server, body, param, words):
+    r = httpx.post(server.base + "/v1/chat/completions", json={"messages": QUESTION, **body}, timeout=30)
+    assert r.status_code == 400
+    error = r.json()["error"]
+    assert error["type"] == "invalid_request_error" and error["param"] == param and words in error["message"]
+    assert error["code"] == 400 and len(error["message"].splitlines()) == 1

@@ -1,6 +1,7 @@
 """Options shared by several commands, declared once so that each flag has one spelling and one help text."""
 from __future__ import annotations
 
+import enum
 from pathlib import Path
 from typing import Annotated, List, Optional
 
@@ -29,3 +30,20 @@ TargetSize = Annotated[Optional[List[str]], typer.Option(
     "--target-size", help="Make a per-tensor mix that fits this file size: 4.2G, 4200MB (powers of 1000), 3.9GiB (powers of 1024) or bytes; repeatable.")]
 TargetBpw = Annotated[Optional[List[float]], typer.Option(
     "--target-bpw", help="Make a per-tensor mix of at most this many bits per weight; repeatable.")]
+
+
+class LoopGuardMode(str, enum.Enum):
+    end = "end"
+    stop = "stop"
+    off = "off"
+
+
+ReasoningBudget = Annotated[Optional[int], typer.Option(
+    "--reasoning-budget", help="Most thought tokens: then the closing message and </think> are forced and the answer "
+                               "follows (0: an empty thought, the answer at once; default: no limit).")]
+ReasoningBudgetMessage = Annotated[str, typer.Option(
+    "--reasoning-budget-message", help="The sentence forced before </think> when the budget or the loop guard "
+                                       "ends a thought.")]
+LoopGuard = Annotated[LoopGuardMode, typer.Option(
+    "--loop-guard", help="A thought that repeats itself (a 32-token span 3 times): end it like a budget, stop the "
+                         "generation, or leave it (off).")]

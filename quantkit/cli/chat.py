@@ -18,12 +18,14 @@ from typing import Annotated, Optional
 import typer
 from rich.text import Text
 
-from ..chat import ChatSession, Sampling, find_model_file, transcript, turn_summary
+from ..chat import ChatSession, Sampling, Thinking, find_model_file, transcript, turn_summary
 from ..engine import GenerationResult
+from ..engine.thinking import BUDGET_MESSAGE
 from ..errors import ContextFullError, InvalidArgumentError, QuantkitError
 from ..runtime import describe_device
 from ..memory.layers import remote_summary
-from ._options import Ctx, Json, NGpuLayers, Rpc, Threads
+from ._options import Ctx, Json, LoopGuard, LoopGuardMode, NGpuLayers, ReasoningBudget, ReasoningBudgetMessage, Rpc
+from ._options import Threads
 from ._output import command, emit_json, stderr, stdout
 from ._rpc import rpc_endpoints
 
@@ -58,6 +60,9 @@ def run(
     top_k: Annotated[int, typer.Option("--top-k", help="Keep the k likeliest tokens first, as llama.cpp (0: all).")] = Sampling.top_k,
     seed: Annotated[Optional[int], typer.Option("--seed", help="Sampling seed (default: random).")] = None,
     n_predict: Annotated[Optional[int], typer.Option("--n-predict", "-n", help="Most tokens per reply (default: until the context is full).")] = None,
+    reasoning_budget: ReasoningBudget = None,
+    reasoning_budget_message: ReasoningBudgetMessage = BUDGET_MESSAGE,
+    loop_guard: LoopGuard = LoopGuardMode.end,
     ctx: Ctx = 8192,
     threads: Threads = None,
     n_gpu_layers: NGpuLayers = "auto",
@@ -72,14 +77,18 @@ def run(
         if not prompt.strip():
             raise InvalidArgumentError("stdin is empty", hint="pass --prompt TEXT, or run in a terminal to chat")
     sampling = Sampling(temperature=temperature, top_p=top_p, top_k=top_k, seed=seed)
+    thinking = Thinking(reasoning_budget, reasoning_budget_message, loop_guard.value)
     path = find_model_file(model, quant_type)
     if system:
         stderr.print("note: DeepSeek advises no system prompt for R1 models: put instructions in your message",
                      style="yellow", highlight=False)
     with _ctrl_c_interrupts(prompt is None), ChatSession.open(
             path, n_ctx=ctx, n_gpu_layers=n_gpu_layers, threads=threads, sampling=sampling, system=system,
-            math=math, rpc=endpoints) as session:
+            math=math, rpc=endpoints, thinking=thinking) as session:
         _banner(session)
+        if reasoning_budget is not None and not session.thinks:
+            stderr.print(f"warning: --reasoning-budget has no effect: {session.model.path.name}'s chat template has "
+                         "no <think>", style="yellow", highlight=False)
         if prompt is not None:
             _one_shot(session, prompt, n_predict, json, think)
         else:
@@ -112,6 +121,12 @@ def _stats(r: GenerationResult) -> str:
     line = (f"prompt {r.prompt_tokens} tok ({r.prompt_eval_tokens} new) {r.prompt_tps:.1f} tok/s · "
             f"gen {r.gen_tokens} tok {r.gen_tps:.1f} tok/s · thought {r.reasoning_tokens} tok · "
             f"answer {r.answer_tokens} tok")
+    if r.forced_tokens:
+        line += f" · forced {r.forced_tokens} tok"
+    if r.budget_reached:
+        line += " · thought ended by the budget"
+    if r.looped:
+        line += " · looped"
     if r.finish_reason != "stop":
         line += f" · stopped: {r.finish_reason}"
     return line

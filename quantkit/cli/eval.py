@@ -14,7 +14,9 @@ from ..errors import InvalidArgumentError
 from ..eval.runner import Protocol, eval_table, evaluate
 from ..eval.tasks import TASK_NAMES, load_task, read_task_file
 from ..files import atomic_file
-from ._options import Ctx, Json, NGpuLayers, Rpc, Threads
+from ..engine.thinking import BUDGET_MESSAGE
+from ._options import Ctx, Json, LoopGuard, LoopGuardMode, NGpuLayers, ReasoningBudget, ReasoningBudgetMessage, Rpc
+from ._options import Threads
 from ._output import Bars, command, emit_json, stdout
 from ._rpc import rpc_endpoints
 
@@ -41,6 +43,9 @@ def run(
     top_p: Annotated[float, typer.Option("--top-p", help="R1: 0.95.")] = Protocol.top_p,
     top_k: Annotated[int, typer.Option("--top-k", help="As llama.cpp and Ollama (0: all).")] = Protocol.top_k,
     seed: Annotated[int, typer.Option("--seed", help="Seeds of the samples derive from it.")] = Protocol.seed,
+    reasoning_budget: ReasoningBudget = None,
+    reasoning_budget_message: ReasoningBudgetMessage = BUDGET_MESSAGE,
+    loop_guard: LoopGuard = LoopGuardMode.off,
     parallel: Annotated[int, typer.Option("--parallel", "-np", min=1, help="Sequences at once on the engine, or "
                                                                            "requests at once to --endpoint.")] = 4,
     ctx: Ctx = 8192,
@@ -62,7 +67,8 @@ def run(
         problems, task = read_task_file(task_file, problem_column, answer_column), task_file.stem
     else:
         problems = load_task(task)
-    protocol = Protocol(samples, limit, max_tokens, temperature, top_p, top_k, seed)
+    protocol = Protocol(samples, limit, max_tokens, temperature, top_p, top_k, seed, reasoning_budget,
+                        reasoning_budget_message, loop_guard.value)
     if not 0 < top_p <= 1 or temperature < 0 or top_k < 0:
         raise InvalidArgumentError("--temperature must be ≥ 0, --top-p in (0, 1] and --top-k ≥ 0")
     with _Bars(enabled=not json) as bars:
@@ -89,11 +95,11 @@ def _pct(x) -> str:
 def _show(task: str, n_problems: int, protocol: Protocol, rows: list[dict]) -> None:
     stdout.print(f"{task}: {n_problems} problems × {protocol.samples} samples · temperature {protocol.temperature}, "
                  f"top-p {protocol.top_p}, top-k {protocol.top_k}, max {protocol.max_tokens} tokens, seed "
-                 f"{protocol.seed}", highlight=False)
+                 f"{protocol.seed}" + _thought_controls(protocol), highlight=False)
     table = Table()
     for name, justify in (("model", "left"), ("type", "left"), ("pass@1 % [95 % CI]", "right"),
                           ("Δ vs base [95 % CI]", "right"), ("p", "right"), ("thought tok ✓/✗ (mean)", "right"),
-                          ("cut off %", "right"), ("tok/s", "right")):
+                          ("cut off %", "right"), ("looped %", "right"), ("tok/s", "right")):
         table.add_column(name, justify=justify)
     for r in rows:
         delta = "base" if r["delta"] is None else (f"{100 * r['delta']:+.1f} [{100 * r['delta_low']:+.1f}, "
@@ -102,11 +108,16 @@ def _show(task: str, n_problems: int, protocol: Protocol, rows: list[dict]) -> N
                                                                      r["thought_mean_wrong"]))
         table.add_row(r["model"], r["type"] or "", f"{_pct(r['pass_at_1'])} [{_pct(r['pass_low'])}, "
                       f"{_pct(r['pass_high'])}]", delta, "" if r["p_value"] is None else f"{r['p_value']:.3f}",
-                      thought, f"{r['cut_off_pct']:.1f}",
+                      thought, f"{r['cut_off_pct']:.1f}", f"{r['looped_pct']:.1f}",
                       "–" if r["tokens_per_s"] is None else f"{r['tokens_per_s']:.1f}")
     stdout.print(table)
     stdout.print("Δ: paired bootstrap over problems; p: exact two-sided sign test over problems (McNemar's exact "
                  "test with one sample each).", style="dim", highlight=False)
+
+
+def _thought_controls(protocol: Protocol) -> str:
+    budget = "" if protocol.reasoning_budget is None else f", reasoning budget {protocol.reasoning_budget}"
+    return f"{budget}, loop guard {protocol.loop_guard}"
 
 
 class _Bars(Bars):

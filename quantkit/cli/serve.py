@@ -10,7 +10,9 @@ import typer
 
 from ..errors import InvalidArgumentError
 from ..memory.layers import remote_summary
-from ._options import GGUFPath, NGpuLayers, Rpc, Threads
+from ..engine.thinking import BUDGET_MESSAGE
+from ._options import GGUFPath, LoopGuard, LoopGuardMode, NGpuLayers, ReasoningBudget, ReasoningBudgetMessage, Rpc
+from ._options import Threads
 from ._output import command, stderr
 from ._rpc import exit_on_ggml_abort, rpc_endpoints
 
@@ -35,6 +37,11 @@ def run(
     alias: Annotated[Optional[str], typer.Option("--alias", help="Model id in /v1/models and responses (default: the file name).")] = None,
     max_body_mib: Annotated[float, typer.Option("--max-body-mib", min=0.001, help="Largest request body; past it: 413.")] = 8.0,
     shutdown_grace: Annotated[float, typer.Option("--shutdown-grace", min=0, help="Seconds in-flight requests may finish after SIGINT/SIGTERM.")] = 3.0,
+    reasoning_budget: ReasoningBudget = None,
+    reasoning_budget_message: ReasoningBudgetMessage = BUDGET_MESSAGE,
+    reasoning_effort_budgets: Annotated[str, typer.Option("--reasoning-effort-budgets", help="The budgets a "
+                                        "request's reasoning_effort low,medium,high stands for.")] = "1024,4096,16384",
+    loop_guard: LoopGuard = LoopGuardMode.end,
     threads: Threads = None,
     n_gpu_layers: NGpuLayers = "auto",
     rpc: Rpc = None,
@@ -51,11 +58,15 @@ def run(
     key = _api_key(api_key, api_key_file)
 
     from ..engine import Engine
+    from ..engine.thinking import Thinking
     from ..serve import ServeConfig, bind, create_app, is_loopback, run_server
+    from ..serve.app import effort_budgets
 
+    thinking = Thinking(reasoning_budget, reasoning_budget_message, loop_guard.value)
     config = ServeConfig(model_id=alias or model.name, api_key=key, reasoning_format=reasoning_format.lower(),
                          max_body_bytes=int(max_body_mib * 2**20), shutdown_grace=shutdown_grace,
-                         created=int(model.stat().st_mtime))
+                         created=int(model.stat().st_mtime), thinking=thinking,
+                         effort_budgets=effort_budgets(reasoning_effort_budgets))
 
     def load() -> Engine:  # in this process, or in each Ray replica's (which registers the servers in its own)
         if endpoints:
@@ -66,7 +77,7 @@ def run(
     if ray is not None:
         return _serve_on_ray(config, load, ray, replicas, host, port, threads, key)
     app = create_app(config, load)
-    app.state.backend.on_loaded = _loaded
+    app.state.backend.on_loaded = lambda engine: _loaded(engine, thinking.budget is not None)
     sock = bind(host, port)
     bound_host, bound_port = sock.getsockname()[:2]
     shown = f"[{bound_host}]" if ":" in bound_host else bound_host
@@ -110,10 +121,18 @@ def _api_key(api_key: str | None, api_key_file: Path | None) -> str | None:
     return api_key.strip() if api_key else None
 
 
-def _loaded(engine) -> None:
+def _loaded(engine, budget: bool = False) -> None:
+    from ..errors import ChatTemplateError
     from ..runtime import describe_device
 
     m = engine.model
+    try:
+        thinks = engine.template.knows_think
+    except ChatTemplateError:
+        thinks = False
+    if budget and not thinks:
+        stderr.print(f"warning: --reasoning-budget has no effect: {m.path.name}'s chat template has no <think>",
+                     style="yellow", highlight=False)
     where = remote_summary(m.layer_devices) or f"{m.layers_on_gpu}/{m.n_layer + 1} layers on GPU"
     stderr.print(f"ready: {describe_device(engine.context.threads)} · {where} · {engine.n_parallel} slots sharing "
                  f"{engine.n_ctx} tokens of KV cache", style="dim", highlight=False)

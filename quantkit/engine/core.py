@@ -26,6 +26,7 @@ from ..errors import ContextFullError, InvalidArgumentError, QuantkitError
 from ..resources import Closeable
 from .request import GenerationRequest, GenerationResult, Stream
 from .text import GeneratedText
+from .thinking import LoopDetector, closing_text
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +55,7 @@ class _Job:
     admitted: float = 0.0
     first_token: float = 0.0
     admissions: int = 0
+    thought: "_ThoughtState | None" = None  # the budget and the loop guard's account, when the request asks
 
     @property
     def request(self) -> GenerationRequest:
@@ -62,6 +64,19 @@ class _Job:
     @property
     def n_generated(self) -> int:
         return len(self.tokens) - self.n_prompt
+
+
+@dataclass
+class _ThoughtState:
+    """One generation's thought under control: its closing text's tokens, the thought tokens so far, the loop
+    guard, and what the engine did."""
+
+    closing: list[int]
+    detector: LoopDetector | None
+    tokens: int = 0
+    forced: int = 0
+    budget_reached: bool = False
+    looped: bool = False
 
 
 @dataclass
@@ -118,6 +133,7 @@ class Engine(Closeable):
         self._accepting = True
         self._owns_model = False
         self._template = None
+        self._closings: dict[str, list[int]] = {}  # closing text → its tokens (the engine's thread only)
         self._counts = {"prompt": 0, "generated": 0, "failed": 0, "preempted": 0, "gen_seconds": 0.0}
         self._finished: dict[str, int] = {}
         self._thread = threading.Thread(target=self._run, name="quantkit-engine", daemon=True)
@@ -303,6 +319,15 @@ class Engine(Closeable):
                 job.sampler = runtime.Sampler(job.request.sampling)
                 req = job.request
                 job.text = GeneratedText(req.opened_thought, req.split_reasoning, req.stop)
+                if req.thinking.active:
+                    job.thought = self._thought_state(req)
+
+    def _thought_state(self, req: GenerationRequest) -> _ThoughtState:
+        text = closing_text(req.thinking.message)
+        if text not in self._closings:
+            self._closings[text] = self.model.tokenize(text.encode(), add_special=False, parse_special=True).tolist()
+        detector = LoopDetector() if req.thinking.loop_guard != "off" else None
+        return _ThoughtState(self._closings[text], detector)
 
     def _evict_idle(self) -> bool:
         """Free the cells idle slots keep for reuse, least recently used first; False if there were none."""
@@ -373,15 +398,63 @@ class Engine(Closeable):
         if self.model.is_end_of_generation(token):
             self._finish(slot, job, "stop")
             return
+        was_in_thought = job.text.in_thought
+        self._append(job, token)
+        if job.text.stopped:
+            self._finish(slot, job, "stop")
+        elif job.thought is not None and job.text.in_thought and self._control_thought(slot, job, token,
+                                                                                        was_in_thought):
+            return  # the thought's control ended the generation
+        elif req.max_tokens is not None and job.n_generated >= req.max_tokens:
+            self._finish(slot, job, "length")
+
+    def _append(self, job: _Job, token: int) -> None:
+        """A generated token (sampled or forced): to be decoded next, and through the text path to the stream."""
         job.tokens.append(token)
         job.pending.append(token)
         self._counts["generated"] += 1
         for piece in job.text.feed(self.model.token_piece(token)):
             job.stream._push(piece)
-        if job.text.stopped:
-            self._finish(slot, job, "stop")
-        elif req.max_tokens is not None and job.n_generated >= req.max_tokens:
-            self._finish(slot, job, "length")
+
+    # -- the thought under control ----------------------------------------------------------------------------
+
+    def _control_thought(self, slot: _Slot, job: _Job, token: int, counted: bool) -> bool:
+        """The budget and the loop guard after one more token inside the thought (`counted`: it is a thought
+        token, not the one that opened the thought). True when the generation ended."""
+        state, thinking = job.thought, job.request.thinking
+        if counted:
+            state.tokens += 1
+            if state.detector is not None and state.detector.feed(token):
+                state.looped = True
+                log.info("sequence %d: the thought repeats itself after %d tokens (loop guard: %s)", slot.seq,
+                         state.tokens, thinking.loop_guard)
+                if thinking.loop_guard == "stop":
+                    self._finish(slot, job, "stop")
+                    return True
+                return self._close_thought(slot, job)
+        if thinking.budget is not None and state.tokens >= thinking.budget:
+            state.budget_reached = True
+            return self._close_thought(slot, job)
+        return False
+
+    def _close_thought(self, slot: _Slot, job: _Job) -> bool:
+        """Append the closing text as forced tokens, as many as max_tokens and the context leave room for; they
+        are decoded in the next step and sampling resumes after them. True when the generation ended."""
+        state, max_tokens = job.thought, job.request.max_tokens
+        room = self.n_ctx_seq - len(job.tokens)
+        reason = "context"
+        if max_tokens is not None and max_tokens - job.n_generated <= room:
+            room, reason = max_tokens - job.n_generated, "length"
+        for token in state.closing[:max(room, 0)]:
+            state.forced += 1
+            self._append(job, token)
+            if job.text.stopped:  # a stop string inside the closing text
+                self._finish(slot, job, "stop")
+                return True
+        if len(state.closing) >= room:
+            self._finish(slot, job, reason)
+            return True
+        return False
 
     # -- endings ----------------------------------------------------------------------------------------------
 
@@ -397,6 +470,7 @@ class Engine(Closeable):
                 text=text.text, reasoning=splitter.thought, answer=splitter.answer, prompt_tokens=job.n_prompt,
                 prompt_eval_tokens=job.prompt_eval_tokens, reasoning_tokens=reasoning_tokens,
                 answer_tokens=answer_tokens, finish_reason=reason, thought_unfinished=splitter.thought_unfinished,
+                **_thought_fields(job.thought),
                 queue_seconds=job.admitted - job.submitted,
                 prompt_seconds=(job.first_token or now) - job.admitted,
                 gen_seconds=now - job.first_token if job.first_token else 0.0)
@@ -437,6 +511,12 @@ class Engine(Closeable):
             if job.sampler is not None:
                 job.sampler.close()
             job.stream._finish(error=error)
+
+
+def _thought_fields(state: _ThoughtState | None) -> dict:
+    if state is None:
+        return {}
+    return {"forced_tokens": state.forced, "budget_reached": state.budget_reached, "looped": state.looped}
 
 
 def _common_prefix(a: list[int], b: list[int]) -> int:

@@ -14,6 +14,7 @@ from ..errors import ContextFullError, InvalidArgumentError
 from ..models import MATH_INSTRUCTION
 from ..runtime import Sampling
 from .request import GenerationRequest
+from .thinking import EMPTY_THOUGHT, Thinking
 
 __all__ = ["MATH_INSTRUCTION", "Prompt", "chat_prompt", "raw_prompt", "user_message"]
 
@@ -26,6 +27,7 @@ class Prompt:
     opened_thought: bool  # the template ended the prompt with `<think>\n`: the thought is already open
     n_ctx_seq: int  # the most tokens one sequence may hold (prompt and generation)
     chat: bool = True  # rendered through the chat template (a raw completion prompt is not)
+    empty_thought: tuple[int, ...] = ()  # the tokens that close the opened thought at once (budget 0)
 
     @property
     def room(self) -> int:
@@ -33,17 +35,23 @@ class Prompt:
         return self.n_ctx_seq - len(self.tokens)
 
     def request(self, sampling: Sampling = Sampling(), max_tokens: int | None = None, *, stop: Sequence[str] = (),
-                split_reasoning: bool = True, fit_context: bool = False) -> GenerationRequest:
+                split_reasoning: bool = True, fit_context: bool = False, thinking: Thinking = Thinking()
+                ) -> GenerationRequest:
         """The engine's request. `fit_context`: `max_tokens` is capped by the room the prompt leaves (a
-        generation then ends as "length", not "context"); a prompt that leaves no room is an error either way."""
-        if self.room < 1:
-            raise ContextFullError(f"the prompt needs {len(self.tokens)} tokens, the context holds {self.n_ctx_seq}",
+        generation then ends as "length", not "context"); a prompt that leaves no room is an error either way.
+        `thinking`: the thought's budget and loop guard; with budget 0 an opened thought is closed in the prompt
+        (`<think>\n\n</think>\n\n`), so that the model answers straight away."""
+        tokens, opened = self.tokens, self.opened_thought
+        if thinking.budget == 0 and opened and self.empty_thought:
+            tokens, opened = [*tokens, *self.empty_thought], False
+        room = self.n_ctx_seq - len(tokens)
+        if room < 1:
+            raise ContextFullError(f"the prompt needs {len(tokens)} tokens, the context holds {self.n_ctx_seq}",
                                    param="n_ctx")
         if fit_context:
-            max_tokens = self.room if max_tokens is None else min(max_tokens, self.room)
-        return GenerationRequest(self.tokens, sampling, max_tokens, stop=tuple(stop),
-                                 opened_thought=self.opened_thought,
-                                 split_reasoning=split_reasoning and self.chat)
+            max_tokens = room if max_tokens is None else min(max_tokens, room)
+        return GenerationRequest(tokens, sampling, max_tokens, stop=tuple(stop), opened_thought=opened,
+                                 split_reasoning=split_reasoning and self.chat, thinking=thinking)
 
 
 def user_message(text: str, math: bool = False) -> dict:
@@ -55,7 +63,9 @@ def chat_prompt(engine, messages: list[dict], template=None) -> Prompt:
     """The conversation rendered with the model's own template (engine.template, or `template`) and tokenized;
     whether the template opened the thought is kept with it. ChatTemplateError when there is no usable one."""
     text, opened = (template or engine.template).prompt(messages)
-    return Prompt(engine.model.prompt_tokens(text).tolist(), opened, engine.n_ctx_seq)
+    model = engine.model
+    empty = model.tokenize(EMPTY_THOUGHT.encode(), add_special=False, parse_special=True).tolist() if opened else []
+    return Prompt(model.prompt_tokens(text).tolist(), opened, engine.n_ctx_seq, empty_thought=tuple(empty))
 
 
 def raw_prompt(engine, prompt: str | list[int]) -> Prompt:

@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator, Iterator, Sequence
 from dataclasses import dataclass, field
 
 from .reasoning import CLOSE, Piece
+from .thinking import Thinking
 from ..runtime import Sampling
 
 # Why a generation ended: an end-of-generation token or a stop string, the max_tokens budget, a full context,
@@ -23,6 +24,7 @@ class GenerationRequest:
     stop: tuple[str, ...] = ()  # strings that end the generation (not included in the text)
     opened_thought: bool = False  # the prompt ends inside a thought (the template wrote `<think>\n`)
     split_reasoning: bool = True  # False: every piece is an answer piece, tags and all
+    thinking: Thinking = field(default_factory=Thinking)  # the thought's budget and loop guard (engine/thinking.py)
 
 
 @dataclass
@@ -41,6 +43,9 @@ class GenerationResult:
     answer_tokens: int = 0
     finish_reason: str = "stop"
     thought_unfinished: bool = False  # a thought was opened and never closed
+    forced_tokens: int = 0  # of the generated tokens, those the engine appended (the closing text), not sampled
+    budget_reached: bool = False  # the reasoning budget ended the thought
+    looped: bool = False  # the loop guard found the thought repeating itself (and ended it, or the generation)
     queue_seconds: float = 0.0  # submitted → given a slot
     prompt_seconds: float = 0.0  # given a slot → first token sampled
     gen_seconds: float = 0.0  # first token sampled → end
@@ -48,6 +53,11 @@ class GenerationResult:
     @property
     def gen_tokens(self) -> int:
         return self.reasoning_tokens + self.answer_tokens
+
+    @property
+    def sampled_tokens(self) -> int:
+        """The model's own tokens: the generated ones less the forced ones."""
+        return self.gen_tokens - self.forced_tokens
 
     @property
     def seconds(self) -> float:

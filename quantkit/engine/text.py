@@ -38,6 +38,11 @@ class GeneratedText:
         return self.raw[: self.released]
 
     @property
+    def in_thought(self) -> bool:
+        """The text so far ends inside an open thought."""
+        return not self.stopped and self.splitter.thought_unfinished
+
+    @property
     def counts(self) -> tuple[int, int]:
         """(thought tokens, answer tokens): the tokens up to the one that completed `</think>` are thought."""
         if self.close_at is not None:

@@ -48,6 +48,7 @@ class EngineBackend:
             self.engine.close()
             raise
         self.concurrency = parallel * 2  # a few waiting in the engine's queue keep every slot busy
+        self.thinks = self.engine.template.knows_think  # a reasoning budget means something for it
 
     async def generate(self, prompt: str, protocol: Protocol, seed: int | None) -> GenerationResult:
         from ..engine.prompt import chat_prompt, user_message
@@ -59,8 +60,8 @@ class EngineBackend:
             raise ContextFullError(f"a problem's prompt needs {len(asked.tokens)} tokens, the context holds "
                                    f"{self.engine.n_ctx_seq}", hint="pass a larger --ctx")
         sampling = Sampling(protocol.temperature, protocol.top_p, protocol.top_k, seed)
-        stream = self.engine.submit(asked.request(sampling, protocol.max_tokens, fit_context=True),
-                                    loop=asyncio.get_running_loop())
+        request = asked.request(sampling, protocol.max_tokens, fit_context=True, thinking=protocol.thinking)
+        stream = self.engine.submit(request, loop=asyncio.get_running_loop())
         async for _ in stream:
             pass
         return stream.result
@@ -108,6 +109,8 @@ class EndpointBackend:
                 "max_tokens": protocol.max_tokens}
         if seed is not None:
             body["seed"] = seed
+        if protocol.reasoning_budget is not None:  # quantkit serve's extension (others ignore it)
+            body["reasoning_budget"] = protocol.reasoning_budget
         t0 = time.perf_counter()
         data = await self._post("/chat/completions", body)
         seconds = time.perf_counter() - t0
@@ -129,10 +132,13 @@ class EndpointBackend:
         thought_tokens = int(details.get("reasoning_tokens") or 0)
         text = reasoning if cut_in_thought else (f"{reasoning}</think>\n\n{content}" if reasoning else content)
         prompt_tokens = int(usage.get("prompt_tokens") or 0)
+        marks = data.get("quantkit") if isinstance(data.get("quantkit"), dict) else {}  # quantkit serve's field
         return GenerationResult(text=text, reasoning=reasoning, answer=content, prompt_tokens=prompt_tokens,
                                 prompt_eval_tokens=prompt_tokens, reasoning_tokens=thought_tokens,
                                 answer_tokens=completion - thought_tokens, finish_reason=finish,
-                                thought_unfinished=cut_in_thought, gen_seconds=seconds)
+                                thought_unfinished=cut_in_thought, gen_seconds=seconds,
+                                forced_tokens=int(marks.get("forced_tokens") or 0),
+                                budget_reached=bool(marks.get("budget_reached")), looped=bool(marks.get("looped")))
 
     async def _post(self, route: str, body: dict) -> dict:
         import httpx

@@ -21,6 +21,9 @@ from ..resources import Closeable
 log = logging.getLogger(__name__)
 
 
+OPTIONAL_FIELDS = {"extra", "forced_tokens", "budget_reached", "looped"}
+
+
 @dataclass(frozen=True)
 class Sample:
     problem_id: str
@@ -38,6 +41,10 @@ class Sample:
     finish_reason: str  # stop, length, context, …
     seconds: float  # from the request to the last token
     extra: dict = field(default_factory=dict, compare=False)  # anything else a backend wants to keep
+    # the thought under control (absent from records written before them: read as 0 / False)
+    forced_tokens: int = 0  # of reasoning_tokens + answer_tokens, those the engine forced (the closing text)
+    budget_reached: bool = False
+    looped: bool = False
 
     @property
     def key(self) -> tuple[str, int]:
@@ -53,7 +60,7 @@ class Sample:
     @classmethod
     def from_dict(cls, data: dict) -> "Sample":
         names = {f.name for f in fields(cls)}
-        missing = names - set(data) - {"extra"}
+        missing = names - set(data) - OPTIONAL_FIELDS
         if missing:
             raise KeyError(", ".join(sorted(missing)))
         return cls(**{k: v for k, v in data.items() if k in names})

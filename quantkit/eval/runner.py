@@ -20,6 +20,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from ..engine.thinking import BUDGET_MESSAGE, LOOP_GUARD_MODES, Thinking, check_budget
 from ..errors import InvalidArgumentError
 from ..models import R1_TEMPERATURE, R1_TOP_K, R1_TOP_P
 from .backends import Backend, EndpointBackend, EngineBackend
@@ -44,8 +45,15 @@ class Protocol:
     top_p: float = R1_TOP_P
     top_k: int = R1_TOP_K
     seed: int = 0
+    reasoning_budget: int | None = None  # most thought tokens, then the closing text is forced (None: no limit)
+    reasoning_budget_message: str = BUDGET_MESSAGE
+    loop_guard: str = "off"  # off by default: accuracy is measured unaided
 
     def __post_init__(self) -> None:
+        check_budget(self.reasoning_budget)
+        if self.loop_guard not in LOOP_GUARD_MODES:
+            raise InvalidArgumentError(f"--loop-guard must be one of {', '.join(LOOP_GUARD_MODES)}, not "
+                                       f"{self.loop_guard!r}")
         if self.samples < 1:
             raise InvalidArgumentError(f"--samples must be ≥ 1, not {self.samples}")
         if self.limit is not None and self.limit < 1:
@@ -59,11 +67,21 @@ class Protocol:
             return None
         return (self.seed * 1_000_003 + problem_index * 1_009 + sample) & 0xFFFFFFFF
 
+    @property
+    def thinking(self) -> Thinking:
+        return Thinking(self.reasoning_budget, self.reasoning_budget_message, self.loop_guard)
+
     def key(self, task: str) -> str:
-        """What a samples file's answers depend on, besides the model: samples and limit only add to it."""
-        settings = {k: v for k, v in asdict(self).items() if k not in ("samples", "limit")}
+        """What a samples file's answers depend on, besides the model: samples and limit only add to it; the
+        thought's controls only when they are not the defaults (files written before them keep their names)."""
+        defaults = asdict(Protocol())
+        settings = {k: v for k, v in asdict(self).items() if k not in ("samples", "limit")
+                    and not (k in _THOUGHT_SETTINGS and v == defaults[k])}
         digest = hashlib.sha256(json.dumps({"task": task, **settings}, sort_keys=True).encode()).hexdigest()
         return digest[:8]
+
+
+_THOUGHT_SETTINGS = ("reasoning_budget", "reasoning_budget_message", "loop_guard")
 
 
 @dataclass
@@ -125,11 +143,14 @@ async def _run_model(backend: Backend, problems: list[Problem], protocol: Protoc
         grade = await loop.run_in_executor(None, grader.grade_one, problem.kind, problem.answer, answer)
         writer.append(Sample(problem.id, k, seed, g.text, g.reasoning, answer or "", problem.answer, grade.extracted,
                              grade.verdict, g.prompt_tokens, g.reasoning_tokens, g.answer_tokens, g.finish_reason,
-                             g.seconds, extra={"backend": backend.name}))
+                             g.seconds, extra={"backend": backend.name}, forced_tokens=g.forced_tokens,
+                             budget_reached=g.budget_reached, looped=g.looped))
         finished += 1
         if progress:
             progress(backend.name, finished, total)
 
+    if protocol.reasoning_budget is not None and not getattr(backend, "thinks", True):
+        log.warning("--reasoning-budget has no effect: %s's chat template has no <think>", backend.name)
     if progress:
         progress(backend.name, finished, total)
     await asyncio.gather(*(one(i, p, k) for i, p, k in todo))
@@ -237,6 +258,7 @@ def eval_table(result: EvalResult) -> list[dict]:
             "thought_mean_correct": s.thought_tokens_correct.mean, "thought_median_correct":
                 s.thought_tokens_correct.median, "thought_mean_wrong": s.thought_tokens_wrong.mean,
             "thought_median_wrong": s.thought_tokens_wrong.median, "cut_off_pct": 100.0 * s.cut_off,
+            "looped_pct": 100.0 * s.looped, "budget_reached_pct": 100.0 * s.budget_reached,
             "tokens_per_s": s.tokens_per_second, "samples": s.pass_at_1.samples, "new_samples": m.new_samples,
             "verdicts": s.verdicts, "samples_file": m.samples_file,
         })

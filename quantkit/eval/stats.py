@@ -131,6 +131,8 @@ class Summary:
     thought_tokens_correct: TokenStats
     thought_tokens_wrong: TokenStats  # every sample not correct: wrong, no answer, timed out
     cut_off: float  # the share of samples that stopped at the token budget (finish reason "length")
+    looped: float  # the share of samples whose thought the loop guard found repeating itself
+    budget_reached: float  # the share of samples whose thought the reasoning budget ended
     generated_tokens: int
     tokens_per_second: float | None  # generated tokens over the wall time given, else over the samples' own time
     verdicts: dict[str, int]
@@ -152,6 +154,8 @@ def summarize(samples: Sequence, wall_seconds: float | None = None, confidence: 
         thought_tokens_correct=token_stats(s.reasoning_tokens for s in samples if s.verdict == "correct"),
         thought_tokens_wrong=token_stats(s.reasoning_tokens for s in samples if s.verdict != "correct"),
         cut_off=sum(s.finish_reason == "length" for s in samples) / len(samples),
+        looped=sum(bool(getattr(s, "looped", False)) for s in samples) / len(samples),
+        budget_reached=sum(bool(getattr(s, "budget_reached", False)) for s in samples) / len(samples),
         generated_tokens=generated,
         tokens_per_second=generated / seconds if seconds > 0 else None,
         verdicts=verdicts,

@@ -15,6 +15,7 @@ from fastapi import FastAPI
 from starlette.concurrency import run_in_threadpool
 
 from ..engine import Engine, Stream
+from ..engine.thinking import Thinking, check_budget
 from ..errors import ChatTemplateError, InvalidArgumentError
 from .errors import APIError, install_error_handlers, unavailable
 from .metrics import Metrics
@@ -25,6 +26,20 @@ log = logging.getLogger(__name__)
 __all__ = ["REASONING_FORMATS", "APIError", "Backend", "ServeConfig", "create_app"]
 
 REASONING_FORMATS = ("deepseek", "none")
+EFFORTS = ("low", "medium", "high")  # OpenAI's reasoning_effort names, mapped to budgets by --reasoning-effort-budgets
+DEFAULT_EFFORT_BUDGETS = {"low": 1024, "medium": 4096, "high": 16384}
+
+
+def effort_budgets(text: str) -> dict[str, int]:
+    """`--reasoning-effort-budgets 1024,4096,16384`: the budgets of low, medium and high."""
+    parts = [p.strip() for p in text.split(",")]
+    if len(parts) != len(EFFORTS) or not all(p.lstrip("-").isdigit() for p in parts):
+        raise InvalidArgumentError(f"--reasoning-effort-budgets takes {len(EFFORTS)} token counts for "
+                                   f"{', '.join(EFFORTS)} (e.g. 1024,4096,16384), not {text!r}")
+    budgets = dict(zip(EFFORTS, map(int, parts)))
+    for budget in budgets.values():
+        check_budget(budget, "--reasoning-effort-budgets")
+    return budgets
 
 
 @dataclass
@@ -36,6 +51,8 @@ class ServeConfig:
     shutdown_grace: float = 3.0  # seconds in-flight requests may finish after SIGINT/SIGTERM before they are cancelled
     created: int = field(default_factory=lambda: int(time.time()))
     replica: str | None = None  # one of several replicas (Ray Serve): named in a header and in /metrics
+    thinking: Thinking = field(default_factory=lambda: Thinking(loop_guard="end"))  # the default of every request
+    effort_budgets: dict[str, int] = field(default_factory=lambda: dict(DEFAULT_EFFORT_BUDGETS))
     load_in_background: bool = True  # False: the app starts only once the model is loaded (a replica is not
 
 

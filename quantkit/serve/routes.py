@@ -12,11 +12,12 @@ from starlette.concurrency import run_in_threadpool
 
 from ..engine import Engine, EngineClosedError, QueueFullError, Sampling, Stream
 from ..engine.prompt import Prompt, chat_prompt, raw_prompt
+from ..engine.thinking import Thinking
 from ..errors import ChatTemplateError, ContextFullError, InvalidArgumentError
 from .errors import APIError, parse_body, unavailable
 from .metrics import Metrics
 from .schemas import ChatCompletionRequest, CompletionRequest
-from .streaming import FINISH, EventStream, Reply, chat_events, completion_events, usage, wait_result
+from .streaming import FINISH, EventStream, Reply, chat_events, completion_events, marks, usage, wait_result
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +63,7 @@ def add_routes(app: FastAPI, config, backend, metrics: Metrics) -> None:
             raise APIError(400, f"{backend.template_error}; use /v1/completions with a raw prompt")
         prompt = await run_in_threadpool(_chat_prompt, engine, body)
         split = config.reasoning_format == "deepseek"
-        stream = _submit(backend, engine, body, prompt, split_reasoning=split)
+        stream = _submit(backend, engine, body, prompt, _thinking(config, body), split_reasoning=split)
         reply = Reply("chatcmpl", config.model_id)
         if body.stream:
             return EventStream(chat_events(stream, reply, body.include_usage, backend), stream, backend)
@@ -72,7 +73,8 @@ def add_routes(app: FastAPI, config, backend, metrics: Metrics) -> None:
             message["reasoning_content"] = result.reasoning
         message["content"] = result.answer if split else result.text
         return reply.body("chat.completion", [{"index": 0, "message": message, "logprobs": None,
-                                               "finish_reason": FINISH[result.finish_reason]}], usage=usage(result))
+                                               "finish_reason": FINISH[result.finish_reason]}], usage=usage(result),
+                          quantkit=marks(result))
 
     @app.post("/v1/completions")
     async def completions(request: Request):
@@ -80,13 +82,14 @@ def add_routes(app: FastAPI, config, backend, metrics: Metrics) -> None:
         body = parse_body(CompletionRequest, await _read_body(request, config.max_body_bytes))
         engine = backend.ready()
         prompt = await run_in_threadpool(_raw_prompt, engine, body.prompt)
-        stream = _submit(backend, engine, body, prompt)
+        stream = _submit(backend, engine, body, prompt, _thinking(config, body))
         reply = Reply("cmpl", config.model_id)
         if body.stream:
             return EventStream(completion_events(stream, reply, body.include_usage, backend), stream, backend)
         result = await wait_result(stream, request, backend)
         return reply.body("text_completion", [{"index": 0, "text": result.text, "logprobs": None,
-                                               "finish_reason": FINISH[result.finish_reason]}], usage=usage(result))
+                                               "finish_reason": FINISH[result.finish_reason]}], usage=usage(result),
+                          quantkit=marks(result))
 
 
 async def _read_body(request: Request, limit: int) -> bytes:
@@ -133,14 +136,31 @@ def _raw_prompt(engine: Engine, prompt) -> Prompt:
         raise APIError(400, f"{e.param}: {e}", param=e.param) from None
 
 
-def _submit(backend, engine: Engine, body, prompt: Prompt, split_reasoning: bool = True) -> Stream:
+def _thinking(config, body) -> Thinking:
+    """The request's thought control: its `reasoning_budget`, else its `reasoning_effort` by the server's table,
+    else the server's default; the server's closing message and loop guard."""
+    default = config.thinking
+    budget = default.budget
+    if body.reasoning_budget is not None:
+        budget = body.reasoning_budget
+    elif body.reasoning_effort is not None:
+        if body.reasoning_effort not in config.effort_budgets:
+            raise APIError(400, f"reasoning_effort: {body.reasoning_effort!r} is not one of "
+                                f"{', '.join(config.effort_budgets)}", param="reasoning_effort")
+        budget = config.effort_budgets[body.reasoning_effort]
+    return Thinking(budget, default.message, default.loop_guard)
+
+
+def _submit(backend, engine: Engine, body, prompt: Prompt, thinking: Thinking, split_reasoning: bool = True
+            ) -> Stream:
     default = Sampling()
     try:
         sampling = Sampling(
             temperature=default.temperature if body.temperature is None else body.temperature,
             top_p=default.top_p if body.top_p is None else body.top_p,
             top_k=default.top_k if body.top_k is None else body.top_k, seed=body.seed)
-        request = prompt.request(sampling, body.budget, stop=body.stop_strings, split_reasoning=split_reasoning)
+        request = prompt.request(sampling, body.budget, stop=body.stop_strings, split_reasoning=split_reasoning,
+                                 thinking=thinking)
         stream = engine.submit(request, loop=asyncio.get_running_loop())
     except ContextFullError:
         raise APIError(400, "the request exceeds the available context size, try increasing it",

@@ -54,6 +54,8 @@ class _Generation(_Body):
     n: int = 1
     stream: bool = False
     stream_options: Optional[StreamOptions] = None
+    reasoning_budget: Optional[int] = Field(None, ge=0)  # quantkit's extension: most thought tokens
+    reasoning_effort: Optional[str] = None  # OpenAI's: low, medium or high, mapped to the server's budgets
 
     @field_validator("n")
     @classmethod

@@ -53,6 +53,11 @@ def usage(result) -> dict:
             "completion_tokens_details": {"reasoning_tokens": result.reasoning_tokens}}
 
 
+def marks(result) -> dict:
+    """The `quantkit` extension field of an answer: what the engine did to the thought."""
+    return {"forced_tokens": result.forced_tokens, "budget_reached": result.budget_reached, "looped": result.looped}
+
+
 class Reply:
     """The id, time and model every chunk of one answer repeats."""
 
@@ -83,7 +88,8 @@ async def _ending(stream: Stream, reply: Reply, object_: str, final_choice: dict
         message = "the server is shutting down" if backend.shutting_down else "the request was cancelled"
         yield _sse(APIError(503, message, "unavailable_error").body())
     else:
-        yield reply.event(object_, [{**final_choice, "finish_reason": FINISH[result.finish_reason]}])
+        yield reply.event(object_, [{**final_choice, "finish_reason": FINISH[result.finish_reason]}],
+                          quantkit=marks(result))
         if include_usage:
             yield reply.event(object_, [], usage=usage(result))
     yield DONE

@@ -41,6 +41,13 @@ GenerationResult):
 Only a prompt's last token decides the reply, so every chat turn (the second one too) gives the same script. A
 prompt ending with any token outside the table sees all-zero logits: its output is arbitrary.
 
+A third variant, "loop", has the "think" template and other weights: its thought goes on and repeats itself. After
+`<think>\n` it generates "Wait, let me check that again." and then " Wait, let me check that again." forever
+(LOOP_THOUGHT_IDS, then LOOP_CYCLE_IDS over and over: `loop_thought(n)` is its first n tokens' text); once a
+`</think>\n\n` is forced into it, ANSWER and EOS follow, as in the other variants. The loop guard (32-token span,
+3 times) fires at its thought token LOOP_FIRES_AT == 49: the span starting at the second token recurs 8 and 16
+tokens later. A reasoning budget of n on it gives `loop_thought(n)` and the closing text, then ANSWER.
+
 The "bare" template is llama.cpp's with
 `{{'<｜Assistant｜><think>\\n'}}{% if not enable_thinking %}{{- '</think>' -}}{% endif %}` replaced by
 `{{'<｜Assistant｜>'}}` (`bare_template`).
@@ -57,7 +64,8 @@ from reference.cache import cached_dir
 from reference.tiny import QWEN2, _write_tokenizer
 
 VERSION = "v1"
-VARIANTS = ("think", "bare")
+VARIANTS = ("think", "bare")  # the scripted reply (THOUGHT, then ANSWER)
+LOOP = "loop"  # the thought that never ends and repeats itself
 NAME = "Scripted-R1-Distill-Qwen"
 HIDDEN = 64
 MARGIN = 40.0  # logit of the successor; every other token gets 0
@@ -89,20 +97,45 @@ LOOP_PIECES = (" pong", " ping")
 LOOP_IDS = (29998, 77622)  # " ping", " pong"
 
 
+# the loop variant's thought: "Wait" once, then the cycle " Wait, let me check that again." over and over
+LOOP_THOUGHT_IDS = (14190, 11, 1077, 752, 1779, 429, 1549, 13)
+LOOP_THOUGHT_PIECES = ("Wait", ",", " let", " me", " check", " that", " again", ".")
+LOOP_CYCLE_IDS = (13824, *LOOP_THOUGHT_IDS[1:])
+LOOP_CYCLE_PIECES = (" Wait", *LOOP_THOUGHT_PIECES[1:])
+LOOP_FIRES_AT = 1 + 32 + 2 * len(LOOP_CYCLE_IDS)  # the span from token 2 on, the third time: 49
+
+
+def loop_thought_ids(n: int) -> tuple[int, ...]:
+    """The first n tokens of the loop variant's thought."""
+    first = len(LOOP_THOUGHT_IDS)
+    return tuple(LOOP_THOUGHT_IDS[i] if i < first else LOOP_CYCLE_IDS[(i - first) % len(LOOP_CYCLE_IDS)]
+                 for i in range(n))
+
+
+def loop_thought(n: int) -> str:
+    """The text of the loop variant's first n thought tokens."""
+    pieces = dict(zip(LOOP_CYCLE_IDS, LOOP_CYCLE_PIECES)) | dict(zip(LOOP_THOUGHT_IDS, LOOP_THOUGHT_PIECES))
+    return "".join(pieces[t] for t in loop_thought_ids(n))
+
+
 def loop_text(n: int) -> str:
     """What LOOP_PROMPT generates in `n` tokens."""
     return "".join(LOOP_PIECES[i % 2] for i in range(n))
 
 
-def _chains() -> list[list[int]]:
-    reply = [IDS[ASSISTANT], IDS[THINK], IDS["\n"], *TEXT_IDS, EOS_ID]
-    return [reply, [*SHORT_IDS, EOS_ID], [*LOOP_IDS, LOOP_IDS[0]]]
+def _chains(variant: str = "think") -> list[list[int]]:
+    others = [[*SHORT_IDS, EOS_ID], [*LOOP_IDS, LOOP_IDS[0]]]
+    if variant == LOOP:
+        thought = [IDS[ASSISTANT], IDS[THINK], IDS["\n"], *LOOP_THOUGHT_IDS, *LOOP_CYCLE_IDS, LOOP_CYCLE_IDS[0]]
+        answer = [IDS[END_THINK], IDS["\n\n"], *ANSWER_IDS, EOS_ID]
+        return [thought, answer, *others]
+    return [[IDS[ASSISTANT], IDS[THINK], IDS["\n"], *TEXT_IDS, EOS_ID], *others]
 
 
-def successors() -> dict[int, int]:
-    """token id → the id the model generates after it."""
+def successors(variant: str = "think") -> dict[int, int]:
+    """token id → the id the model of `variant` generates after it."""
     table: dict[int, int] = {}
-    for chain in _chains():
+    for chain in _chains(variant):
         for token, nxt in zip(chain, chain[1:]):
             if table.setdefault(token, nxt) != nxt:
                 raise AssertionError(f"token {token} would need two successors ({table[token]}, {nxt})")
@@ -121,9 +154,9 @@ def bare_template(source: str) -> str:
 
 
 def scripted_gguf(variant: str = "think") -> Path:
-    """The cached scripted GGUF of `variant` ("think" or "bare")."""
-    if variant not in VARIANTS:
-        raise ValueError(f"variant must be one of {VARIANTS}, not {variant!r}")
+    """The cached scripted GGUF of `variant` ("think", "bare" or "loop")."""
+    if variant not in (*VARIANTS, LOOP):
+        raise ValueError(f"variant must be one of {(*VARIANTS, LOOP)}, not {variant!r}")
     folder = cached_dir(f"scripted-{variant}-{VERSION}", lambda tmp: _build(variant, tmp))
     return folder / f"{NAME}-BF16.gguf"
 
@@ -137,8 +170,10 @@ def _build(variant: str, folder: Path) -> None:
     if variant == "bare":
         config["chat_template"] = bare_template(config["chat_template"])
     (checkpoint / "tokenizer_config.json").write_text(json.dumps(config, ensure_ascii=False, indent=2))
+    if variant == LOOP:
+        _check_loop_ids(checkpoint / "tokenizer.json")
     _write_config(checkpoint)
-    _write_weights(checkpoint / "model.safetensors")
+    _write_weights(checkpoint / "model.safetensors", successors(variant))
     convert(checkpoint, folder, outtype="BF16")
     shutil.rmtree(checkpoint)
 
@@ -171,6 +206,15 @@ def _check_ids(tokenizer_json: Path) -> None:
             raise AssertionError(f"token {token} decodes to {tok.decode([token])!r}, not {piece!r}")
 
 
+def _check_loop_ids(tokenizer_json: Path) -> None:
+    from tokenizers import Tokenizer
+
+    tok = Tokenizer.from_file(str(tokenizer_json))
+    text = loop_thought(24)
+    if tuple(tok.encode(text, add_special_tokens=False).ids) != loop_thought_ids(24):
+        raise AssertionError(f"{text!r} does not tokenize to {loop_thought_ids(24)}")
+
+
 def _write_config(folder: Path) -> None:
     config = dict(
         architectures=["Qwen2ForCausalLM"], model_type="qwen2", vocab_size=QWEN2.vocab_size, hidden_size=HIDDEN,
@@ -185,14 +229,14 @@ def _write_config(folder: Path) -> None:
     (folder / "generation_config.json").write_text(json.dumps(generation, indent=2) + "\n")
 
 
-def _write_weights(path: Path) -> None:
+def _write_weights(path: Path, table: dict[int, int]) -> None:
     from safetensors.numpy import save_file
 
     n_vocab, d, ff, head_dim = QWEN2.vocab_size, HIDDEN, 128, HIDDEN // 2
     embed = np.zeros((n_vocab, d), dtype=np.float32)
     lm_head = np.zeros((n_vocab, d), dtype=np.float32)
     # RMSNorm turns a one-hot embedding into sqrt(d) on its dimension: scale lm_head so the logit is MARGIN
-    for dim, (token, nxt) in enumerate(SUCCESSORS.items()):
+    for dim, (token, nxt) in enumerate(table.items()):
         embed[token, dim] = 1.0
         lm_head[nxt, dim] = MARGIN / np.sqrt(d)
     p = "model.layers.0."
@@ -215,3 +259,19 @@ def _write_weights(path: Path) -> None:
         "lm_head.weight": lm_head,
     }
     save_file(tensors, str(path), metadata={"format": "pt"})
+
+
+
+# ---- a thought under control (engine/thinking.py): what a budget and the loop guard make of the script ----------
+
+def closing_tokens(message: str | None = None) -> int:
+    """How many tokens the engine forces to close a thought with `message` (default: the engine's): the message,
+    `</think>` and "\n\n". A budget of n on the reply then gives n + closing_tokens() - 1 thought tokens (the
+    message and `</think>`), and ANSWER_TOKENS answer tokens."""
+    from tokenizers import Tokenizer
+
+    from quantkit.engine.thinking import BUDGET_MESSAGE, closing_text
+
+    tok = Tokenizer.from_file(str(_tokenizer() / "tokenizer.json"))
+    text = closing_text(BUDGET_MESSAGE if message is None else message)
+    return len(tok.encode(text, add_special_tokens=False).ids)
