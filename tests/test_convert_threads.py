@@ -16,7 +16,7 @@ from quantkit.convert.tensors import ConvertedTensor, _CHUNK_VALUES
 from quantkit.errors import InvalidArgumentError, OutputError
 from tests._fixtures.gguf_tensors import tensor_table
 from tests._fixtures.reference import reference_gguf
-from tests._fixtures.tiny import tiny_checkpoint
+from reference.tiny import tiny_checkpoint
 
 T = GGMLQuantizationType
 
