@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from gguf import GGMLQuantizationType as T, GGUFReader, GGUFWriter
+from gguf import GGMLQuantizationType as T, GGUFReader
 from typer.testing import CliRunner
 
 from quantkit.cli.app import app
@@ -17,12 +17,11 @@ from quantkit.quantize.mixes import KEY_PLAN, KEY_TARGET, layer_table, plan_dige
 from quantkit.quantize.solve import solve
 from quantkit.quant_types import LADDER
 from quantkit.runtime.quants import round_trip
-from reference.cache import cached_dir
-from tests._fixtures.memory import TinyModel, write_tiny_model
+from tests._fixtures.memory import write_random_imatrix
+from tests._fixtures.memory import mix_model as build_mix_model
 
 runner = CliRunner()
 # two llama layers 256 wide (every block size divides), GQA 2, untied output: 16 planned tensors
-MIX_MODEL = TinyModel("mix-2", "llama", 2, 256, 4, 2, 512)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -118,25 +117,13 @@ def test_solver_fits_and_is_within_one_step_of_brute_force():
 
 @pytest.fixture(scope="module")
 def mix_model() -> Path:
-    return cached_dir("mix-model-v1", lambda tmp: write_tiny_model(tmp / "mix-F16.gguf", MIX_MODEL)) / "mix-F16.gguf"
+    return build_mix_model()
 
 
 @pytest.fixture(scope="module")
 def imatrix_file(mix_model, tmp_path_factory) -> Path:
     """A GGUF imatrix for the tiny model: random positive sums of squares over 10 chunks of 100 tokens."""
-    rng = np.random.default_rng(7)
-    path = tmp_path_factory.mktemp("imatrix") / "imatrix.gguf"
-    w = GGUFWriter(path, arch=None)
-    w.add_string("general.type", "imatrix")
-    for t in GGUFReader(mix_model).tensors:
-        if t.name.startswith("blk.") and len(t.shape) == 2:
-            w.add_tensor(t.name + ".in_sum2", rng.uniform(0.1, 30, (1, int(t.shape[0]))).astype(np.float32))
-            w.add_tensor(t.name + ".counts", np.full((1, 1), 1000.0, np.float32))
-    w.write_header_to_file()
-    w.write_kv_data_to_file()
-    w.write_tensors_to_file()
-    w.close()
-    return path
+    return write_random_imatrix(tmp_path_factory.mktemp("imatrix") / "imatrix.gguf", mix_model)
 
 
 @pytest.mark.slow

@@ -8,17 +8,15 @@ import collections
 import json
 from pathlib import Path
 
-import numpy as np
 import pytest
-from gguf import GGUFReader, GGUFWriter
 from typer.testing import CliRunner
 
 from quantkit.cli.app import app
-from reference.cache import cached_dir
-from tests._fixtures.memory import TinyModel, write_tiny_model
+from tests._fixtures.memory import MIX_MODEL, write_random_imatrix
+from tests._fixtures.memory import mix_model as build_mix_model
 
 runner = CliRunner()
-MODEL = TinyModel("mix-2", "llama", 2, 256, 4, 2, 512)  # test_mixes.py's, so the cached file is shared
+
 
 
 @pytest.fixture
@@ -39,24 +37,12 @@ def parses(monkeypatch) -> collections.Counter:
 
 @pytest.fixture(scope="module")
 def base() -> Path:
-    return cached_dir("mix-model-v1", lambda tmp: write_tiny_model(tmp / "mix-F16.gguf", MODEL)) / "mix-F16.gguf"
+    return build_mix_model()
 
 
 @pytest.fixture(scope="module")
 def imatrix_file(base, tmp_path_factory) -> Path:
-    rng = np.random.default_rng(7)
-    path = tmp_path_factory.mktemp("imatrix") / "imatrix.gguf"
-    w = GGUFWriter(path, arch=None)
-    w.add_string("general.type", "imatrix")
-    for t in GGUFReader(base).tensors:
-        if t.name.startswith("blk.") and len(t.shape) == 2:
-            w.add_tensor(t.name + ".in_sum2", rng.uniform(0.1, 30, (1, int(t.shape[0]))).astype(np.float32))
-            w.add_tensor(t.name + ".counts", np.full((1, 1), 1000.0, np.float32))
-    w.write_header_to_file()
-    w.write_kv_data_to_file()
-    w.write_tensors_to_file()
-    w.close()
-    return path
+    return write_random_imatrix(tmp_path_factory.mktemp("imatrix") / "imatrix.gguf", base)
 
 
 @pytest.mark.slow
@@ -94,6 +80,6 @@ def test_loading_with_auto_gpu_layers_parses_the_header_once(base, monkeypatch, 
     real = offload.auto_gpu_layers
     monkeypatch.setattr(offload, "auto_gpu_layers", lambda *a, **k: asked.append(a) or real(*a, **k))
     with offload.load_model(base, "auto", n_ctx=256) as model:
-        assert model.n_gpu_layers == MODEL.n_layer + 1  # everything fits
+        assert model.n_gpu_layers == MIX_MODEL.n_layer + 1  # everything fits
     assert asked, "'auto' did not reach the estimator"
     assert parses == {base.name: 1}, parses

@@ -122,3 +122,30 @@ def tiny_model(name: str, dtype: str = "F16") -> Path:
 
 
 GGML_TYPE_NAMES = {t.name: t for t in GGMLQuantizationType}
+
+
+# the tiny float model budget mixes are planned on (test_mixes.py, test_parse_once.py share its cached file)
+MIX_MODEL = TinyModel("mix-2", "llama", 2, 256, 4, 2, 512)
+
+
+def mix_model() -> Path:
+    return cached_dir("mix-model-v1", lambda tmp: write_tiny_model(tmp / "mix-F16.gguf", MIX_MODEL)) / "mix-F16.gguf"
+
+
+def write_random_imatrix(path: Path, base: Path, seed: int = 7) -> Path:
+    """A GGUF imatrix for `base`: random positive sums of squares per input column of each layer matmul, as over
+    10 chunks of 100 tokens (counts 1000)."""
+    from gguf import GGUFReader
+
+    rng = np.random.default_rng(seed)
+    w = GGUFWriter(path, arch=None)
+    w.add_string("general.type", "imatrix")
+    for t in GGUFReader(base).tensors:
+        if t.name.startswith("blk.") and len(t.shape) == 2:
+            w.add_tensor(t.name + ".in_sum2", rng.uniform(0.1, 30, (1, int(t.shape[0]))).astype(np.float32))
+            w.add_tensor(t.name + ".counts", np.full((1, 1), 1000.0, np.float32))
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    return path
