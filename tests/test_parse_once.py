@@ -18,7 +18,6 @@ from tests._fixtures.memory import mix_model as build_mix_model
 runner = CliRunner()
 
 
-
 @pytest.fixture
 def parses(monkeypatch) -> collections.Counter:
     """file name → how many times its header was parsed."""
