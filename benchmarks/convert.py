@@ -1,18 +1,22 @@
 """Conversion speed and memory: quantkit vs llama.cpp's convert_hf_to_gguf.py vs a plain `cp` of the same bytes.
 
-Makes a bf16 checkpoint with DeepSeek-R1-Distill-Qwen-1.5B's shapes (random weights, ~3.5 GB at 28 layers) and
-the tiny-qwen2 test fixture's real R1 tokenizer, then times each tool in its own process, printing wall time,
-peak RSS and the ratios the issue sets targets for (quantkit ≤ 0.5× the reference, ≤ 1.3× cp; RSS < 1 GiB and
-flat in model size: run with two --layers values to see that). The tools run interleaved, several rounds, each
-after `sync`; the medians are compared, because this machine's write speed swings from run to run.
+Makes a bf16 checkpoint with DeepSeek-R1-Distill-Qwen-1.5B's shapes (random weights, ~1.7 GB at 8 layers, ~3.5 GB
+at 28) and the tiny-qwen2 test fixture's real R1 tokenizer, then for each --outtype (BF16, F16, Q8_0 by default)
+times quantkit and the reference in their own processes, and `cp` of the checkpoint beside the pass-through
+(BF16) case: wall time, peak RSS, the machine's load average (os.getloadavg, 1 min) when each run started, and
+the ratios issue #28 sets targets for (quantkit ≤ 0.35× the reference for F16 and Q8_0, ≤ 0.3× for BF16, ≤ 1.5×
+cp; peak RSS < 350 MiB). The tools run interleaved, --rounds times, each after `sync`; medians are compared,
+because this machine's write speed swings from run to run. With --out the table is also written as Markdown.
 
-    python benchmarks/convert.py --layers 28 --layers 8 [--rounds 3] [--work DIR] [--outtype BF16]
+    python benchmarks/convert.py [--layers 8] [--outtype F16 ...] [--rounds 3] [--threads N] [--work DIR]
+                                 [--out benchmarks/convert_results.md]
 """
 from __future__ import annotations
 
 import argparse
 import json
 import os
+import platform
 import shutil
 import statistics
 import struct
@@ -98,29 +102,37 @@ def measure(cmd: list[str], env: dict | None = None) -> tuple[float, int]:
     return float(seconds), int(rss)
 
 
-def run(n_layer: int, work: Path, outtype: str, reference: Path | None, rounds: int) -> dict:
-    """Each tool `rounds` times, interleaved; every run starts after the previous output is deleted and the
-    page cache is flushed (`sync`), so no tool pays for another's writeback."""
-    ckpt = make_checkpoint(work / f"ckpt-{n_layer}", n_layer)
-    size = (ckpt / "model.safetensors").stat().st_size
-    commands = {
-        "cp": (["cp", str(ckpt / "model.safetensors"), str(work / "copy.bin")], None),
-        "quantkit": ([sys.executable, "-m", "quantkit", "convert", str(ckpt), "-o", str(work / "qk"),
-                      "--outtype", outtype, "--force"], None),
-    }
+TARGETS = {"BF16": 0.3, "F16": 0.35, "Q8_0": 0.35}  # quantkit / reference
+CP_TARGET, RSS_TARGET = 1.5, 350 * 2**20
+
+
+def tool_commands(ckpt: Path, work: Path, outtype: str, reference: Path | None, threads: int | None) -> dict:
+    qk = [sys.executable, "-m", "quantkit", "convert", str(ckpt), "-o", str(work / "qk"), "--outtype", outtype,
+          "--force"] + (["--threads", str(threads)] if threads else [])
+    commands = {"quantkit": (qk, None)}
     if reference is not None:
         env = {**os.environ, "PYTHONPATH": str(reference / "gguf-py")}
         commands["reference"] = ([sys.executable, str(reference / "convert_hf_to_gguf.py"), str(ckpt),
                                   "--outtype", outtype.lower(), "--outfile", str(work / "ref.gguf")], env)
-    samples: dict[str, list[tuple[float, int]]] = {tool: [] for tool in commands}
+    if outtype == "BF16":
+        commands["cp"] = (["cp", str(ckpt / "model.safetensors"), str(work / "copy.bin")], None)
+    return commands
+
+
+def run(ckpt: Path, work: Path, outtype: str, reference: Path | None, rounds: int, threads: int | None) -> dict:
+    """Each tool `rounds` times, interleaved; every run starts after the previous output is deleted and the
+    page cache is flushed (`sync`), so no tool pays for another's writeback."""
+    commands = tool_commands(ckpt, work, outtype, reference, threads)
+    samples: dict[str, list[tuple[float, int, float]]] = {tool: [] for tool in commands}
     for _ in range(rounds):
         for tool, (cmd, env) in commands.items():
             _clean(work)
-            samples[tool].append(measure(cmd, env))
+            load = os.getloadavg()[0]
+            samples[tool].append((*measure(cmd, env), load))
     _clean(work)
-    shutil.rmtree(ckpt, ignore_errors=True)
-    return {"layers": n_layer, "bytes": size, "samples": samples,
-            **{tool: (statistics.median(s for s, _ in runs), max(r for _, r in runs)) for tool, runs in samples.items()}}
+    return {"outtype": outtype, "samples": samples,
+            **{tool: (statistics.median(s for s, _, _ in runs), max(r for _, r, _ in runs),
+                      statistics.mean(load for _, _, load in runs)) for tool, runs in samples.items()}}
 
 
 def _clean(work: Path) -> None:
@@ -130,28 +142,47 @@ def _clean(work: Path) -> None:
     subprocess.run(["sync"], check=True)
 
 
-def report(r: dict) -> None:
-    n = len(r["samples"]["cp"])
-    print(f"\n{r['layers']} layers, {r['bytes'] / 1e9:.2f} GB of bf16 weights; median of {n} interleaved run(s)")
-    for tool in ("quantkit", "reference", "cp"):
-        if tool in r:
-            s, rss = r[tool]
-            runs = " ".join(f"{t:.2f}" for t, _ in r["samples"][tool])
-            print(f"  {tool:<10} {s:8.2f} s  {r['bytes'] / s / 1e9:6.2f} GB/s  peak RSS {rss / 2**20:8.0f} MiB"
-                  f"   runs: {runs}")
-    qk = r["quantkit"][0]
-    if "reference" in r:
-        print(f"  quantkit / reference wall time: {qk / r['reference'][0]:.2f}  (target ≤ 0.5)")
-    print(f"  quantkit / cp wall time:        {qk / r['cp'][0]:.2f}  (target ≤ 1.3)")
+def rows(results: list[dict], size: int) -> list[dict]:
+    """One row per case: quantkit's time, RSS and load, and its ratio to the reference or to cp."""
+    out = []
+    for r in results:
+        qk, qk_rss, qk_load = r["quantkit"]
+        for other, target in (("reference", TARGETS.get(r["outtype"])), ("cp", CP_TARGET)):
+            if other not in r:
+                continue
+            s, rss, load = r[other]
+            name = "convert_hf_to_gguf.py" if other == "reference" else "cp"
+            out.append({"case": f"bf16 → {r['outtype']}" + (" (pass-through)" if other == "cp" else ""),
+                        "vs": name, "quantkit_s": qk, "other_s": s, "ratio": qk / s, "target": target,
+                        "quantkit_rss": qk_rss, "other_rss": rss, "load": (qk_load + load) / 2,
+                        "gbps": size / qk / 1e9})
+    return out
+
+
+def report(table: list[dict], size: int, rounds: int, threads: int | None) -> str:
+    lines = [f"{size / 1e9:.2f} GB of bf16 weights; median of {rounds} interleaved run(s); quantkit --threads "
+             f"{threads or 'default (' + str(len(os.sched_getaffinity(0))) + ')'}; {platform.processor() or platform.machine()}, "
+             f"{os.cpu_count()} CPUs", "",
+             "| case | vs | quantkit s | other s | ratio | target | quantkit peak RSS MiB | other peak RSS MiB | load (1 min) |",
+             "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
+    for row in table:
+        ok = "" if row["target"] is None else (" ✓" if row["ratio"] <= row["target"] else " ✗")
+        lines.append(f"| {row['case']} | {row['vs']} | {row['quantkit_s']:.2f} | {row['other_s']:.2f} | "
+                     f"{row['ratio']:.2f}{ok} | ≤ {row['target']} | {row['quantkit_rss'] / 2**20:.0f}"
+                     f"{' ✓' if row['quantkit_rss'] < RSS_TARGET else ' ✗'} | {row['other_rss'] / 2**20:.0f} | "
+                     f"{row['load']:.2f} |")
+    return "\n".join(lines)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--layers", type=int, action="append", help="layer counts to try (default: 28 and 8)")
-    parser.add_argument("--outtype", default="BF16")
-    parser.add_argument("--work", type=Path, default=None, help="scratch folder (needs ~4× the checkpoint size)")
+    parser.add_argument("--layers", type=int, default=8, help="layers of the R1-1.5B-shaped checkpoint (8: ~1.7 GB)")
+    parser.add_argument("--outtype", action="append", help="base types to time (default: BF16, F16, Q8_0)")
+    parser.add_argument("--threads", type=int, default=None, help="quantkit convert --threads (default: its own)")
+    parser.add_argument("--work", type=Path, default=None, help="scratch folder (needs ~3× the checkpoint size)")
     parser.add_argument("--no-reference", action="store_true", help="skip convert_hf_to_gguf.py")
     parser.add_argument("--rounds", type=int, default=3, help="interleaved runs of each tool (median reported)")
+    parser.add_argument("--out", type=Path, default=None, help="also write the table here as Markdown")
     args = parser.parse_args()
     reference = None
     if not args.no_reference:
@@ -159,8 +190,14 @@ def main() -> None:
 
         reference = llama_cpp_source()
     with tempfile.TemporaryDirectory(dir=args.work) as tmp:
-        for n_layer in args.layers or [28, 8]:
-            report(run(n_layer, Path(tmp), args.outtype, reference, args.rounds))
+        ckpt = make_checkpoint(Path(tmp) / "ckpt", args.layers)
+        size = (ckpt / "model.safetensors").stat().st_size
+        results = [run(ckpt, Path(tmp), t.upper(), reference, args.rounds, args.threads)
+                   for t in args.outtype or ["BF16", "F16", "Q8_0"]]
+    table = report(rows(results, size), size, args.rounds, args.threads)
+    print(table)
+    if args.out:
+        args.out.write_text(table + "\n")
 
 
 if __name__ == "__main__":

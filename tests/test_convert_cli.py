@@ -260,3 +260,22 @@ def test_killed_mid_write_leaves_nothing_final_and_the_next_run_cleans_up(tmp_pa
     assert sorted(p.name for p in out.iterdir()) == [final.name]  # the dead run's temporary is gone
     reference = convert(source, tmp_path / "reference", outtype="F16").base.path
     assert reference.name == final.name and reference.read_bytes() == final.read_bytes()
+
+
+def test_threads_reach_the_encoder(tmp_path, monkeypatch):
+    """`--threads 3` is the pool's size; 0 is a usage error before anything is made."""
+    from quantkit.convert import chunks
+
+    sizes = []
+    real = chunks.ChunkPool.__init__
+
+    def record(self, fd, threads, advance):
+        sizes.append(threads)
+        real(self, fd, threads, advance)
+
+    monkeypatch.setattr(chunks.ChunkPool, "__init__", record)
+    result = _convert(str(tiny_checkpoint("qwen2")), "--outtype", "F16", "--threads", "3", "-o", str(tmp_path / "a"))
+    assert result.exit_code == 0, result.output
+    assert sizes == [3]
+    result = _convert(str(tiny_checkpoint("qwen2")), "--threads", "0", "-o", str(tmp_path / "b"))
+    assert result.exit_code == 2 and not (tmp_path / "b").exists()
