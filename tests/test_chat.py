@@ -18,7 +18,7 @@ runner = CliRunner()
 pytestmark = pytest.mark.slow
 
 KEYS = ["reasoning", "answer", "prompt_tokens", "reasoning_tokens", "answer_tokens", "prompt_tps", "gen_tps",
-        "finish_reason"]
+        "finish_reason", "forced_tokens", "budget_reached", "looped"]
 
 
 @pytest.fixture(scope="module")
