@@ -63,7 +63,16 @@ BAD = {
     "unknown dataset": (TINY_RECIPE.replace('"python-docs"', '"wikitext-103"'), "unknown [perplexity] dataset"),
     "unknown embedded": (TINY_RECIPE.replace("embedded:smollm2", "embedded:gpt2"), "unknown embedded model"),
     "not toml": ("ladder = [", "not valid TOML"),
+    "negative budget": (TINY_RECIPE.replace("[eval]\n", "[eval]\nreasoning_budget = -1\n"), "[eval] reasoning_budget must be at least 0"),
+    "unknown loop guard": (TINY_RECIPE.replace("[eval]\n", '[eval]\nloop_guard = "maybe"\n'), "[eval] loop_guard must be one of"),
 }
+
+
+def test_eval_budget_and_loop_guard(tmp_path):
+    text = TINY_RECIPE.replace("[eval]\n", '[eval]\nreasoning_budget = 0\nloop_guard = "end"\n')
+    recipe = load_recipe(write_recipe(tmp_path, text))
+    assert (recipe.eval.reasoning_budget, recipe.eval.loop_guard) == (0, "end")
+    assert load_recipe(write_recipe(tmp_path)).eval.reasoning_budget is None
 
 
 @pytest.mark.parametrize("case", BAD)

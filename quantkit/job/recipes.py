@@ -9,7 +9,7 @@
     [bench]       n_prompt, n_gen, repetitions
     [memory]      ctx, kv_type                           # the context the VRAM column and the GPU advice are for
     [chat]        prompt, max_tokens, temperature, top_p, ctx, seed
-    [eval]        task, samples, limit, max_tokens, ctx, parallel, seed   # optional
+    [eval]        task, samples, limit, max_tokens, ctx, parallel, seed, reasoning_budget, loop_guard   # optional
 
 Every key is checked on load: an unknown key, a value of the wrong kind or an unknown quant type is a
 `RecipeError` naming the file and the key. The recipes shipped with quantkit live in the repository's
@@ -28,6 +28,7 @@ from ..convert import OUTTYPES
 from ..models import R1_TEMPERATURE, R1_TOP_P
 from ..measure.texts import DATASET_NAMES
 from ..convert.embedded import EMBEDDED_MODELS
+from ..engine.thinking import LOOP_GUARD_MODES
 from ..errors import QuantkitError, RecipeError, RecipeNotFoundError
 
 if sys.version_info >= (3, 11):
@@ -79,6 +80,8 @@ class EvalSettings:
     limit: typing.Optional[int] = None
     max_tokens: int = 32768
     seed: int = 0
+    reasoning_budget: typing.Optional[int] = None  # most thought tokens (0: an empty thought), as `eval`'s flag
+    loop_guard: str = "off"  # off, end or stop: off measures accuracy unaided
     # how it runs
     ctx: int = 8192
     parallel: int = 4
@@ -242,8 +245,11 @@ def _check_values(where: str, table: str, values: dict, kinds: dict[str, type]) 
         name = f"[{table}] {key}" if table else key
         if not ok:
             raise RecipeError(f"{where}: {name} must be {_KIND_NAMES[kind]}, not {value!r}")
-        if kind is int and value < 1 and key != "seed":
-            raise RecipeError(f"{where}: {name} must be at least 1, not {value}")
+        least = {"seed": None, "reasoning_budget": 0}.get(key, 1)
+        if kind is int and least is not None and value < least:
+            raise RecipeError(f"{where}: {name} must be at least {least}, not {value}")
+        if key == "loop_guard" and value not in LOOP_GUARD_MODES:
+            raise RecipeError(f"{where}: {name} must be one of {', '.join(LOOP_GUARD_MODES)}, not {value!r}")
 
 
 _KIND_NAMES = {str: "a string", int: "an integer", float: "a number", list: "a list of strings", bool: "true or false"}

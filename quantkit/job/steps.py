@@ -291,7 +291,8 @@ def evaluate(job: Job) -> str:
     if e is None:
         job.progress.finish(len(models))
         return "skipped"
-    protocol = Protocol(samples=e.samples, limit=e.limit, max_tokens=e.max_tokens, seed=e.seed)
+    protocol = Protocol(samples=e.samples, limit=e.limit, max_tokens=e.max_tokens, seed=e.seed,
+                        reasoning_budget=e.reasoning_budget, loop_guard=e.loop_guard)
     inputs = {"files": [fingerprint(path) for _, path in models], "task": e.task, "protocol": asdict(protocol),
               "ctx": e.ctx}
     if job.kept("eval", inputs) is not None:
