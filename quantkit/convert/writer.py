@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import os
 import struct
+import threading
 from collections.abc import Callable
 from pathlib import Path
 
@@ -60,13 +61,15 @@ def write_gguf(dest: Path, arch: str, plans: list[ConvertedTensor], add_keys: Ca
                check: Callable[[Path], None] | None = None) -> int:
     """Write the GGUF `dest`; `add_keys(writer)` adds the metadata once the tensors are announced (while a second
     thread already scans the bf16 tensors that will be copied as they are). `threads` encode the tensors whose
-    bytes change (default: every core this process may run on). `check(path)`, given, sees the complete file under
-    its temporary name and may refuse it (raise) before it becomes `dest`."""
+    bytes change (default: every core this process may run on). `check(path)`, given, sees the file under its
+    temporary name — its header written and its size final, on a thread of its own while the tensor data is
+    written, since it reads only the header — and may refuse it (raise) before it becomes `dest`."""
     total = sum(p.n_bytes for p in plans)
     check_free_space(dest.parent, total + _HEADER_ALLOWANCE)
     bf16_sources = [p.source for p in plans if p.source is not None and p.source.dtype == "BF16"]
     with atomic_file(dest) as tmp, NaNScan(bf16_sources) as scan:
         writer = _Writer(tmp, arch)
+        checking = None
         try:
             for p in plans:
                 info_shape = quant_shape_to_byte_shape(p.shape, p.qtype) if p.np_dtype == np.uint8 else p.shape
@@ -76,14 +79,44 @@ def write_gguf(dest: Path, arch: str, plans: list[ConvertedTensor], add_keys: Ca
             writer.write_kv_data_to_file()
             writer.write_ti_data_to_file()
             writer.flush()
-            _write_data(writer.fout[0].fileno(), writer.fout[0].tell(), writer.data_alignment, plans, scan,
-                        dest.name, progress, threads)
+            fd, start = writer.fout[0].fileno(), writer.fout[0].tell()
+            os.ftruncate(fd, _data_end(start, writer.data_alignment, plans))
+            checking = _Check(check, tmp) if check is not None else None
+            _write_data(fd, start, writer.data_alignment, plans, scan, dest.name, progress, threads)
         finally:
             writer.close()
-        if check is not None:
-            check(tmp)
+            if checking is not None:
+                checking.join()
+        if checking is not None:
+            checking.raise_error()
     log.info("wrote %s (%.1f MB)", dest, dest.stat().st_size / 1e6)
     return dest.stat().st_size
+
+
+class _Check(threading.Thread):
+    """`check(path)` on a thread of its own; its error, if any, raised on the caller's by `raise_error`."""
+
+    def __init__(self, check: Callable[[Path], None], path: Path):
+        super().__init__(name="quantkit-check", daemon=True)
+        self._check, self._path, self._error = check, path, None
+        self.start()
+
+    def run(self) -> None:
+        try:
+            self._check(self._path)
+        except BaseException as e:  # handed to the caller's thread
+            self._error = e
+
+    def raise_error(self) -> None:
+        if self._error is not None:
+            raise self._error
+
+
+def _data_end(pos: int, alignment: int, plans: list[ConvertedTensor]) -> int:
+    """The file's size once every tensor is written at its aligned offset after the header ending at `pos`."""
+    for p in plans:
+        pos = GGUFWriter.ggml_pad(pos, alignment) + p.n_bytes
+    return GGUFWriter.ggml_pad(pos, alignment)
 
 
 def _write_data(fd: int, pos: int, alignment: int, plans: list[ConvertedTensor], scan: NaNScan, label: str,

@@ -33,6 +33,7 @@ _MAX_COUNT = 1 << 20  # more keys or tensors than this is a corrupt header (real
 _MAX_DIMS = 4  # GGML_MAX_DIMS
 _MAX_NAME = 64  # GGML_MAX_NAME: a tensor name has fewer bytes than this
 _LAYER = re.compile(r"^blk\.(\d+)\.")
+_BLOCK = 1 << 20  # bytes read at once while skipping a string array
 
 
 @dataclass(frozen=True)
@@ -108,7 +109,32 @@ class _Stream:
         return self.read(n)
 
     def skip_strings(self, n: int, key: str) -> None:
-        """Skip `n` strings (a vocabulary: 150,000 of them), each length checked; the hot loop of a parse."""
+        """Skip `n` strings (a vocabulary: 150,000 of them), each length checked; the hot loop of a parse, so the
+        file is read in blocks and the lengths unpacked from them, and the bytes read past the last string are
+        given back to the file (one that cannot step back is read a string at a time)."""
+        if not self._can_give_back():
+            return self._skip_one_by_one(n, key)
+        length = struct.Struct("<Q").unpack_from
+        left = self.left()
+        end = None if left is None else self.pos + left
+        buf, at, pos = b"", 0, self.pos
+        for _ in range(n):
+            if at + 8 > len(buf):
+                buf, at = self._refill(buf, at, 8, key)
+            (m,) = length(buf, at)
+            if m > 1 << 24 or (end is not None and pos + 8 + m > end):
+                self.pos = pos + 8
+                self.need(m, f"a string of {m:,} bytes in {key}")
+                raise self.corrupt(f"a string of {m:,} bytes in {key}")
+            if at + 8 + m > len(buf):
+                buf, at = self._refill(buf, at, 8 + m, key)
+            at += 8 + m
+            pos += 8 + m
+        self.pos = pos
+        if len(buf) > at:
+            self._give_back(len(buf) - at)
+
+    def _skip_one_by_one(self, n: int, key: str) -> None:
         read, length = self.f.read, struct.Struct("<Q").unpack
         left = self.left()
         end = None if left is None else self.pos + left
@@ -120,6 +146,29 @@ class _Stream:
             if len(read(m)) != m:
                 raise CorruptGGUFError(f"{self.name} is truncated inside its header (in {key})")
             self.pos += m
+
+    def _can_give_back(self) -> bool:
+        if hasattr(self.f, "unread"):
+            return True
+        seekable = getattr(self.f, "seekable", None)
+        return bool(seekable and seekable())
+
+    def _refill(self, buf: bytes, at: int, n: int, key: str) -> tuple[bytes, int]:
+        """`buf` from `at` on, with more of the file after it, so that it holds at least `n` bytes."""
+        buf = buf[at:]
+        while len(buf) < n:
+            more = self.f.read(max(_BLOCK, n - len(buf)))
+            if not more:
+                raise CorruptGGUFError(f"{self.name} is truncated inside its header (in {key})")
+            buf += more
+        return buf, 0
+
+    def _give_back(self, n: int) -> None:
+        unread = getattr(self.f, "unread", None)
+        if unread is not None:
+            unread(n)
+        else:
+            self.f.seek(-n, 1)
 
     def string(self, what: str = "a string") -> str:
         """A string value: gguf.cpp takes any bytes (so does gguf's reader), and so do we."""
@@ -319,6 +368,12 @@ class _RangeReader:
         out = self.buf[self.pos:self.pos + n]
         self.pos += len(out)
         return out
+
+    def unread(self, n: int) -> None:
+        """Step back over the last `n` bytes read (still held: a fetch keeps the bytes from `pos` on)."""
+        if n > self.pos:
+            raise ValueError("cannot step back past the bytes held")
+        self.pos -= n
 
 
 def read_remote_header(url: str, headers: dict[str, str] | None = None) -> GGUFHeader:

@@ -58,6 +58,8 @@ def quantize_ladder(base: Path | GGUFFile, out_dir: Path, name: str, types: list
     from ..imatrix.format import check_imatrix_matches, read_imatrix
 
     check_types(types, imatrix)
+    if not types and not targets:
+        return []  # nothing to read the base for (convert with only float types)
     base = read_gguf(base)
     imatrix = resolve_imatrix(imatrix, base.path, threads=threads)
     data = None

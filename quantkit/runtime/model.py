@@ -126,9 +126,12 @@ class Model(Closeable):
             self.ptr = None
 
 
-def load_vocabulary(path: str | Path | gguf_file.GGUFFile) -> Model:
-    """Only the tokenizer of a GGUF file (libllama's vocab_only load: no weights read)."""
-    path = gguf_file.read_gguf(path).first_shard  # validated; libllama loads a split model from its first shard
+def load_vocabulary(path: str | Path | gguf_file.GGUFFile, *, validate: bool = True) -> Model:
+    """Only the tokenizer of a GGUF file (libllama's vocab_only load: no weights read). `validate=False` skips
+    quantkit's own header check, for a file just written whose vocabulary libllama is asked to judge."""
+    if validate or isinstance(path, gguf_file.GGUFFile):
+        path = gguf_file.read_gguf(path).first_shard  # validated; libllama loads a split model from its first shard
+    path = Path(path)
     llama_cpp = lib()
     params = llama_cpp.llama_model_default_params()
     params.vocab_only = True

@@ -45,11 +45,20 @@ class _Virtual(io.RawIOBase):
     """A file of `size` bytes whose first bytes are `data` and the rest zeros: the tensor data a header parser
     never reads need not be in memory."""
 
-    def __init__(self, data: bytes, size: int):
-        self.data, self.size, self.pos = data, size, 0
+    def __init__(self, data: bytes, size: int, seekable: bool = True):
+        self.data, self.size, self.pos, self._seekable = data, size, 0, seekable
 
     def readable(self) -> bool:
         return True
+
+    def seekable(self) -> bool:
+        return self._seekable
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        if not self._seekable:
+            raise io.UnsupportedOperation("not seekable")
+        self.pos = {io.SEEK_SET: 0, io.SEEK_CUR: self.pos, io.SEEK_END: self.size}[whence] + offset
+        return self.pos
 
     def readinto(self, buffer) -> int:
         end = min(self.size, self.pos + len(buffer))
@@ -258,7 +267,9 @@ SAFETENSORS_MUTATIONS = [(_flip, 2), (_json_entry, 4), (_length, 1), (_truncate,
 def _parse_gguf(data: bytes, size: int) -> None:
     from quantkit.gguf.header import parse_header
 
-    parse_header(io.BufferedReader(_Virtual(data, size)), "fuzzed.gguf", size)
+    # a local file steps back over what it read past a string array; a stream that cannot is read string by string
+    seekable = len(data) % 2 == 0
+    parse_header(io.BufferedReader(_Virtual(data, size, seekable)), "fuzzed.gguf", size)
 
 
 def _parse_safetensors(data: bytes, size: int) -> None:
