@@ -17,7 +17,7 @@ from gguf import GGMLQuantizationType, quants
 Q8_0_BLOCK = 32
 # the stored type whose bits are the checkpoint's own
 SAME_BITS = {"BF16": GGMLQuantizationType.BF16, "F16": GGMLQuantizationType.F16, "F32": GGMLQuantizationType.F32}
-_HALF_DOWN = np.nextafter(np.float32(0.5), np.float32(0))  # x + copysign(this, x), truncated, is roundf(x)
+_HALF_DOWN = np.array(np.nextafter(np.float32(0.5), np.float32(0)))  # x + copysign(this, x), truncated, is roundf(x)
 
 
 def encode(raw: np.ndarray, dtype: str, qtype: GGMLQuantizationType) -> np.ndarray:
@@ -68,7 +68,9 @@ def q8_0(values: np.ndarray) -> np.ndarray:
     if not np.isfinite(inverse).all():  # a scale so small that 1/d overflows
         return quants.quantize(values, GGMLQuantizationType.Q8_0)
     scaled = blocks * inverse[:, None]
-    scaled += np.copysign(_HALF_DOWN, scaled)  # exact: |scaled| ≤ 127, far from float32's rounding limits
+    half = scaled.view(np.uint32) & np.uint32(0x80000000)  # ±(just under ½) by bits: copysign is slower
+    half |= _HALF_DOWN.view(np.uint32)
+    scaled += half.view(np.float32)  # exact: |scaled| ≤ 127, far from float32's rounding limits
     out = np.empty((blocks.shape[0], 2 + Q8_0_BLOCK), dtype=np.uint8)
     out[:, :2] = d.astype(np.float16).view(np.uint8).reshape(-1, 2)
     out[:, 2:] = scaled.astype(np.int8).view(np.uint8)  # the cast truncates toward zero
