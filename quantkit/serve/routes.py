@@ -10,14 +10,16 @@ from fastapi import FastAPI, Request
 from fastapi.responses import PlainTextResponse
 from starlette.concurrency import run_in_threadpool
 
-from ..engine import Engine, EngineClosedError, QueueFullError, Sampling, Stream
+from ..engine import Engine, EngineClosedError, QueueFullError, Stream
 from ..engine.prompt import Prompt, chat_prompt, raw_prompt
 from ..engine.thinking import Thinking
 from ..errors import ChatTemplateError, ContextFullError, InvalidArgumentError
 from .errors import APIError, parse_body, unavailable
+from . import params
+from .logprobs import chat_logprobs, completion_logprobs
 from .metrics import Metrics
 from .schemas import ChatCompletionRequest, CompletionRequest
-from .streaming import FINISH, EventStream, Reply, chat_events, completion_events, marks, usage, wait_result
+from .streaming import FINISH, EventStream, Reply, chat_events, completion_events, marks, usage, wait_results
 
 log = logging.getLogger(__name__)
 
@@ -63,18 +65,16 @@ def add_routes(app: FastAPI, config, backend, metrics: Metrics) -> None:
             raise APIError(400, f"{backend.template_error}; use /v1/completions with a raw prompt")
         prompt = await run_in_threadpool(_chat_prompt, engine, body)
         split = config.reasoning_format == "deepseek"
-        stream = _submit(backend, engine, body, prompt, _thinking(config, body), split_reasoning=split)
+        streams = _submit(backend, engine, body, prompt, _thinking(config, body), split_reasoning=split,
+                          response_format=body.response_format)
         reply = Reply("chatcmpl", config.model_id)
+        logprobs = body.n_logprobs is not None
         if body.stream:
-            return EventStream(chat_events(stream, reply, body.include_usage, backend), stream, backend)
-        result = await wait_result(stream, request, backend)
-        message = {"role": "assistant"}
-        if split and result.reasoning:
-            message["reasoning_content"] = result.reasoning
-        message["content"] = result.answer if split else result.text
-        return reply.body("chat.completion", [{"index": 0, "message": message, "logprobs": None,
-                                               "finish_reason": FINISH[result.finish_reason]}], usage=usage(result),
-                          quantkit=marks(result))
+            return EventStream(chat_events(streams, reply, body.include_usage, backend, split, logprobs), streams,
+                               backend)
+        results = await wait_results(streams, request, backend)
+        return reply.body("chat.completion", [_chat_choice(i, r, split, logprobs) for i, r in enumerate(results)],
+                          usage=usage(results), quantkit=marks(results[0]))
 
     @app.post("/v1/completions")
     async def completions(request: Request):
@@ -82,14 +82,27 @@ def add_routes(app: FastAPI, config, backend, metrics: Metrics) -> None:
         body = parse_body(CompletionRequest, await _read_body(request, config.max_body_bytes))
         engine = backend.ready()
         prompt = await run_in_threadpool(_raw_prompt, engine, body.prompt)
-        stream = _submit(backend, engine, body, prompt, _thinking(config, body))
+        streams = _submit(backend, engine, body, prompt, _thinking(config, body))
         reply = Reply("cmpl", config.model_id)
+        logprobs = body.n_logprobs is not None
         if body.stream:
-            return EventStream(completion_events(stream, reply, body.include_usage, backend), stream, backend)
-        result = await wait_result(stream, request, backend)
-        return reply.body("text_completion", [{"index": 0, "text": result.text, "logprobs": None,
-                                               "finish_reason": FINISH[result.finish_reason]}], usage=usage(result),
-                          quantkit=marks(result))
+            return EventStream(completion_events(streams, reply, body.include_usage, backend, logprobs), streams,
+                               backend)
+        results = await wait_results(streams, request, backend)
+        return reply.body("text_completion", [
+            {"index": i, "text": r.text, "logprobs": completion_logprobs(r.logprobs) if logprobs else None,
+             "finish_reason": FINISH[r.finish_reason]} for i, r in enumerate(results)],
+            usage=usage(results), quantkit=marks(results[0]))
+
+
+def _chat_choice(index: int, result, split: bool, logprobs: bool) -> dict:
+    message = {"role": "assistant"}
+    if split and result.reasoning:
+        message["reasoning_content"] = result.reasoning
+    message["content"] = result.answer if split else result.text
+    return {"index": index, "message": message,
+            "logprobs": chat_logprobs(result.logprobs, split) if logprobs else None,
+            "finish_reason": FINISH[result.finish_reason], "quantkit": marks(result)}
 
 
 async def _read_body(request: Request, limit: int) -> bytes:
@@ -151,17 +164,16 @@ def _thinking(config, body) -> Thinking:
     return Thinking(budget, default.message, default.loop_guard)
 
 
-def _submit(backend, engine: Engine, body, prompt: Prompt, thinking: Thinking, split_reasoning: bool = True
-            ) -> Stream:
-    default = Sampling()
+def _submit(backend, engine: Engine, body, prompt: Prompt, thinking: Thinking, split_reasoning: bool = True,
+            response_format=None) -> list[Stream]:
+    """The request's `n` choices queued on the engine (one prompt, evaluated once)."""
+    sampling = params.sampling(body, engine.model.n_vocab)
     try:
-        sampling = Sampling(
-            temperature=default.temperature if body.temperature is None else body.temperature,
-            top_p=default.top_p if body.top_p is None else body.top_p,
-            top_k=default.top_k if body.top_k is None else body.top_k, seed=body.seed)
         request = prompt.request(sampling, body.budget, stop=body.stop_strings, split_reasoning=split_reasoning,
-                                 thinking=thinking)
-        stream = engine.submit(request, loop=asyncio.get_running_loop())
+                                 thinking=thinking, logprobs=body.n_logprobs)
+        request = params.with_grammar(request, response_format)
+        streams = engine.submit_many(params.choices(request, body.n), loop=asyncio.get_running_loop(),
+                                     share_prompt=True)
     except ContextFullError:
         raise APIError(400, "the request exceeds the available context size, try increasing it",
                        "exceed_context_size_error", n_prompt_tokens=len(prompt.tokens),
@@ -172,5 +184,5 @@ def _submit(backend, engine: Engine, body, prompt: Prompt, thinking: Thinking, s
         raise unavailable("the server is shutting down") from None
     except InvalidArgumentError as e:
         raise APIError(400, str(e)) from None
-    backend.streams.add(stream)
-    return stream
+    backend.streams.update(streams)
+    return streams
