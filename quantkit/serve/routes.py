@@ -1,5 +1,6 @@
-"""The routes: `/health`, `/v1/models`, `/metrics`, `/v1/chat/completions`, `/v1/completions`; the API key; the
-request body read within its limit and validated; the prompt built on the engine's one path (engine/prompt.py)."""
+"""The routes: `/health`, `/v1/models`, `/metrics`, `/v1/chat/completions`, `/v1/completions` (`/v1/responses`
+is responses.py, on the chat path); the API key; the request body read within its limit and validated; the
+prompt built on the engine's one path (engine/prompt.py)."""
 from __future__ import annotations
 
 import asyncio
@@ -26,13 +27,20 @@ log = logging.getLogger(__name__)
 PUBLIC = ("/health", "/v1/models")  # answered without the API key
 
 
-def add_routes(app: FastAPI, config, backend, metrics: Metrics) -> None:
+def authorizer(config):
+    """The check of a request's API key (none when the server has no key)."""
     def authorize(request: Request) -> None:
         if config.api_key is None:
             return
         scheme, _, key = request.headers.get("authorization", "").partition(" ")
         if scheme.lower() != "bearer" or not hmac.compare_digest(key.strip().encode(), config.api_key.encode()):
             raise APIError(401, "Invalid API Key", "authentication_error", headers={"WWW-Authenticate": "Bearer"})
+
+    return authorize
+
+
+def add_routes(app: FastAPI, config, backend, metrics: Metrics) -> None:
+    authorize = authorizer(config)
 
     @app.get("/health")
     async def health():
