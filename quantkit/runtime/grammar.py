@@ -31,24 +31,41 @@ def json_grammar(schema: dict | None, after: str | None = None) -> Grammar:
     """The grammar of a JSON value following `schema` (None: any JSON object), optionally after a few blank
     characters. `after`: the text that ends a thought (`</think>`): the grammar waits for it (a lazy grammar) and
     constrains what follows. InvalidArgumentError (param response_format) for a keyword it cannot honour."""
+    rules = json_rules({ANSWER_RULE: {"type": "object"} if schema is None else schema})
+    start = f"{literal(after)} " if after else ""
+    return Grammar(f"root ::= {start}{LEAD} {ANSWER_RULE}\n{rules}", trigger=after)
+
+
+def json_rules(schemas: dict[str, dict], param: str = "response_format") -> str:
+    """GBNF rules, one named by each key of `schemas` for a JSON value following its schema (and the rules they
+    use), to be referenced from a root rule of the caller's."""
     from llama_cpp.llama_grammar import SchemaConverter
 
-    schema = {"type": "object"} if schema is None else schema
-    check_schema(schema)
     converter = SchemaConverter(prop_order={}, allow_fetch=False, dotall=False, raw_pattern=False)
-    try:
-        resolved = converter.resolve_refs(json.loads(json.dumps(schema)), "input")
-        converter.visit(resolved, ANSWER_RULE)
-    except (AssertionError, ValueError, KeyError, TypeError) as e:
-        raise InvalidArgumentError(f"the JSON schema cannot be turned into a grammar: {e}",
-                                   param="response_format") from None
-    start = f'"{after}" ' if after else ""
-    root = f"root ::= {start}{LEAD} {ANSWER_RULE}"
-    return Grammar(root + "\n" + converter.format_grammar() + "\n", trigger=after)
+    for name, schema in schemas.items():
+        check_schema(schema, param=param)
+        try:
+            resolved = converter.resolve_refs(json.loads(json.dumps(schema)), "input")
+            converter.visit(resolved, name)
+        except (AssertionError, ValueError, KeyError, TypeError) as e:
+            raise InvalidArgumentError(f"the JSON schema cannot be turned into a grammar: {e}", param=param) from None
+    return converter.format_grammar() + "\n"
 
 
-def check_schema(schema, where: str = "#") -> None:
+def literal(text: str) -> str:
+    """`text` as a GBNF string literal."""
+    return json.dumps(text, ensure_ascii=False)
+
+
+def check_schema(schema, where: str = "#", param: str = "response_format") -> None:
     """Refuse a schema keyword the grammar cannot honour (naming it and where it is)."""
+    try:
+        _check(schema, where)
+    except InvalidArgumentError as e:
+        raise InvalidArgumentError(str(e), param=param) from None
+
+
+def _check(schema, where: str) -> None:
     for path, key, value in _keywords(schema, where):
         if key in ANNOTATIONS:
             continue

@@ -10,6 +10,7 @@ from ..engine.reasoning import CLOSE
 from ..errors import InvalidArgumentError
 from ..runtime.grammar import json_grammar
 from .errors import APIError
+from .tools import grammar as tool_grammar
 
 BAN = -100  # OpenAI's bias that bans a token
 
@@ -55,6 +56,15 @@ def with_grammar(request, response_format):
         grammar = json_grammar(schema, after=CLOSE if request.opened_thought else None)
     except InvalidArgumentError as e:
         raise APIError(400, f"response_format: {e}", param="response_format") from None
+    return dataclasses.replace(request, sampling=dataclasses.replace(request.sampling, grammar=grammar))
+
+
+def with_tools(request, tools):
+    """The engine request with the grammar of the tool calls (serve/tools.py)."""
+    try:
+        grammar = tool_grammar(tools, after=CLOSE if request.opened_thought else None)
+    except InvalidArgumentError as e:
+        raise APIError(400, f"tools: {e}", param="tools") from None
     return dataclasses.replace(request, sampling=dataclasses.replace(request.sampling, grammar=grammar))
 
 

@@ -16,7 +16,7 @@ from ..engine.prompt import Prompt, chat_prompt, raw_prompt
 from ..engine.thinking import Thinking
 from ..errors import ChatTemplateError, ContextFullError, InvalidArgumentError
 from .errors import APIError, parse_body, unavailable
-from . import params
+from . import params, tools as tool_calls
 from .logprobs import chat_logprobs, completion_logprobs
 from .metrics import Metrics
 from .schemas import ChatCompletionRequest, CompletionRequest
@@ -71,18 +71,19 @@ def add_routes(app: FastAPI, config, backend, metrics: Metrics) -> None:
         engine = backend.ready()
         if backend.template is None:
             raise APIError(400, f"{backend.template_error}; use /v1/completions with a raw prompt")
-        prompt = await run_in_threadpool(_chat_prompt, engine, body)
+        tools = tool_calls.tool_set(body, backend.template)
+        prompt = await run_in_threadpool(_chat_prompt, engine, body, tools)
         split = config.reasoning_format == "deepseek"
         streams = _submit(backend, engine, body, prompt, _thinking(config, body), split_reasoning=split,
-                          response_format=body.response_format)
+                          response_format=body.response_format, tools=tools)
         reply = Reply("chatcmpl", config.model_id)
         logprobs = body.n_logprobs is not None
         if body.stream:
-            return EventStream(chat_events(streams, reply, body.include_usage, backend, split, logprobs), streams,
-                               backend)
+            return EventStream(chat_events(streams, reply, body.include_usage, backend, split, logprobs,
+                                           tools is not None), streams, backend)
         results = await wait_results(streams, request, backend)
-        return reply.body("chat.completion", [_chat_choice(i, r, split, logprobs) for i, r in enumerate(results)],
-                          usage=usage(results), quantkit=marks(results[0]))
+        choices = [_chat_choice(i, r, split, logprobs, tools is not None) for i, r in enumerate(results)]
+        return reply.body("chat.completion", choices, usage=usage(results), quantkit=marks(results[0]))
 
     @app.post("/v1/completions")
     async def completions(request: Request):
@@ -103,14 +104,21 @@ def add_routes(app: FastAPI, config, backend, metrics: Metrics) -> None:
             usage=usage(results), quantkit=marks(results[0]))
 
 
-def _chat_choice(index: int, result, split: bool, logprobs: bool) -> dict:
+def _chat_choice(index: int, result, split: bool, logprobs: bool, tools: bool = False) -> dict:
     message = {"role": "assistant"}
     if split and result.reasoning:
         message["reasoning_content"] = result.reasoning
     message["content"] = result.answer if split else result.text
+    finish = FINISH[result.finish_reason]
+    if tools:
+        message["content"], calls = tool_calls.parse_calls(message["content"])
+        if calls:
+            message["content"] = message["content"] or None
+            message["tool_calls"] = calls
+            finish = "tool_calls"
     return {"index": index, "message": message,
             "logprobs": chat_logprobs(result.logprobs, split) if logprobs else None,
-            "finish_reason": FINISH[result.finish_reason], "quantkit": marks(result)}
+            "finish_reason": finish, "quantkit": marks(result)}
 
 
 async def _read_body(request: Request, limit: int) -> bytes:
@@ -139,11 +147,11 @@ async def _discard(request: Request, size: int, limit: int) -> None:
         pass
 
 
-def _chat_prompt(engine: Engine, body: ChatCompletionRequest) -> Prompt:
+def _chat_prompt(engine: Engine, body: ChatCompletionRequest, tools=None) -> Prompt:
     """The conversation as the engine's prompt. Earlier assistant messages go in without their
     reasoning_content (R1's template also cuts a `<think>…</think>` out of their content); the template's forced
-    `<think>\\n` is handled as chat handles it."""
-    messages = [{"role": "system" if m.role == "developer" else m.role, "content": m.text} for m in body.messages]
+    `<think>\\n` is handled as chat handles it; tool calls and results as the template writes them."""
+    messages = tool_calls.template_messages(body.messages, tools)
     try:
         return chat_prompt(engine, messages)
     except ChatTemplateError as e:
@@ -173,13 +181,15 @@ def _thinking(config, body) -> Thinking:
 
 
 def _submit(backend, engine: Engine, body, prompt: Prompt, thinking: Thinking, split_reasoning: bool = True,
-            response_format=None) -> list[Stream]:
+            response_format=None, tools=None) -> list[Stream]:
     """The request's `n` choices queued on the engine (one prompt, evaluated once)."""
     sampling = params.sampling(body, engine.model.n_vocab)
     try:
         request = prompt.request(sampling, body.budget, stop=body.stop_strings, split_reasoning=split_reasoning,
                                  thinking=thinking, logprobs=body.n_logprobs)
         request = params.with_grammar(request, response_format)
+        if tools is not None:
+            request = params.with_tools(request, tools)
         streams = engine.submit_many(params.choices(request, body.n), loop=asyncio.get_running_loop(),
                                      share_prompt=True)
     except ContextFullError:

@@ -7,7 +7,7 @@ generate, are accepted and ignored; so are fields OpenAI does not know (llama-se
 """
 from __future__ import annotations
 
-from typing import Any, Literal, Optional, Union
+from typing import Any, ClassVar, Literal, Optional, Union
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -40,11 +40,25 @@ class TextPart(_Body):
     text: str
 
 
+class FunctionCall(_Body):
+    name: str
+    arguments: str
+
+
+class ToolCall(_Body):
+    id: Optional[str] = None
+    type: Literal["function"] = "function"
+    function: FunctionCall
+
+
 class Message(_Body):
     # "developer" is OpenAI's newer name for "system"
-    role: Literal["system", "developer", "user", "assistant"]
+    role: Literal["system", "developer", "user", "assistant", "tool"]
     content: Union[str, list[TextPart], None] = None
     reasoning_content: Optional[str] = None  # sent back by some clients; never fed to the model
+    tool_calls: Optional[list[ToolCall]] = None  # an assistant's earlier calls
+    tool_call_id: Optional[str] = None  # a tool message: the call it answers
+    name: Optional[str] = None
 
     @property
     def text(self) -> str:
@@ -84,11 +98,13 @@ class _Generation(_Body):
     metadata: Optional[dict[str, str]] = None
     store: Optional[bool] = None
 
+    refused: ClassVar[dict[str, str]] = UNSUPPORTED
+
     @model_validator(mode="before")
     @classmethod
     def _refuse_unsupported(cls, data):
         if isinstance(data, dict):
-            for key, why in UNSUPPORTED.items():
+            for key, why in cls.refused.items():
                 if data.get(key) is not None and data[key] not in NO_OP.get(key, ()):
                     raise ValueError(f"{key}: {why}")
             if data.get("modalities") not in (None, *NO_OP["modalities"]):
@@ -145,18 +161,48 @@ class ResponseFormat(_Body):
         return self
 
 
+class FunctionDef(_Body):
+    name: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")
+    description: Optional[str] = None
+    parameters: Optional[dict[str, Any]] = None
+    strict: Optional[bool] = None  # the grammar always holds the arguments to the schema
+
+
+class ToolDef(_Body):
+    type: Literal["function"]
+    function: FunctionDef
+
+
+class NamedFunction(_Body):
+    name: str
+
+
+class NamedTool(_Body):
+    type: Literal["function"]
+    function: NamedFunction
+
+
 class ChatCompletionRequest(_Generation):
+    refused: ClassVar[dict[str, str]] = {k: v for k, v in UNSUPPORTED.items() if k not in ("tools", "tool_choice")}
+
     messages: list[Message] = Field(min_length=1)
+    tools: Optional[list[ToolDef]] = None
+    tool_choice: Union[Literal["none", "auto", "required"], NamedTool, None] = None
     max_completion_tokens: Optional[int] = Field(None, ge=1)  # OpenAI's newer name for max_tokens
     logprobs: bool = False
     top_logprobs: Optional[int] = Field(None, ge=0, le=MAX_TOP_LOGPROBS)
     response_format: Optional[ResponseFormat] = None
-    parallel_tool_calls: Optional[bool] = None  # meaningless without tools, which are refused
+    parallel_tool_calls: Optional[bool] = None  # false: at most one tool call
 
     @model_validator(mode="after")
     def _top_needs_logprobs(self):
         if self.top_logprobs is not None and not self.logprobs:
             raise ValueError("top_logprobs: needs logprobs set to true")
+        if self.tools and self.tool_choice != "none" and self.response_format is not None and \
+                self.response_format.type != "text":
+            raise ValueError("response_format: cannot be combined with tools (both constrain the answer)")
+        if self.tool_choice not in (None, "none", "auto") and not self.tools:
+            raise ValueError("tool_choice: there are no tools to choose from")
         return self
 
     @property

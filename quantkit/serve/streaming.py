@@ -17,6 +17,7 @@ from fastapi.responses import StreamingResponse
 from ..engine import Stream
 from .errors import APIError, unavailable
 from .logprobs import chat_logprobs, completion_logprobs
+from .tools import CallFilter, parse_calls
 
 log = logging.getLogger(__name__)
 
@@ -122,12 +123,15 @@ def _sse(data: dict) -> bytes:
 DONE = b"data: [DONE]\n\n"
 
 
-async def _events(streams: list[Stream], reply: Reply, object_: str, delta: Callable[[int, object], dict],
-                  final_choice: Callable[[int], dict], include_usage: bool, backend) -> AsyncIterator[bytes]:
-    """The chunks of every choice, each choice's last chunk with its finish reason, usage, `[DONE]`."""
+async def _events(streams: list[Stream], reply: Reply, object_: str, delta: Callable[[int, object], dict | None],
+                  final_choice: Callable[[int], dict], include_usage: bool, backend,
+                  last: Callable[[int], list[dict]] = lambda index: []) -> AsyncIterator[bytes]:
+    """The chunks of every choice (`delta` None: nothing to send for that piece), each choice's `last` chunks and
+    its last chunk with its finish reason, usage, `[DONE]`."""
     async for index, piece in merged(streams):
         if piece is not None:
-            yield reply.event(object_, [{"index": index, **delta(index, piece), "finish_reason": None}])
+            if (choice := delta(index, piece)) is not None:
+                yield reply.event(object_, [{"index": index, **choice, "finish_reason": None}])
             continue
         result = streams[index].result
         if result.finish_reason == "cancelled":  # the client is gone, or the server is shutting down
@@ -135,7 +139,9 @@ async def _events(streams: list[Stream], reply: Reply, object_: str, delta: Call
             yield _sse(APIError(503, message, "unavailable_error").body())
             yield DONE
             return
-        yield reply.event(object_, [{**final_choice(index), "finish_reason": FINISH[result.finish_reason]}],
+        for choice in last(index):
+            yield reply.event(object_, [{"index": index, **choice, "finish_reason": None}])
+        yield reply.event(object_, [{"finish_reason": FINISH[result.finish_reason], **final_choice(index)}],
                           quantkit=marks(result))
     if include_usage:
         yield reply.event(object_, [], usage=usage([stream.result for stream in streams]))
@@ -143,21 +149,39 @@ async def _events(streams: list[Stream], reply: Reply, object_: str, delta: Call
 
 
 async def chat_events(streams: list[Stream], reply: Reply, include_usage: bool, backend, split: bool = True,
-                      logprobs: bool = False) -> AsyncIterator[bytes]:
+                      logprobs: bool = False, tools: bool = False) -> AsyncIterator[bytes]:
+    """Chat chunks. With tools, the answer streams up to the tool-call markup; the calls, parsed once the
+    generation ended, come as one `delta.tool_calls` chunk each, and the finish reason is "tool_calls"."""
     chunk = "chat.completion.chunk"
+    filters = [CallFilter() for _ in streams]
+    calls: dict[int, list] = {}
     for index in range(len(streams)):
         yield reply.event(chunk, [{"index": index, "delta": {"role": "assistant", "content": None},
                                    "finish_reason": None}])
 
-    def delta(index: int, piece) -> dict:
+    def delta(index: int, piece) -> dict | None:
         key = "reasoning_content" if piece.kind == "thought" else "content"
-        out = {"delta": {key: piece.text}}
+        text = piece.text
+        if tools and key == "content":
+            text = filters[index].feed(text)
+        out = {"delta": {key: text} if text else {}}
         if logprobs:
             out["logprobs"] = chat_logprobs(piece.logprobs, split)
-        return out
+        return out if text or logprobs else None
 
-    async for event in _events(streams, reply, chunk, delta, lambda i: {"index": i, "delta": {}}, include_usage,
-                               backend):
+    def last(index: int) -> list[dict]:
+        if not tools:
+            return []
+        rest = filters[index].flush()
+        result = streams[index].result
+        _, calls[index] = parse_calls(result.answer if split else result.text)
+        out = [{"delta": {"content": rest}}] if rest and not calls[index] else []
+        return out + [{"delta": {"tool_calls": [{"index": i, **call}]}} for i, call in enumerate(calls[index])]
+
+    def final(index: int) -> dict:
+        return {"index": index, "delta": {}, **({"finish_reason": "tool_calls"} if calls.get(index) else {})}
+
+    async for event in _events(streams, reply, chunk, delta, final, include_usage, backend, last):
         yield event
 
 
