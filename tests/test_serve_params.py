@@ -255,8 +255,8 @@ def test_a_schema_keyword_the_grammar_cannot_hold_is_400_naming_it(scripted, key
 
 
 REFUSED = {
-    "tools": {"tools": [{"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}]},
-    "tool_choice": {"tool_choice": "required"},
+    "functions": {"functions": [{"name": "f", "parameters": {"type": "object"}}]},
+    "tool_choice": {"tool_choice": "required"},  # with no tools to choose from
     "audio": {"audio": {"voice": "alloy", "format": "wav"}},
     "modalities": {"modalities": ["text", "audio"]},
     "prediction": {"prediction": {"type": "content", "content": "x"}},
