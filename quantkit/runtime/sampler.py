@@ -34,9 +34,9 @@ class Sampling:
     """DeepSeek's R1 settings (temperature 0.6, top-p 0.95) by default, after llama.cpp's and Ollama's top-k of 40:
     at temperature 0.6 the 0.95 nucleus is nearly always smaller (over 40 tokens in 3 of 1,221 steps of SmolLM2,
     at most 54), and sorting 40 candidates instead of the whole vocabulary saves ~0.4 ms a token. `top_k=0`
-    keeps every token; temperature 0 is greedy. Penalties are llama.cpp's: `repeat_penalty` divides the positive
-    logits (and multiplies the negative ones) of tokens among the last PENALTY_LAST_N generated, `frequency_penalty` subtracts
-    per occurrence, `presence_penalty` once; `logit_bias` adds to a token's logit (-inf bans it)."""
+    keeps every token; temperature 0 is greedy. Penalties are llama.cpp's, over the last PENALTY_LAST_N generated
+    tokens: `repeat_penalty` divides their positive logits (and multiplies the negative ones), `frequency_penalty`
+    subtracts per occurrence, `presence_penalty` once; `logit_bias` adds to a token's logit (-inf bans it)."""
 
     temperature: float = R1_TEMPERATURE
     top_p: float = R1_TOP_P
