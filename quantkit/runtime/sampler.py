@@ -151,7 +151,10 @@ def _probs(token: int, ids: np.ndarray, logits: np.ndarray, top: int) -> TokenPr
     logprobs = logits - (peak + math.log(np.exp(logits - peak).sum()))
     where = np.flatnonzero(ids == token)
     chosen = float(logprobs[where[0]]) if len(where) else -math.inf
-    order = np.argsort(-logprobs, kind="stable")[:top] if top > 0 else []
+    order = []
+    if top > 0:  # the `top` largest, without sorting the whole vocabulary
+        head = np.argpartition(-logprobs, top - 1)[:top] if top < len(logprobs) else np.arange(len(logprobs))
+        order = head[np.argsort(-logprobs[head], kind="stable")]
     return TokenProbs(token, chosen, tuple((int(ids[i]), float(logprobs[i])) for i in order))
 
 
