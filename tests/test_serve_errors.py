@@ -50,7 +50,11 @@ BAD = {
     "zero max_completion_tokens": (json.dumps({**GOOD, "max_completion_tokens": 0}).encode(), "max_completion_tokens"),
     "stream not a bool": (json.dumps({**GOOD, "stream": "yes"}).encode(), "stream"),
     "stop of a wrong type": (json.dumps({**GOOD, "stop": 3}).encode(), "stop"),
-    "n of 2": (json.dumps({**GOOD, "n": 2}).encode(), "n: only n=1"),
+    "n of 0": (json.dumps({**GOOD, "n": 0}).encode(), "n: Input should be greater than or equal to 1"),
+    "functions": (json.dumps({**GOOD, "functions": [{"name": "f"}]}).encode(),
+                  "functions: function calls are not supported"),
+    "top_logprobs without logprobs": (json.dumps({**GOOD, "top_logprobs": 2}).encode(), "top_logprobs: needs logprobs"),
+    "logit_bias of a word": (json.dumps({**GOOD, "logit_bias": {"hello": 5}}).encode(), "logit_bias"),
     "top_p of 0": (json.dumps({**GOOD, "top_p": 0}).encode(), "top_p"),
 }
 

@@ -35,6 +35,8 @@ def run(
     max_queue: Annotated[int, typer.Option("--max-queue", min=1, help="Requests that may wait for a slot; past it: 503 with Retry-After.")] = 128,
     reasoning_format: Annotated[str, typer.Option("--reasoning-format", help="deepseek: the thought in reasoning_content; none: <think> tags left in content.")] = "deepseek",
     alias: Annotated[Optional[str], typer.Option("--alias", help="Model id in /v1/models and responses (default: the file name).")] = None,
+    cors_origin: Annotated[Optional[list[str]], typer.Option("--cors-origin", help="A browser origin allowed to "
+                                                  "call the API (CORS; repeatable, '*' for any). Off by default.")] = None,
     max_body_mib: Annotated[float, typer.Option("--max-body-mib", min=0.001, help="Largest request body; past it: 413.")] = 8.0,
     shutdown_grace: Annotated[float, typer.Option("--shutdown-grace", min=0, help="Seconds in-flight requests may finish after SIGINT/SIGTERM.")] = 3.0,
     reasoning_budget: ReasoningBudget = None,
@@ -66,7 +68,8 @@ def run(
     config = ServeConfig(model_id=alias or model.name, api_key=key, reasoning_format=reasoning_format.lower(),
                          max_body_bytes=int(max_body_mib * 2**20), shutdown_grace=shutdown_grace,
                          created=int(model.stat().st_mtime), thinking=thinking,
-                         effort_budgets=effort_budgets(reasoning_effort_budgets))
+                         effort_budgets=effort_budgets(reasoning_effort_budgets),
+                         cors_origins=tuple(cors_origin or ()))
 
     def load() -> Engine:  # in this process, or in each Ray replica's (which registers the servers in its own)
         if endpoints:

@@ -9,7 +9,7 @@ and eval all run on it).
 """
 from ..runtime import Sampling
 from .core import Engine, EngineClosedError, EngineStats, QueueFullError
-from .request import FINISH_REASONS, GenerationRequest, GenerationResult, Stream
+from .request import FINISH_REASONS, GenerationRequest, GenerationResult, Stream, TokenLogprob
 
 __all__ = ["FINISH_REASONS", "Engine", "EngineClosedError", "EngineStats", "GenerationRequest", "GenerationResult",
-           "QueueFullError", "Sampling", "Stream"]
+           "QueueFullError", "Sampling", "Stream", "TokenLogprob"]

@@ -24,7 +24,7 @@ from pathlib import Path
 from .. import runtime
 from ..errors import ContextFullError, InvalidArgumentError, QuantkitError
 from ..resources import Closeable
-from .request import GenerationRequest, GenerationResult, Stream
+from .request import GenerationRequest, GenerationResult, Stream, TokenLogprob
 from .text import GeneratedText
 from .thinking import LoopDetector, closing_text
 
@@ -56,6 +56,9 @@ class _Job:
     first_token: float = 0.0
     admissions: int = 0
     thought: "_ThoughtState | None" = None  # the budget and the loop guard's account, when the request asks
+    leader: "_Job | None" = None  # a choice of the same prompt: it copies the leader's evaluated prompt cells
+    unreleased: list[TokenLogprob] = field(default_factory=list)  # logprobs of tokens whose text is held back
+    logprobs: list[TokenLogprob] = field(default_factory=list)  # those passed on with a piece
 
     @property
     def request(self) -> GenerationRequest:
@@ -163,11 +166,17 @@ class Engine(Closeable):
         """Queue a generation; read its pieces from the returned stream (pass the running loop for asyncio)."""
         return self.submit_many([request], loop)[0]
 
-    def submit_many(self, requests: list[GenerationRequest], loop: asyncio.AbstractEventLoop | None = None
-                    ) -> list[Stream]:
+    def submit_many(self, requests: list[GenerationRequest], loop: asyncio.AbstractEventLoop | None = None,
+                    share_prompt: bool = False) -> list[Stream]:
         """Queue several generations at once: the engine sees all of them in the same step, so the way they are
-        batched does not depend on when its thread woke up."""
+        batched does not depend on when its thread woke up. `share_prompt`: the requests have the same prompt
+        (several choices of one request): it is evaluated once, by the first, whose cells the others copy."""
         jobs = [self._job(request, loop) for request in requests]
+        if share_prompt:
+            if any(list(r.tokens) != list(requests[0].tokens) for r in requests):
+                raise InvalidArgumentError("requests that share a prompt must have the same prompt", param="n")
+            for job in jobs[1:]:
+                job.leader = jobs[0]
         with self._cond:
             if not self._accepting:
                 raise EngineClosedError("the engine is not taking new requests")
@@ -301,26 +310,45 @@ class Engine(Closeable):
                 self._finish(slot, slot.job, "cancelled")
 
     def _admit(self) -> None:
-        while self._waiting:
+        for job in list(self._waiting):
             free = [s for s in self._slots if s.job is None]
             if not free:
                 return
-            job = self._waiting.popleft()
+            source = self._prompt_source(job)
+            if source is _WAIT:
+                continue
+            self._waiting.remove(job)
             slot = max(free, key=lambda s: (_common_prefix(s.cached, job.tokens), -s.last_used))
             keep = min(_common_prefix(slot.cached, job.tokens), len(job.tokens) - 1)  # the last token is always
             self.context.seq_rm(slot.seq, keep, -1)  # evaluated: its logits start the reply
             slot.cached = slot.cached[:keep]
+            if source is not None and keep < job.n_prompt - 1:
+                keep = job.n_prompt - 1
+                self.context.seq_rm(slot.seq, 0, -1)
+                self.context.seq_cp(source.seq, slot.seq, 0, keep)
+                slot.cached = job.tokens[:keep]
             slot.job = job
             job.pending = job.tokens[keep:]
             job.admissions += 1
             if job.admissions == 1:
                 job.admitted = time.perf_counter()
                 job.prompt_eval_tokens = len(job.pending)
-                job.sampler = runtime.Sampler(job.request.sampling)
+                job.sampler = runtime.Sampler(job.request.sampling, self.model)
                 req = job.request
                 job.text = GeneratedText(req.opened_thought, req.split_reasoning, req.stop)
                 if req.thinking.active:
                     job.thought = self._thought_state(req)
+
+    def _prompt_source(self, job: _Job):
+        """For a choice that shares its leader's prompt: the leader's slot once it holds the prompt (all but its
+        last token), _WAIT while the leader's prompt is being evaluated, None to evaluate the prompt itself."""
+        leader = job.leader
+        if leader is None or job.admissions > 0 or leader.stream.done:
+            return None
+        slot = next((s for s in self._slots if s.job is leader), None)
+        if slot is None:
+            return _WAIT  # the leader waits for a slot itself
+        return slot if len(slot.cached) >= job.n_prompt - 1 else _WAIT
 
     def _thought_state(self, req: GenerationRequest) -> _ThoughtState:
         text = closing_text(req.thinking.message)
@@ -391,7 +419,12 @@ class Engine(Closeable):
         if len(slot.cached) >= self.n_ctx_seq:
             self._finish(slot, job, "context")  # no cell left for another token of this sequence
             return
-        token = job.sampler.sample(self.context, row)
+        probs = None
+        if req.logprobs is None:
+            token = job.sampler.sample(self.context, row)
+        else:
+            probs = job.sampler.sample_with_probs(self.context, row, req.logprobs)
+            token = probs.token
         now = time.perf_counter()
         if job.first_token == 0.0:
             job.first_token = now
@@ -399,7 +432,7 @@ class Engine(Closeable):
             self._finish(slot, job, "stop")
             return
         was_in_thought = job.text.in_thought
-        self._append(job, token)
+        self._append(job, token, probs)
         if job.text.stopped:
             self._finish(slot, job, "stop")
         elif job.thought is not None and job.text.in_thought and self._control_thought(slot, job, token,
@@ -408,13 +441,31 @@ class Engine(Closeable):
         elif req.max_tokens is not None and job.n_generated >= req.max_tokens:
             self._finish(slot, job, "length")
 
-    def _append(self, job: _Job, token: int) -> None:
-        """A generated token (sampled or forced): to be decoded next, and through the text path to the stream."""
+    def _append(self, job: _Job, token: int, probs: runtime.TokenProbs | None = None) -> None:
+        """A generated token (sampled or forced): to be decoded next, and through the text path to the stream.
+        A sampled token's probabilities go out with the next piece of text released."""
         job.tokens.append(token)
         job.pending.append(token)
         self._counts["generated"] += 1
-        for piece in job.text.feed(self.model.token_piece(token)):
+        pieces = job.text.feed(self.model.token_piece(token))
+        if probs is not None:
+            job.unreleased.append(self._logprob(job, probs))
+        self._push(job, pieces)
+
+    def _push(self, job: _Job, pieces: list) -> None:
+        if pieces and job.unreleased:
+            pieces[-1].logprobs = tuple(job.unreleased)
+            job.logprobs.extend(job.unreleased)
+            job.unreleased = []
+        for piece in pieces:
             job.stream._push(piece)
+
+    def _logprob(self, job: _Job, probs: runtime.TokenProbs) -> TokenLogprob:
+        text = job.text
+        thought = text.in_thought or (text.close_at is not None and text.close_at == text.n_tokens)
+        piece = self.model.token_piece
+        return TokenLogprob(probs.token, piece(probs.token), probs.logprob,
+                            tuple((t, piece(t), lp) for t, lp in probs.top), thought)
 
     # -- the thought under control ----------------------------------------------------------------------------
 
@@ -447,6 +498,7 @@ class Engine(Closeable):
             room, reason = max_tokens - job.n_generated, "length"
         for token in state.closing[:max(room, 0)]:
             state.forced += 1
+            job.sampler.accept(token)  # the penalties and a lazy grammar see it (the grammar waits for `</think>`)
             self._append(job, token)
             if job.text.stopped:  # a stop string inside the closing text
                 self._finish(slot, job, "stop")
@@ -462,15 +514,14 @@ class Engine(Closeable):
         now = time.perf_counter()
         text = job.text
         if text is not None:
-            for piece in text.finish():
-                job.stream._push(piece)
+            self._push(job, text.finish())
             reasoning_tokens, answer_tokens = text.counts
             splitter = text.splitter
             result = GenerationResult(
                 text=text.text, reasoning=splitter.thought, answer=splitter.answer, prompt_tokens=job.n_prompt,
                 prompt_eval_tokens=job.prompt_eval_tokens, reasoning_tokens=reasoning_tokens,
                 answer_tokens=answer_tokens, finish_reason=reason, thought_unfinished=splitter.thought_unfinished,
-                **_thought_fields(job.thought),
+                **_thought_fields(job.thought), logprobs=job.logprobs,
                 queue_seconds=job.admitted - job.submitted,
                 prompt_seconds=(job.first_token or now) - job.admitted,
                 gen_seconds=now - job.first_token if job.first_token else 0.0)
@@ -511,6 +562,9 @@ class Engine(Closeable):
             if job.sampler is not None:
                 job.sampler.close()
             job.stream._finish(error=error)
+
+
+_WAIT = object()  # _prompt_source: not yet
 
 
 def _thought_fields(state: _ThoughtState | None) -> dict:

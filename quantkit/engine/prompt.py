@@ -35,12 +35,13 @@ class Prompt:
         return self.n_ctx_seq - len(self.tokens)
 
     def request(self, sampling: Sampling = Sampling(), max_tokens: int | None = None, *, stop: Sequence[str] = (),
-                split_reasoning: bool = True, fit_context: bool = False, thinking: Thinking = Thinking()
-                ) -> GenerationRequest:
+                split_reasoning: bool = True, fit_context: bool = False, thinking: Thinking = Thinking(),
+                logprobs: int | None = None) -> GenerationRequest:
         """The engine's request. `fit_context`: `max_tokens` is capped by the room the prompt leaves (a
         generation then ends as "length", not "context"); a prompt that leaves no room is an error either way.
         `thinking`: the thought's budget and loop guard; with budget 0 an opened thought is closed in the prompt
-        (`<think>\n\n</think>\n\n`), so that the model answers straight away."""
+        (`<think>\n\n</think>\n\n`), so that the model answers straight away. `logprobs`: report each sampled
+        token's log-probability and this many alternatives."""
         tokens, opened = self.tokens, self.opened_thought
         if thinking.budget == 0 and opened and self.empty_thought:
             tokens, opened = [*tokens, *self.empty_thought], False
@@ -51,7 +52,8 @@ class Prompt:
         if fit_context:
             max_tokens = room if max_tokens is None else min(max_tokens, room)
         return GenerationRequest(tokens, sampling, max_tokens, stop=tuple(stop), opened_thought=opened,
-                                 split_reasoning=split_reasoning and self.chat, thinking=thinking)
+                                 split_reasoning=split_reasoning and self.chat, thinking=thinking,
+                                 logprobs=logprobs)
 
 
 def user_message(text: str, math: bool = False) -> dict:

@@ -19,6 +19,7 @@ Kind = Literal["thought", "answer"]
 class Piece:
     kind: Kind
     text: str
+    logprobs: tuple = ()  # the engine's TokenLogprobs of the tokens whose text this piece releases (when asked)
 
 
 @dataclass

@@ -25,6 +25,20 @@ class GenerationRequest:
     opened_thought: bool = False  # the prompt ends inside a thought (the template wrote `<think>\n`)
     split_reasoning: bool = True  # False: every piece is an answer piece, tags and all
     thinking: Thinking = field(default_factory=Thinking)  # the thought's budget and loop guard (engine/thinking.py)
+    logprobs: int | None = None  # report each sampled token's log-probability and this many top alternatives
+
+
+@dataclass(frozen=True)
+class TokenLogprob:
+    """One sampled token's log-probability, from the distribution the sampler drew it from (runtime.TokenProbs):
+    its text's bytes, and the top alternatives as (id, bytes, log-probability). `thought`: the token is part of
+    the thought (the one that closes it included)."""
+
+    token: int
+    text: bytes
+    logprob: float
+    top: tuple[tuple[int, bytes, float], ...]
+    thought: bool = False
 
 
 @dataclass
@@ -49,6 +63,8 @@ class GenerationResult:
     queue_seconds: float = 0.0  # submitted → given a slot
     prompt_seconds: float = 0.0  # given a slot → first token sampled
     gen_seconds: float = 0.0  # first token sampled → end
+    logprobs: list[TokenLogprob] = field(default_factory=list)  # with request.logprobs: the sampled tokens' (those
+    # whose text was passed on: a stop string's are not; forced tokens have none)
 
     @property
     def gen_tokens(self) -> int:

@@ -8,6 +8,7 @@ not set, so it is always passed as true.
 from __future__ import annotations
 
 import datetime
+import json
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -70,7 +71,14 @@ def _compile(source: str):
     env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True)
     env.globals["raise_exception"] = raise_exception
     env.globals["strftime_now"] = lambda fmt: datetime.datetime.now().strftime(fmt)
+    # Hugging Face's `tojson`: a plain string. Jinja's own returns HTML-safe Markup, which escapes whatever text
+    # it is joined to (R1's template writes '<｜Assistant｜>…' + arguments|tojson: the tags came out as &lt;…).
+    env.filters["tojson"] = _tojson
     try:
         return env.from_string(source)
     except jinja2.TemplateSyntaxError as e:
         raise ChatTemplateError(f"the model's chat template does not parse: {e}") from e
+
+
+def _tojson(value, ensure_ascii: bool = False, indent=None, separators=None, sort_keys: bool = False) -> str:
+    return json.dumps(value, ensure_ascii=ensure_ascii, indent=indent, separators=separators, sort_keys=sort_keys)

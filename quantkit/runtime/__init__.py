@@ -19,10 +19,10 @@ from .devices import (Device, all_devices, describe_device, extra_buffers_defaul
 from .model import ALL_LAYERS, Model, check_gguf_file, load_model, load_vocabulary
 from .quantizer import model_quantize
 from .rpc import add_rpc_servers, check_rpc_servers, on_ggml_abort, parse_endpoints, supports_rpc
-from .sampler import Sampler, Sampling
+from .sampler import Grammar, Sampler, Sampling, TokenProbs
 
-__all__ = ["ALL_LAYERS", "Batch", "Context", "Device", "EvalCallback", "KVCacheFullError", "Model", "Sampler",
-           "Sampling", "add_rpc_servers", "all_devices", "capture", "check_gguf_file", "check_rpc_servers",
-           "create_context", "describe_device", "extra_buffers_default", "gpu_devices", "lib", "load_model",
+__all__ = ["ALL_LAYERS", "Batch", "Context", "Device", "EvalCallback", "Grammar", "KVCacheFullError", "Model",
+           "Sampler", "Sampling", "TokenProbs", "add_rpc_servers", "all_devices", "capture", "check_gguf_file",
+           "check_rpc_servers", "create_context", "describe_device", "extra_buffers_default", "gpu_devices", "lib", "load_model",
            "load_vocabulary", "model_quantize", "on_ggml_abort", "parse_endpoints", "physical_cores",
            "supports_gpu_offload", "supports_rpc"]

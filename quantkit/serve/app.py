@@ -19,6 +19,7 @@ from ..engine.thinking import Thinking, check_budget
 from ..errors import ChatTemplateError, InvalidArgumentError
 from .errors import APIError, install_error_handlers, unavailable
 from .metrics import Metrics
+from .responses import add_responses_route
 from .routes import add_routes
 
 log = logging.getLogger(__name__)
@@ -53,6 +54,7 @@ class ServeConfig:
     replica: str | None = None  # one of several replicas (Ray Serve): named in a header and in /metrics
     thinking: Thinking = field(default_factory=lambda: Thinking(loop_guard="end"))  # the default of every request
     effort_budgets: dict[str, int] = field(default_factory=lambda: dict(DEFAULT_EFFORT_BUDGETS))
+    cors_origins: tuple[str, ...] = ()  # browser origins allowed to call the API (CORS); none by default
     load_in_background: bool = True  # False: the app starts only once the model is loaded (a replica is not
 
 
@@ -151,7 +153,13 @@ def create_app(config: ServeConfig, load: Callable[[], Engine]) -> FastAPI:
     install_error_handlers(app)
     app.add_middleware(_CountRequests, metrics=metrics, replica=config.replica)
 
+    if config.cors_origins:
+        from starlette.middleware.cors import CORSMiddleware
+
+        app.add_middleware(CORSMiddleware, allow_origins=list(config.cors_origins), allow_methods=["GET", "POST"],
+                           allow_headers=["Authorization", "Content-Type"])
     add_routes(app, config, backend, metrics)
+    add_responses_route(app, config, backend)
     return app
 
 

@@ -68,4 +68,6 @@ def parse_body(model, body: bytes):
         message = first["msg"]
         if first["type"] == "value_error":
             message = message.removeprefix("Value error, ")
+            if param == "body" and ": " in message:  # a check of the whole body names its field first
+                param, _, message = message.partition(": ")
         raise APIError(400, f"{param}: {message}", param=param) from None

@@ -1,5 +1,6 @@
-"""The routes: `/health`, `/v1/models`, `/metrics`, `/v1/chat/completions`, `/v1/completions`; the API key; the
-request body read within its limit and validated; the prompt built on the engine's one path (engine/prompt.py)."""
+"""The routes: `/health`, `/v1/models`, `/metrics`, `/v1/chat/completions`, `/v1/completions` (`/v1/responses`
+is responses.py, on the chat path); the API key; the request body read within its limit and validated; the
+prompt built on the engine's one path (engine/prompt.py)."""
 from __future__ import annotations
 
 import asyncio
@@ -10,27 +11,36 @@ from fastapi import FastAPI, Request
 from fastapi.responses import PlainTextResponse
 from starlette.concurrency import run_in_threadpool
 
-from ..engine import Engine, EngineClosedError, QueueFullError, Sampling, Stream
+from ..engine import Engine, EngineClosedError, QueueFullError, Stream
 from ..engine.prompt import Prompt, chat_prompt, raw_prompt
 from ..engine.thinking import Thinking
 from ..errors import ChatTemplateError, ContextFullError, InvalidArgumentError
 from .errors import APIError, parse_body, unavailable
+from . import params, tools as tool_calls
+from .logprobs import chat_logprobs, completion_logprobs
 from .metrics import Metrics
 from .schemas import ChatCompletionRequest, CompletionRequest
-from .streaming import FINISH, EventStream, Reply, chat_events, completion_events, marks, usage, wait_result
+from .streaming import FINISH, EventStream, Reply, chat_events, completion_events, marks, usage, wait_results
 
 log = logging.getLogger(__name__)
 
 PUBLIC = ("/health", "/v1/models")  # answered without the API key
 
 
-def add_routes(app: FastAPI, config, backend, metrics: Metrics) -> None:
+def authorizer(config):
+    """The check of a request's API key (none when the server has no key)."""
     def authorize(request: Request) -> None:
         if config.api_key is None:
             return
         scheme, _, key = request.headers.get("authorization", "").partition(" ")
         if scheme.lower() != "bearer" or not hmac.compare_digest(key.strip().encode(), config.api_key.encode()):
             raise APIError(401, "Invalid API Key", "authentication_error", headers={"WWW-Authenticate": "Bearer"})
+
+    return authorize
+
+
+def add_routes(app: FastAPI, config, backend, metrics: Metrics) -> None:
+    authorize = authorizer(config)
 
     @app.get("/health")
     async def health():
@@ -61,20 +71,19 @@ def add_routes(app: FastAPI, config, backend, metrics: Metrics) -> None:
         engine = backend.ready()
         if backend.template is None:
             raise APIError(400, f"{backend.template_error}; use /v1/completions with a raw prompt")
-        prompt = await run_in_threadpool(_chat_prompt, engine, body)
+        tools = tool_calls.tool_set(body, backend.template)
+        prompt = await run_in_threadpool(_chat_prompt, engine, body, tools)
         split = config.reasoning_format == "deepseek"
-        stream = _submit(backend, engine, body, prompt, _thinking(config, body), split_reasoning=split)
+        streams = _submit(backend, engine, body, prompt, _thinking(config, body), split_reasoning=split,
+                          response_format=body.response_format, tools=tools)
         reply = Reply("chatcmpl", config.model_id)
+        logprobs = body.n_logprobs is not None
         if body.stream:
-            return EventStream(chat_events(stream, reply, body.include_usage, backend), stream, backend)
-        result = await wait_result(stream, request, backend)
-        message = {"role": "assistant"}
-        if split and result.reasoning:
-            message["reasoning_content"] = result.reasoning
-        message["content"] = result.answer if split else result.text
-        return reply.body("chat.completion", [{"index": 0, "message": message, "logprobs": None,
-                                               "finish_reason": FINISH[result.finish_reason]}], usage=usage(result),
-                          quantkit=marks(result))
+            return EventStream(chat_events(streams, reply, body.include_usage, backend, split, logprobs,
+                                           tools is not None), streams, backend)
+        results = await wait_results(streams, request, backend)
+        choices = [_chat_choice(i, r, split, logprobs, tools is not None) for i, r in enumerate(results)]
+        return reply.body("chat.completion", choices, usage=usage(results), quantkit=marks(results[0]))
 
     @app.post("/v1/completions")
     async def completions(request: Request):
@@ -82,14 +91,34 @@ def add_routes(app: FastAPI, config, backend, metrics: Metrics) -> None:
         body = parse_body(CompletionRequest, await _read_body(request, config.max_body_bytes))
         engine = backend.ready()
         prompt = await run_in_threadpool(_raw_prompt, engine, body.prompt)
-        stream = _submit(backend, engine, body, prompt, _thinking(config, body))
+        streams = _submit(backend, engine, body, prompt, _thinking(config, body))
         reply = Reply("cmpl", config.model_id)
+        logprobs = body.n_logprobs is not None
         if body.stream:
-            return EventStream(completion_events(stream, reply, body.include_usage, backend), stream, backend)
-        result = await wait_result(stream, request, backend)
-        return reply.body("text_completion", [{"index": 0, "text": result.text, "logprobs": None,
-                                               "finish_reason": FINISH[result.finish_reason]}], usage=usage(result),
-                          quantkit=marks(result))
+            return EventStream(completion_events(streams, reply, body.include_usage, backend, logprobs), streams,
+                               backend)
+        results = await wait_results(streams, request, backend)
+        return reply.body("text_completion", [
+            {"index": i, "text": r.text, "logprobs": completion_logprobs(r.logprobs) if logprobs else None,
+             "finish_reason": FINISH[r.finish_reason]} for i, r in enumerate(results)],
+            usage=usage(results), quantkit=marks(results[0]))
+
+
+def _chat_choice(index: int, result, split: bool, logprobs: bool, tools: bool = False) -> dict:
+    message = {"role": "assistant"}
+    if split and result.reasoning:
+        message["reasoning_content"] = result.reasoning
+    message["content"] = result.answer if split else result.text
+    finish = FINISH[result.finish_reason]
+    if tools:
+        message["content"], calls = tool_calls.parse_calls(message["content"])
+        if calls:
+            message["content"] = message["content"] or None
+            message["tool_calls"] = calls
+            finish = "tool_calls"
+    return {"index": index, "message": message,
+            "logprobs": chat_logprobs(result.logprobs, split) if logprobs else None,
+            "finish_reason": finish, "quantkit": marks(result)}
 
 
 async def _read_body(request: Request, limit: int) -> bytes:
@@ -118,11 +147,11 @@ async def _discard(request: Request, size: int, limit: int) -> None:
         pass
 
 
-def _chat_prompt(engine: Engine, body: ChatCompletionRequest) -> Prompt:
+def _chat_prompt(engine: Engine, body: ChatCompletionRequest, tools=None) -> Prompt:
     """The conversation as the engine's prompt. Earlier assistant messages go in without their
     reasoning_content (R1's template also cuts a `<think>…</think>` out of their content); the template's forced
-    `<think>\\n` is handled as chat handles it."""
-    messages = [{"role": "system" if m.role == "developer" else m.role, "content": m.text} for m in body.messages]
+    `<think>\\n` is handled as chat handles it; tool calls and results as the template writes them."""
+    messages = tool_calls.template_messages(body.messages, tools)
     try:
         return chat_prompt(engine, messages)
     except ChatTemplateError as e:
@@ -151,17 +180,18 @@ def _thinking(config, body) -> Thinking:
     return Thinking(budget, default.message, default.loop_guard)
 
 
-def _submit(backend, engine: Engine, body, prompt: Prompt, thinking: Thinking, split_reasoning: bool = True
-            ) -> Stream:
-    default = Sampling()
+def _submit(backend, engine: Engine, body, prompt: Prompt, thinking: Thinking, split_reasoning: bool = True,
+            response_format=None, tools=None) -> list[Stream]:
+    """The request's `n` choices queued on the engine (one prompt, evaluated once)."""
+    sampling = params.sampling(body, engine.model.n_vocab)
     try:
-        sampling = Sampling(
-            temperature=default.temperature if body.temperature is None else body.temperature,
-            top_p=default.top_p if body.top_p is None else body.top_p,
-            top_k=default.top_k if body.top_k is None else body.top_k, seed=body.seed)
         request = prompt.request(sampling, body.budget, stop=body.stop_strings, split_reasoning=split_reasoning,
-                                 thinking=thinking)
-        stream = engine.submit(request, loop=asyncio.get_running_loop())
+                                 thinking=thinking, logprobs=body.n_logprobs)
+        request = params.with_grammar(request, response_format)
+        if tools is not None:
+            request = params.with_tools(request, tools)
+        streams = engine.submit_many(params.choices(request, body.n), loop=asyncio.get_running_loop(),
+                                     share_prompt=True)
     except ContextFullError:
         raise APIError(400, "the request exceeds the available context size, try increasing it",
                        "exceed_context_size_error", n_prompt_tokens=len(prompt.tokens),
@@ -172,5 +202,5 @@ def _submit(backend, engine: Engine, body, prompt: Prompt, thinking: Thinking, s
         raise unavailable("the server is shutting down") from None
     except InvalidArgumentError as e:
         raise APIError(400, str(e)) from None
-    backend.streams.add(stream)
-    return stream
+    backend.streams.update(streams)
+    return streams
