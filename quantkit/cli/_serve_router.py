@@ -29,11 +29,12 @@ def serve_router(paths: list[Path], *, host: str, port: int, api_key: str | None
     if reasoning_format.lower() not in REASONING_FORMATS:
         raise InvalidArgumentError(f"--reasoning-format must be one of {', '.join(REASONING_FORMATS)}, "
                                    f"not {reasoning_format!r}")
+    budget = parse_size(max_memory, "--max-memory") if max_memory is not None else None
     found = find_models(paths)  # every header read and checked before the socket opens
     base = ServeConfig(model_id="router", api_key=api_key, reasoning_format=reasoning_format.lower(),
                        max_body_bytes=int(max_body_mib * 2**20), shutdown_grace=shutdown_grace,
                        thinking=Thinking(*thinking), effort_budgets=effort_budgets(budgets), load_in_background=False)
-    budget = parse_size(max_memory, "--max-memory") if max_memory is not None else available_memory()
+    budget = available_memory() if budget is None else budget
     need = {m.id: memory_need(m, engine["n_ctx"], engine["n_batch"], engine["n_parallel"]) for m in found}
 
     def open_app(model):
