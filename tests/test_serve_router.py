@@ -173,3 +173,13 @@ def test_load_and_unload_by_hand(server):
     assert unknown.status_code == 404 and unknown.json()["error"]["code"] == "model_not_found"
     anonymous = server.post("/v1/chat/completions", json={"messages": [{"role": "user", "content": "hi"}]})
     assert anonymous.status_code == 400 and anonymous.json()["error"]["param"] == "model"
+
+
+def test_sigterm_stops_the_router_cleanly(tmp_path):
+    rungs = smollm2_rungs(TYPES[:2])
+    with start(rungs, "--ctx", "512", "--parallel", "1", "--threads", "1") as s:
+        for model in IDS[:2]:
+            assert _ask(s, model).choices[0].message.content
+        assert _loaded(s) == 2
+        assert s.stop() == 0, s.stderr
+        assert "Traceback" not in s.stderr and "stopped" in s.stderr

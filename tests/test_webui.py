@@ -101,6 +101,11 @@ def test_chat_shows_the_thought_folded_with_its_token_count_and_the_answer(brows
         answer = page.locator(".message.assistant .answer")
         assert answer.inner_text().startswith("The answer is")
         assert answer.locator("math").count() == 1  # \boxed{4} rendered as MathML
+        # the model's text is not trusted: its HTML is shown as text, a javascript: link is dropped
+        html = page.evaluate("Render.markdown('<img src=x onerror=alert(1)> **b** $x^2$ \\\\[y\\\\] "
+                             "[l](javascript:alert(1)) `$z$`')")
+        assert "<img" not in html and "&lt;img" in html and "javascript:" not in html
+        assert "<strong>b</strong>" in html and html.count("<math") == 2 and "<code>$z$</code>" in html
         page.reload()  # the conversation is kept in the browser
         page.wait_for_selector("body[data-ready='1']")
         assert page.locator(".message.user .user-text").inner_text() == "What is 2 + 2?"
