@@ -183,3 +183,18 @@ def test_sigterm_stops_the_router_cleanly(tmp_path):
         assert _loaded(s) == 2
         assert s.stop() == 0, s.stderr
         assert "Traceback" not in s.stderr and "stopped" in s.stderr
+
+
+def test_max_memory_keeps_one_of_two_and_refuses_a_model_past_it(tmp_path):
+    rungs = smollm2_rungs(TYPES[:2])  # each needs about 200-250 MiB at --ctx 512: 300 MiB holds one
+    with start(rungs, "--ctx", "512", "--parallel", "1", "--threads", "1", "--max-memory", "300MiB") as s:
+        needs = [m["memory_bytes"] for m in _models(s).values()]
+        assert max(needs) <= 300 * 2**20 < sum(needs)
+        for model in IDS[:2] * 2:
+            assert _ask(s, model).choices[0].message.content
+            assert _loaded(s) == 1
+        assert s.metrics()["quantkit_memory_budget_bytes"] == 300 * 2**20
+    (tmp_path / rungs[0].name).symlink_to(rungs[0])  # a folder: the router, even for one model
+    with start(tmp_path, "--ctx", "512", "--threads", "1", "--max-memory", "50MiB") as s:
+        r = s.post("/v1/chat/completions", json={"model": IDS[0], "messages": [{"role": "user", "content": "hi"}]})
+        assert r.status_code == 503 and "--max-memory" in r.json()["error"]["message"]
