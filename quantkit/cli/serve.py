@@ -1,5 +1,7 @@
 """`quantkit serve MODEL.gguf`: an OpenAI-compatible server (chat with the reasoning apart, raw completions,
-models, health, metrics) over the batching engine. FastAPI and uvicorn are imported when the command runs."""
+models, health, metrics) over the batching engine, and a web page at `/`. `quantkit serve A.gguf B.gguf FOLDER/`:
+one server for all of them, each loaded when a request names it (serve/router.py). FastAPI and uvicorn are
+imported when the command runs."""
 from __future__ import annotations
 
 import os
@@ -11,7 +13,7 @@ import typer
 from ..errors import InvalidArgumentError
 from ..memory.layers import remote_summary
 from ..engine.thinking import BUDGET_MESSAGE
-from ._options import GGUFPath, LoopGuard, LoopGuardMode, NGpuLayers, ReasoningBudget, ReasoningBudgetMessage, Rpc
+from ._options import LoopGuard, LoopGuardMode, NGpuLayers, ReasoningBudget, ReasoningBudgetMessage, Rpc
 from ._options import Threads
 from ._output import command, stderr
 from ._rpc import exit_on_ggml_abort, rpc_endpoints
@@ -23,7 +25,8 @@ def register(app: typer.Typer) -> None:
 
 @command
 def run(
-    model: GGUFPath,
+    models: Annotated[list[Path], typer.Argument(help="GGUF files, or folders holding them (a `quantkit run` output): "
+                                                  "several are served by one router.", show_default=False)],
     host: Annotated[str, typer.Option("--host", help="Address to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option("--port", min=0, max=65535, help="Port (0: any free one).")] = 8080,
     parallel: Annotated[int, typer.Option("--parallel", "-np", min=1, help="Sequences generated at once (slots).")] = 4,
@@ -51,9 +54,29 @@ def run(
                                                             "cluster here, else the address of one (auto, HOST:PORT).")] = None,
     replicas: Annotated[int, typer.Option("--replicas", min=1, help="With --ray: replicas of the model (one GPU "
                                                                      "each, or --threads CPUs each).")] = 1,
+    max_loaded: Annotated[int, typer.Option("--max-loaded", min=0, help="With several models: most loaded at once "
+                                                                       "(0: no limit but memory).")] = 0,
+    max_memory: Annotated[Optional[str], typer.Option("--max-memory", help="With several models: the memory the "
+                          "loaded ones may take, by estimate-memory's count (e.g. 12GiB; default: the free RAM and "
+                          "VRAM at start).", show_default=False)] = None,
+    no_webui: Annotated[bool, typer.Option("--no-webui", help="No web page at /.")] = False,
 ) -> None:
-    """Serve a GGUF model over an OpenAI-compatible HTTP API, several requests at once."""
+    """Serve GGUF models over an OpenAI-compatible HTTP API and a web page, several requests at once."""
     endpoints = rpc_endpoints(rpc)
+    if len(models) != 1 or models[0].is_dir():
+        if ray is not None:
+            raise InvalidArgumentError("--ray serves one model, not several")
+        from ._serve_router import serve_router
+
+        return serve_router(models, host=host, port=port, api_key=_api_key(api_key, api_key_file),
+                            max_loaded=max_loaded, max_memory=max_memory, webui=not no_webui,
+                            reasoning_format=reasoning_format, max_body_mib=max_body_mib,
+                            shutdown_grace=shutdown_grace, budgets=reasoning_effort_budgets,
+                            thinking=(reasoning_budget, reasoning_budget_message, loop_guard.value),
+                            engine={"n_ctx": ctx, "n_gpu_layers": n_gpu_layers, "n_parallel": parallel,
+                                    "threads": threads, "n_batch": batch, "max_queue": max_queue, "rpc": endpoints},
+                            cors_origins=tuple(cors_origin or ()))
+    model = models[0]
     from ..runtime import check_gguf_file
 
     check_gguf_file(model)  # a missing or non-GGUF file fails before the socket opens
@@ -81,6 +104,10 @@ def run(
         return _serve_on_ray(config, load, ray, replicas, host, port, threads, key)
     app = create_app(config, load)
     app.state.backend.on_loaded = lambda engine: _loaded(engine, thinking.budget is not None)
+    if not no_webui:
+        from ..serve.webui import add_webui
+
+        add_webui(app, api_key=key is not None)
     sock = bind(host, port)
     bound_host, bound_port = sock.getsockname()[:2]
     shown = f"[{bound_host}]" if ":" in bound_host else bound_host

@@ -129,6 +129,15 @@ class Backend:
             self.engine = None
 
 
+def add_cors(app: FastAPI, origins: tuple[str, ...]) -> None:
+    """Let browsers at `origins` call the API (CORS); none by default."""
+    if origins:
+        from starlette.middleware.cors import CORSMiddleware
+
+        app.add_middleware(CORSMiddleware, allow_origins=list(origins), allow_methods=["GET", "POST"],
+                           allow_headers=["Authorization", "Content-Type"])
+
+
 def create_app(config: ServeConfig, load: Callable[[], Engine]) -> FastAPI:
     if config.reasoning_format not in REASONING_FORMATS:
         raise InvalidArgumentError(f"--reasoning-format must be one of {', '.join(REASONING_FORMATS)}, "
@@ -153,11 +162,7 @@ def create_app(config: ServeConfig, load: Callable[[], Engine]) -> FastAPI:
     install_error_handlers(app)
     app.add_middleware(_CountRequests, metrics=metrics, replica=config.replica)
 
-    if config.cors_origins:
-        from starlette.middleware.cors import CORSMiddleware
-
-        app.add_middleware(CORSMiddleware, allow_origins=list(config.cors_origins), allow_methods=["GET", "POST"],
-                           allow_headers=["Authorization", "Content-Type"])
+    add_cors(app, config.cors_origins)
     add_routes(app, config, backend, metrics)
     add_responses_route(app, config, backend)
     return app

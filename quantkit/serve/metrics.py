@@ -5,6 +5,8 @@ import os
 import threading
 from collections import Counter
 
+Family = tuple  # (name, kind, help, [(labels, value)]): one metric and its samples
+
 ENDPOINTS = ("/v1/chat/completions", "/v1/completions", "/v1/responses", "/v1/models", "/health", "/metrics")
 
 
@@ -23,12 +25,14 @@ class Metrics:
         """The exposition text; `stats` is the engine's EngineStats (None while the model loads),
         `kv_cells_llama` the cells llama.cpp itself holds (only known while the engine is idle), `replica` the
         name of this replica when there are several (each counts only what it answered)."""
-        out: list[str] = []
+        return render_families(self.families(stats, kv_cells_llama, replica))
+
+    def families(self, stats=None, kv_cells_llama: int | None = None, replica: str | None = None) -> list[Family]:
+        """What `render` writes, as data: (name, kind, help, [(labels, value)]) per metric, labels as `{…}` or ""."""
+        out: list[Family] = []
 
         def metric(name: str, kind: str, help_: str, samples: list[tuple[str, float]]) -> None:
-            out.append(f"# HELP quantkit_{name} {help_}")
-            out.append(f"# TYPE quantkit_{name} {kind}")
-            out.extend(f"quantkit_{name}{labels} {_number(value)}" for labels, value in samples)
+            out.append((name, kind, help_, samples))
 
         with self._lock:
             requests = sorted(self._requests.items())
@@ -39,7 +43,7 @@ class Metrics:
                [(f'{{endpoint="{e}",status="{s}"}}', n) for (e, s), n in requests])
         metric("model_loaded", "gauge", "1 once the model is loaded and the engine runs.", [("", stats is not None)])
         if stats is None:
-            return "\n".join(out) + "\n"
+            return out
         metric("prompt_tokens_total", "counter", "Prompt tokens evaluated (a prefix still cached is not).",
                [("", stats.prompt_tokens)])
         metric("generated_tokens_total", "counter", "Tokens generated.", [("", stats.generated_tokens)])
@@ -58,7 +62,16 @@ class Metrics:
         tps = stats.generated_tokens / stats.gen_seconds if stats.gen_seconds > 0 else 0.0
         metric("generation_tokens_per_second", "gauge", "Tokens generated per second of generating steps.",
                [("", round(tps, 3))])
-        return "\n".join(out) + "\n"
+        return out
+
+
+def render_families(families: list[Family]) -> str:
+    out: list[str] = []
+    for name, kind, help_, samples in families:
+        out.append(f"# HELP quantkit_{name} {help_}")
+        out.append(f"# TYPE quantkit_{name} {kind}")
+        out.extend(f"quantkit_{name}{labels} {_number(value)}" for labels, value in samples)
+    return "\n".join(out) + "\n"
 
 
 def _number(value) -> str:

@@ -356,6 +356,14 @@ GGUF_ROWS = [
         lambda w: ["eval", w.file("m.gguf", "x" * 100), "--limit", "1", *CPU], "not a GGUF"),
     Row("serve", "a model that does not exist", lambda w: ["serve", str(w.dir / "nope.gguf"), *CPU], "does not exist"),
     Row("serve", "a model that is not a GGUF", lambda w: ["serve", w.gguf(b"\0" * 64), *CPU], "not a GGUF"),
+    Row("serve", "a folder that holds no GGUF", lambda w: ["serve", w.folder("empty"), *CPU], "holds no GGUF"),
+    Row("serve", "several models, one of them not a GGUF",
+        lambda w: ["serve", str(w.good.model), w.gguf(b"\0" * 64, "junk.gguf"), *CPU], "not a GGUF"),
+    Row("serve", "--ray with several models",
+        lambda w: ["serve", str(w.good.model), w.folder("more"), "--ray", "local", "--port", "9"],
+        "--ray serves one model"),
+    Row("serve", "a --max-memory that is not a size",
+        lambda w: ["serve", str(w.good.model), w.folder("others"), "--max-memory", "lots", *CPU], "--max-memory"),
 ]
 
 _ST = "model__safetensors"  # Work.checkpoint's spelling of model.safetensors

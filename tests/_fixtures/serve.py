@@ -25,8 +25,9 @@ def free_port() -> int:
 
 
 class Server:
-    def __init__(self, model: Path, *args: str, api_key: str | None = None, env: dict | None = None):
-        cmd = [sys.executable, "-m", "quantkit", "serve", str(model), "--host", "127.0.0.1", "--port", "0",
+    def __init__(self, model: Path | list[Path], *args: str, api_key: str | None = None, env: dict | None = None):
+        models = [str(m) for m in (model if isinstance(model, (list, tuple)) else [model])]
+        cmd = [sys.executable, "-m", "quantkit", "serve", *models, "--host", "127.0.0.1", "--port", "0",
                "--n-gpu-layers", "0", *args]
         environment = {**os.environ, **(env or {})}
         environment.pop("QUANTKIT_API_KEY", None)
@@ -128,7 +129,7 @@ class Server:
             self.proc.wait()
 
 
-def start(model: Path, *args: str, **kwargs) -> Server:
+def start(model: Path | list[Path], *args: str, **kwargs) -> Server:
     server = Server(model, *args, **kwargs)
     try:
         return server.wait_ready()
