@@ -35,7 +35,8 @@ def turn_summary(r: GenerationResult) -> dict:
     return {"reasoning": r.reasoning, "answer": r.answer, "prompt_tokens": r.prompt_tokens,
             "reasoning_tokens": r.reasoning_tokens, "answer_tokens": r.answer_tokens, "prompt_tps": r.prompt_tps,
             "gen_tps": r.gen_tps, "finish_reason": r.finish_reason, "forced_tokens": r.forced_tokens,
-            "budget_reached": r.budget_reached, "looped": r.looped}
+            "budget_reached": r.budget_reached, "looped": r.looped, "prompt_eval_tokens": r.prompt_eval_tokens,
+            "drafted_tokens": r.drafted_tokens, "accepted_tokens": r.accepted_tokens}
 
 
 @dataclass

@@ -24,6 +24,7 @@ from pathlib import Path
 from .. import runtime
 from ..errors import ContextFullError, InvalidArgumentError, QuantkitError
 from ..resources import Closeable
+from . import prefix
 from .request import GenerationRequest, GenerationResult, Stream
 from .text import GeneratedText
 from .thinking import LoopDetector, closing_text
@@ -101,6 +102,8 @@ class EngineStats:
     failed: int
     preempted: int  # sequences put back in the queue because the KV cache was full (recomputed later)
     gen_seconds: float  # time the engine spent in steps that generated tokens
+    drafted_tokens: int = 0  # speculative decoding: tokens proposed, since start
+    accepted_tokens: int = 0  # of those, the ones sampling confirmed
 
 
 class Engine(Closeable):
@@ -134,7 +137,8 @@ class Engine(Closeable):
         self._owns_model = False
         self._template = None
         self._closings: dict[str, list[int]] = {}  # closing text → its tokens (the engine's thread only)
-        self._counts = {"prompt": 0, "generated": 0, "failed": 0, "preempted": 0, "gen_seconds": 0.0}
+        self._counts = {"prompt": 0, "generated": 0, "failed": 0, "preempted": 0, "gen_seconds": 0.0, "drafted": 0,
+                        "accepted": 0}
         self._finished: dict[str, int] = {}
         self._thread = threading.Thread(target=self._run, name="quantkit-engine", daemon=True)
         self._thread.start()
@@ -213,7 +217,8 @@ class Engine(Closeable):
                 kv_cells_cached=sum(len(s.cached) for s in self._slots if s.job is None),
                 prompt_tokens=self._counts["prompt"], generated_tokens=self._counts["generated"],
                 finished=dict(self._finished), failed=self._counts["failed"],
-                preempted=self._counts["preempted"], gen_seconds=self._counts["gen_seconds"])
+                preempted=self._counts["preempted"], gen_seconds=self._counts["gen_seconds"],
+                drafted_tokens=self._counts["drafted"], accepted_tokens=self._counts["accepted"])
 
     def kv_cells_in_llama(self) -> dict[int, int]:
         """Per sequence, the cells llama.cpp itself holds (its largest position + 1): to check the engine's own
@@ -301,26 +306,40 @@ class Engine(Closeable):
                 self._finish(slot, slot.job, "cancelled")
 
     def _admit(self) -> None:
+        deferred = []
         while self._waiting:
             free = [s for s in self._slots if s.job is None]
             if not free:
-                return
+                break
             job = self._waiting.popleft()
-            slot = max(free, key=lambda s: (_common_prefix(s.cached, job.tokens), -s.last_used))
-            keep = min(_common_prefix(slot.cached, job.tokens), len(job.tokens) - 1)  # the last token is always
-            self.context.seq_rm(slot.seq, keep, -1)  # evaluated: its logits start the reply
-            slot.cached = slot.cached[:keep]
-            slot.job = job
-            job.pending = job.tokens[keep:]
-            job.admissions += 1
-            if job.admissions == 1:
-                job.admitted = time.perf_counter()
-                job.prompt_eval_tokens = len(job.pending)
-                job.sampler = runtime.Sampler(job.request.sampling)
-                req = job.request
-                job.text = GeneratedText(req.opened_thought, req.split_reasoning, req.stop)
-                if req.thinking.active:
-                    job.thought = self._thought_state(req)
+            source, shared = prefix.best_source(job.tokens, self._slots)
+            if prefix.should_wait(job.tokens, self._slots, shared):
+                deferred.append(job)  # another slot is evaluating most of this prompt: copy its cells next step
+                continue
+            slot = max(free, key=lambda s: (prefix.common_prefix(s.cached, job.tokens), -s.last_used))
+            self._place(slot, job, source, shared)
+        self._waiting.extendleft(reversed(deferred))
+
+    def _place(self, slot: _Slot, job: _Job, source: _Slot | None, shared: int) -> None:
+        """Give `job` the slot, with the longest prefix of its prompt that any slot holds: the slot's own cells,
+        then `source`'s shared through seq_cp. The last token is always evaluated: its logits start the reply."""
+        own = prefix.common_prefix(slot.cached, job.tokens)
+        keep = min(max(own, shared), len(job.tokens) - 1)
+        self.context.seq_rm(slot.seq, min(own, keep), -1)
+        if keep > own:
+            self.context.seq_cp(source.seq, slot.seq, own, keep)
+        slot.cached = job.tokens[:keep]
+        slot.job = job
+        job.pending = job.tokens[keep:]
+        job.admissions += 1
+        if job.admissions == 1:
+            job.admitted = time.perf_counter()
+            job.prompt_eval_tokens = len(job.pending)
+            job.sampler = runtime.Sampler(job.request.sampling)
+            req = job.request
+            job.text = GeneratedText(req.opened_thought, req.split_reasoning, req.stop)
+            if req.thinking.active:
+                job.thought = self._thought_state(req)
 
     def _thought_state(self, req: GenerationRequest) -> _ThoughtState:
         text = closing_text(req.thinking.message)
@@ -518,10 +537,3 @@ def _thought_fields(state: _ThoughtState | None) -> dict:
         return {}
     return {"forced_tokens": state.forced, "budget_reached": state.budget_reached, "looped": state.looped}
 
-
-def _common_prefix(a: list[int], b: list[int]) -> int:
-    n = min(len(a), len(b))
-    i = 0
-    while i < n and a[i] == b[i]:
-        i += 1
-    return i

@@ -46,6 +46,8 @@ class GenerationResult:
     forced_tokens: int = 0  # of the generated tokens, those the engine appended (the closing text), not sampled
     budget_reached: bool = False  # the reasoning budget ended the thought
     looped: bool = False  # the loop guard found the thought repeating itself (and ended it, or the generation)
+    drafted_tokens: int = 0  # speculative decoding: tokens proposed (by the draft model or the n-gram lookup)
+    accepted_tokens: int = 0  # of those, the ones the model's own sampling confirmed
     queue_seconds: float = 0.0  # submitted → given a slot
     prompt_seconds: float = 0.0  # given a slot → first token sampled
     gen_seconds: float = 0.0  # first token sampled → end
@@ -76,6 +78,15 @@ class GenerationResult:
         if CLOSE in self.text:
             return self.text.split(CLOSE)[-1]
         return "" if self.thought_unfinished else self.text
+
+    @property
+    def rejected_tokens(self) -> int:
+        return self.drafted_tokens - self.accepted_tokens
+
+    @property
+    def acceptance(self) -> float:
+        """The share of drafted tokens accepted (0 when nothing was drafted)."""
+        return self.accepted_tokens / self.drafted_tokens if self.drafted_tokens else 0.0
 
     @property
     def prompt_tps(self) -> float:

@@ -144,7 +144,9 @@ async def _run_model(backend: Backend, problems: list[Problem], protocol: Protoc
         writer.append(Sample(problem.id, k, seed, g.text, g.reasoning, answer or "", problem.answer, grade.extracted,
                              grade.verdict, g.prompt_tokens, g.reasoning_tokens, g.answer_tokens, g.finish_reason,
                              g.seconds, extra={"backend": backend.name}, forced_tokens=g.forced_tokens,
-                             budget_reached=g.budget_reached, looped=g.looped))
+                             budget_reached=g.budget_reached, looped=g.looped,
+                             prompt_eval_tokens=g.prompt_eval_tokens, drafted_tokens=g.drafted_tokens,
+                             accepted_tokens=g.accepted_tokens))
         finished += 1
         if progress:
             progress(backend.name, finished, total)

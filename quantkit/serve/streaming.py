@@ -50,7 +50,9 @@ def usage(result) -> dict:
     return {"prompt_tokens": result.prompt_tokens, "completion_tokens": result.gen_tokens,
             "total_tokens": result.prompt_tokens + result.gen_tokens,
             "prompt_tokens_details": {"cached_tokens": result.prompt_tokens - result.prompt_eval_tokens},
-            "completion_tokens_details": {"reasoning_tokens": result.reasoning_tokens}}
+            "completion_tokens_details": {"reasoning_tokens": result.reasoning_tokens,
+                                          "accepted_prediction_tokens": result.accepted_tokens,
+                                          "rejected_prediction_tokens": result.rejected_tokens}}
 
 
 def marks(result) -> dict:
