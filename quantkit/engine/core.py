@@ -26,6 +26,7 @@ from ..errors import ContextFullError, InvalidArgumentError, QuantkitError
 from ..resources import Closeable
 from . import prefix
 from .request import GenerationRequest, GenerationResult, Stream
+from .speculative import DraftModel, NgramDrafter, Speculation, check_vocabularies
 from .text import GeneratedText
 from .thinking import LoopDetector, closing_text
 
@@ -57,6 +58,9 @@ class _Job:
     first_token: float = 0.0
     admissions: int = 0
     thought: "_ThoughtState | None" = None  # the budget and the loop guard's account, when the request asks
+    draft: list[int] = field(default_factory=list)  # tokens proposed to follow `pending` in this step
+    drafted: int = 0
+    accepted: int = 0
 
     @property
     def request(self) -> GenerationRequest:
@@ -111,7 +115,8 @@ class Engine(Closeable):
     borrows one. Close it (or use `with`) to stop the thread and free the context."""
 
     def __init__(self, model: runtime.Model, *, n_ctx: int = 8192, n_parallel: int = 4, n_batch: int = 2048,
-                 n_ubatch: int = 512, threads: int | None = None, max_queue: int | None = None):
+                 n_ubatch: int = 512, threads: int | None = None, max_queue: int | None = None,
+                 speculation: Speculation | None = None, draft_model: runtime.Model | None = None):
         if n_parallel < 1:
             raise InvalidArgumentError(f"an engine needs at least one sequence, not {n_parallel}", param="n_parallel")
         if n_ctx < 2:
@@ -140,8 +145,23 @@ class Engine(Closeable):
         self._counts = {"prompt": 0, "generated": 0, "failed": 0, "preempted": 0, "gen_seconds": 0.0, "drafted": 0,
                         "accepted": 0}
         self._finished: dict[str, int] = {}
+        self.speculation = speculation
+        self._drafter = self._make_drafter(speculation, draft_model, n_batch, threads)
+        self._owns_draft = False
         self._thread = threading.Thread(target=self._run, name="quantkit-engine", daemon=True)
         self._thread.start()
+
+    def _make_drafter(self, spec: Speculation | None, draft_model: runtime.Model | None, n_batch: int,
+                      threads: int | None):
+        if spec is None:
+            return None
+        if spec.mode == "ngram":
+            return NgramDrafter(spec)
+        if draft_model is None:
+            raise InvalidArgumentError("speculation by draft needs the draft model", param="draft")
+        check_vocabularies(self.model, draft_model)
+        return DraftModel(draft_model, spec, target_vocab=self.model.n_vocab, n_ctx=self.n_ctx,
+                          n_seq=self.n_parallel, n_batch=min(n_batch, 512), threads=threads)
 
     @classmethod
     def open(cls, path: str | Path, *, n_ctx: int = 8192, n_gpu_layers: int | str = "auto",
@@ -150,15 +170,22 @@ class Engine(Closeable):
         and start an engine on it."""
         from ..runtime.offload import load_model
 
+        spec = kwargs.get("speculation")
         model = load_model(path, n_gpu_layers=n_gpu_layers, n_ctx=n_ctx, rpc=rpc)
+        draft = None
         try:
+            if spec is not None and spec.draft is not None:
+                draft = load_model(spec.draft, n_gpu_layers=n_gpu_layers, n_ctx=n_ctx, rpc=rpc)
             if model.n_ctx_train > 0:  # no sequence goes past the training context: no cells for that either
                 n_ctx = min(n_ctx, model.n_ctx_train * kwargs.get("n_parallel", 4))
-            engine = cls(model, n_ctx=n_ctx, **kwargs)
+            engine = cls(model, n_ctx=n_ctx, draft_model=draft, **kwargs)
         except BaseException:
+            if draft is not None:
+                draft.close()
             model.close()
             raise
         engine._owns_model = True
+        engine._owns_draft = draft is not None
         return engine
 
     # -- the callers' side ------------------------------------------------------------------------------------
@@ -243,6 +270,10 @@ class Engine(Closeable):
         self._thread.join()
         self._batch.close()
         self.context.close()
+        if self._drafter is not None:
+            self._drafter.close()
+            if self._owns_draft:
+                self._drafter.model.close()
         if self._owns_model:
             self.model.close()
 
@@ -279,18 +310,19 @@ class Engine(Closeable):
     def _step(self) -> None:
         self._drop_cancelled()
         self._admit()
+        t0 = time.perf_counter()
+        self._propose()
         while True:
             rows = self._fill_batch()
             if not rows:
                 return
             try:
-                t0 = time.perf_counter()
                 self.context.decode(self._batch)
                 break
             except runtime.KVCacheFullError:
-                if not (self._evict_idle() or self._preempt(rows)):
+                if not (self._drop_drafts() or self._evict_idle() or self._preempt(rows)):
                     raise
-        generating = any(n == 1 and row is not None for n, row in rows.values())
+        generating = any(n - len(draft) == 1 and row is not None for n, row, draft in rows.values())
         self._after_decode(rows)
         if generating:
             self._counts["gen_seconds"] += time.perf_counter() - t0
@@ -371,17 +403,67 @@ class Engine(Closeable):
         self._counts["preempted"] += 1
         return True
 
+    # -- speculation --------------------------------------------------------------------------------------------
+
+    def _propose(self) -> None:
+        """Ask the drafter for tokens to follow every sequence whose next decode is its one last token."""
+        if self._drafter is None:
+            return
+        spec, wants, jobs = self.speculation, [], {}
+        for slot in self._slots:
+            job = slot.job
+            if job is None or len(job.pending) != 1:
+                continue
+            k = min(spec.draft_max, self.n_ctx_seq - len(job.tokens) - 1)
+            if job.request.max_tokens is not None:  # the token sampled after the last accepted one counts too
+                k = min(k, job.request.max_tokens - job.n_generated - 1)
+            if k >= max(1, spec.draft_min):
+                wants.append((slot.seq, job.tokens, k))
+                jobs[slot.seq] = job
+        if not wants:
+            return
+        for seq, draft in self._drafter.propose(wants).items():
+            jobs[seq].draft = draft if len(draft) >= spec.draft_min else []
+
+    def _drop_drafts(self) -> bool:
+        """The cache has no room for the proposals: decode without them. False if there were none."""
+        jobs = [s.job for s in self._slots if s.job is not None and s.job.draft]
+        for job in jobs:
+            job.draft = []
+        return bool(jobs)
+
+    def _verify(self, slot: _Slot, job: _Job, row: int, draft: list[int]) -> None:
+        """Sample the rows of the last token and of each proposed one in turn, keeping proposals while the
+        sampled token is the proposed one; drop the cells of the rest."""
+        base = len(slot.cached)  # the position of draft[0]
+        job.drafted += len(draft)  # counted before a sampled token can end the generation (and make its result)
+        self._counts["drafted"] += len(draft)
+        accepted = 0
+        for i in range(len(draft) + 1):
+            if not self._next_token(slot, job, row + i):
+                break
+            if i == len(draft) or job.pending != [draft[i]]:
+                break  # the sampled token differs (or forced tokens follow it): it is decoded next step
+            slot.cached.append(job.pending.pop())  # its cell is the proposal's
+            accepted += 1
+            job.accepted += 1
+            self._counts["accepted"] += 1
+        if accepted < len(draft):
+            self.context.seq_rm(slot.seq, base + accepted, -1)
+
     # -- one step ---------------------------------------------------------------------------------------------
 
-    def _fill_batch(self) -> dict[int, tuple[int, int | None]]:
-        """The next token of every generating sequence, then prompt chunks. Returns, per slot with tokens in the
-        batch, how many it added and the batch row of its last one when a token is to be sampled from it."""
+    def _fill_batch(self) -> dict[int, tuple[int, int | None, list[int]]]:
+        """The next token of every generating sequence (and the tokens proposed to follow it), then prompt
+        chunks. Returns, per slot with tokens in the batch, how many it added, the batch row of its last pending
+        token when a token is to be sampled from it, and the proposed tokens in the rows after that one."""
         batch = self._batch
         batch.clear()
-        rows: dict[int, tuple[int, int | None]] = {}
+        rows: dict[int, tuple[int, int | None, list[int]]] = {}
         busy = [s for s in self._slots if s.job is not None]
         for slot in sorted(busy, key=lambda s: len(s.job.pending) > 1):  # generating first, then prompts
-            pending = slot.job.pending
+            job = slot.job
+            pending = job.pending
             room = batch.capacity - batch.n_tokens
             if not pending or room == 0:
                 continue
@@ -389,43 +471,54 @@ class Engine(Closeable):
             start = len(slot.cached)
             for i in range(n):
                 row = batch.add(pending[i], start + i, slot.seq, i == len(pending) - 1)
-            rows[slot.seq] = (n, row if n == len(pending) else None)
+            draft = job.draft[:room - n] if n == len(pending) else []
+            job.draft = []
+            for i, token in enumerate(draft):
+                batch.add(token, start + n + i, slot.seq, True)
+            rows[slot.seq] = (n + len(draft), row if n == len(pending) else None, draft)
         return rows
 
     def _after_decode(self, rows: dict[int, tuple[int, int | None]]) -> None:
         for slot in self._slots:
             if slot.seq not in rows:
                 continue
-            n, row = rows[slot.seq]
+            n, row, draft = rows[slot.seq]
+            n -= len(draft)
             job = slot.job
             slot.cached.extend(job.pending[:n])
             del job.pending[:n]
             if job.n_generated == 0:
                 self._counts["prompt"] += n
-            if row is not None:
+            if draft:
+                self._verify(slot, job, row, draft)
+            elif row is not None:
                 self._next_token(slot, job, row)
 
-    def _next_token(self, slot: _Slot, job: _Job, row: int) -> None:
+    def _next_token(self, slot: _Slot, job: _Job, row: int) -> bool:
+        """Sample the token of batch row `row` and pass it on; False when the generation ended."""
         req = job.request
         if len(slot.cached) >= self.n_ctx_seq:
             self._finish(slot, job, "context")  # no cell left for another token of this sequence
-            return
+            return False
         token = job.sampler.sample(self.context, row)
         now = time.perf_counter()
         if job.first_token == 0.0:
             job.first_token = now
         if self.model.is_end_of_generation(token):
             self._finish(slot, job, "stop")
-            return
+            return False
         was_in_thought = job.text.in_thought
         self._append(job, token)
         if job.text.stopped:
             self._finish(slot, job, "stop")
-        elif job.thought is not None and job.text.in_thought and self._control_thought(slot, job, token,
-                                                                                        was_in_thought):
-            return  # the thought's control ended the generation
-        elif req.max_tokens is not None and job.n_generated >= req.max_tokens:
+            return False
+        if job.thought is not None and job.text.in_thought and self._control_thought(slot, job, token,
+                                                                                      was_in_thought):
+            return False  # the thought's control ended the generation
+        if req.max_tokens is not None and job.n_generated >= req.max_tokens:
             self._finish(slot, job, "length")
+            return False
+        return True
 
     def _append(self, job: _Job, token: int) -> None:
         """A generated token (sampled or forced): to be decoded next, and through the text path to the stream."""
@@ -489,7 +582,7 @@ class Engine(Closeable):
                 text=text.text, reasoning=splitter.thought, answer=splitter.answer, prompt_tokens=job.n_prompt,
                 prompt_eval_tokens=job.prompt_eval_tokens, reasoning_tokens=reasoning_tokens,
                 answer_tokens=answer_tokens, finish_reason=reason, thought_unfinished=splitter.thought_unfinished,
-                **_thought_fields(job.thought),
+                **_thought_fields(job.thought), drafted_tokens=job.drafted, accepted_tokens=job.accepted,
                 queue_seconds=job.admitted - job.submitted,
                 prompt_seconds=(job.first_token or now) - job.admitted,
                 gen_seconds=now - job.first_token if job.first_token else 0.0)

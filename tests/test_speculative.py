@@ -1,0 +1,152 @@
+"""Speculative decoding through real llama.cpp: the tokens with a draft model or the n-gram lookup are the tokens
+without, greedy and with a fixed seed at R1's temperature, on the scripted model (exact at any batch size) and on
+SmolLM2 with its own file as the draft (decodes kept under llama.cpp's CPU kernel switch, as in test_engine.py:
+verification rows then get bit-identical logits); rejected cells leave the cache; the draft's vocabulary is
+checked as llama.cpp checks it."""
+from __future__ import annotations
+
+import pytest
+
+from quantkit.engine import Engine, GenerationRequest, Sampling
+from quantkit.engine.speculative import NgramIndex, Speculation, speculation
+from quantkit.errors import InvalidArgumentError, VocabularyMismatchError
+from tests._fixtures import scripted as S
+
+GREEDY, R1 = Sampling(temperature=0), Sampling(seed=1234)
+QUESTIONS = ["Write a short poem about the sea with a chorus repeated twice.", "Count from one to twenty.",
+             "List the days of the week, twice.", "What is 2+2? Explain step by step."]
+
+
+def _open(path, spec, **kwargs) -> Engine:
+    kwargs.setdefault("n_parallel", 4)
+    kwargs.setdefault("n_batch", 32)
+    return Engine.open(path, n_ctx=4096, n_gpu_layers=0, threads=2, speculation=spec, **kwargs)
+
+
+def _cells_match(engine: Engine) -> None:
+    """llama.cpp holds exactly the cells the engine's slots account for: no rejected proposal left behind."""
+    cells = engine.kv_cells_in_llama()
+    assert [len(s.cached) for s in engine._slots] == list(cells.values())
+
+
+def test_ngram_index_proposes_the_continuation_of_the_last_ngram():
+    tokens = [1, 2, 3, 4, 9, 1, 2, 3]
+    assert NgramIndex(tokens, 3).propose(4) == [4, 9, 1, 2]
+    assert NgramIndex([5, 6, 5, 6], 2).propose(5) == [5, 6, 5, 6, 5]  # a cycle proposes itself past the end
+    assert NgramIndex([1, 2, 3], 2).propose(4) == []  # never seen before
+
+
+def test_flags_refuse_what_cannot_work():
+    assert speculation() is None
+    assert speculation("ngram", draft_max=4) == Speculation("ngram", draft_max=4)
+    for kwargs in ({"spec": "eagle"}, {"spec": "ngram", "draft": "d.gguf"}, {"spec": "draft"},
+                   {"spec": "ngram", "draft_max": 0}, {"spec": "ngram", "draft_min": 9},
+                   {"spec": "ngram", "p_min": 1.5}):
+        with pytest.raises(InvalidArgumentError):
+            speculation(**kwargs)
+
+
+@pytest.mark.parametrize("sampling", [GREEDY, R1], ids=["greedy", "r1"])
+def test_scripted_loop_with_ngram_and_with_a_draft(scripted_gguf, sampling):
+    spec_of = {"ngram": Speculation("ngram"), "draft": Speculation("draft", draft=scripted_gguf)}
+    for name, spec in spec_of.items():
+        with _open(scripted_gguf, spec, n_batch=512) as engine:
+            prompt = engine.model.prompt_tokens(S.LOOP_PROMPT).tolist()
+            requests = [GenerationRequest(prompt, sampling, max_tokens=100, split_reasoning=False)] * 3
+            results = [s.wait() for s in engine.submit_many(requests)]
+            stats = engine.stats()
+            _cells_match(engine)
+        assert [r.text for r in results] == [S.loop_text(100)] * 3, name
+        # the script is certain: every proposal the lookup or the draft makes is right
+        assert all(r.accepted_tokens == r.drafted_tokens > 50 for r in results), name
+        assert stats.accepted_tokens == stats.drafted_tokens == sum(r.drafted_tokens for r in results)
+
+
+def test_scripted_chat_reply_with_a_draft(scripted_gguf):
+    with _open(scripted_gguf, Speculation("draft", draft=scripted_gguf, draft_max=3)) as engine:
+        text, opened = engine.template.prompt([{"role": "user", "content": "What is 2+2?"}])
+        r = engine.submit(GenerationRequest(engine.model.prompt_tokens(text).tolist(), GREEDY,
+                                            opened_thought=opened)).wait()
+        _cells_match(engine)
+    assert (r.reasoning, r.answer, r.reasoning_tokens, r.answer_tokens) == (S.THOUGHT, S.ANSWER, S.REASONING_TOKENS,
+                                                                             S.ANSWER_TOKENS)
+    assert r.drafted_tokens > 0 and r.accepted_tokens == r.drafted_tokens  # the draft stops at EOS: no rejection
+
+
+def _generate(path, spec, sampling) -> tuple[list, object]:
+    with _open(path, spec) as engine:
+        m = engine.model
+        tokens = [m.prompt_tokens(f"<|im_start|>user\n{q}<|im_end|>\n<|im_start|>assistant\n").tolist()
+                  for q in QUESTIONS]
+        requests = [GenerationRequest(t, Sampling(sampling.temperature, seed=sampling.seed and sampling.seed + i),
+                                      max_tokens=48) for i, t in enumerate(tokens)]
+        results = [s.wait() for s in engine.submit_many(requests)]
+        stats = engine.stats()
+        _cells_match(engine)
+    return results, stats
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("sampling", [GREEDY, R1], ids=["greedy", "r1-seeded"])
+def test_smollm2_tokens_with_speculation_equal_those_without(smollm2_gguf, sampling):
+    plain, _ = _generate(smollm2_gguf, None, sampling)
+    for spec in (Speculation("ngram", ngram=2), Speculation("draft", draft=smollm2_gguf, p_min=0.0)):
+        results, stats = _generate(smollm2_gguf, spec, sampling)
+        assert [r.text for r in results] == [r.text for r in plain], spec.mode
+        assert [r.gen_tokens for r in results] == [r.gen_tokens for r in plain]
+        assert stats.drafted_tokens > 0 and stats.accepted_tokens > 0, spec.mode
+        if spec.mode == "ngram":
+            assert stats.accepted_tokens < stats.drafted_tokens  # some proposals were rejected (and their cells)
+
+
+def _tiny_llama(tmp_path, name: str, seed: int, rename: int | None = None):
+    """A tiny random llama on a cut-down llama-bpe vocabulary; `rename`: that token's text changed."""
+    from gguf import GGUFReader, GGUFValueType, GGUFWriter
+
+    from tests._fixtures.tiny_gguf_models import reduced_vocab_gguf, write_tiny_model
+
+    vocab = reduced_vocab_gguf("llama-bpe")
+    if rename is not None:
+        reader = GGUFReader(vocab)
+        w = GGUFWriter(tmp_path / f"{name}-vocab.gguf", "llama")
+        for key, f in reader.fields.items():
+            if not key.startswith("tokenizer."):
+                continue
+            value = f.contents()
+            if key == "tokenizer.ggml.tokens":
+                value = [*value[:rename], value[rename] + "zz", *value[rename + 1:]]
+            vtype = f.types[0]
+            w.add_key_value(key, value, vtype, sub_type=f.types[-1] if vtype == GGUFValueType.ARRAY else None)
+        w.write_header_to_file()
+        w.write_kv_data_to_file()
+        w.write_tensors_to_file()
+        w.close()
+        vocab = tmp_path / f"{name}-vocab.gguf"
+    path = tmp_path / f"{name}.gguf"
+    write_tiny_model(path, "llama", vocab, seed=seed)
+    return path
+
+
+def test_tiny_random_draft_rejects_often_and_changes_nothing(tmp_path):
+    target, draft = _tiny_llama(tmp_path, "target", 0), _tiny_llama(tmp_path, "draft", 1)
+
+    def texts(spec):
+        with _open(target, spec, n_parallel=2) as engine:
+            prompt = engine.model.tokenize(b"Once upon a time there was").tolist()
+            results = [s.wait() for s in engine.submit_many([GenerationRequest(prompt, GREEDY, max_tokens=40,
+                                                                               split_reasoning=False)] * 2)]
+            _cells_match(engine)
+            return [r.text for r in results], engine.stats()
+
+    plain, _ = texts(None)
+    drafted, stats = texts(Speculation("draft", draft=draft, p_min=0.0))
+    assert drafted == plain and stats.drafted_tokens > stats.accepted_tokens
+
+
+def test_a_draft_of_another_vocabulary_is_one_clear_error(tmp_path, smollm2_gguf, scripted_gguf):
+    with pytest.raises(VocabularyMismatchError, match="add-BOS False in the draft") as e:
+        _open(scripted_gguf, Speculation("draft", draft=smollm2_gguf))
+    assert len(str(e.value).splitlines()) == 1
+    target, other = _tiny_llama(tmp_path, "target", 0), _tiny_llama(tmp_path, "renamed", 0, rename=1000)
+    with pytest.raises(VocabularyMismatchError, match="token 1000 is .*zz.* in the draft"):
+        _open(target, Speculation("draft", draft=other))
