@@ -12,9 +12,10 @@ from ..errors import InvalidArgumentError
 from ..memory.layers import remote_summary
 from ..engine.thinking import BUDGET_MESSAGE
 from ._options import GGUFPath, LoopGuard, LoopGuardMode, NGpuLayers, ReasoningBudget, ReasoningBudgetMessage, Rpc
-from ._options import Threads
+from ._options import Draft, DraftMax, DraftMin, DraftPMin, Spec, SpecNgram, Threads
 from ._output import command, stderr
 from ._rpc import exit_on_ggml_abort, rpc_endpoints
+from ._spec import speculation_of
 
 
 def register(app: typer.Typer) -> None:
@@ -45,6 +46,12 @@ def run(
     threads: Threads = None,
     n_gpu_layers: NGpuLayers = "auto",
     rpc: Rpc = None,
+    spec: Spec = None,
+    draft: Draft = None,
+    draft_max: DraftMax = 8,
+    draft_min: DraftMin = 0,
+    draft_p_min: DraftPMin = 0.75,
+    spec_ngram: SpecNgram = 4,
     ray: Annotated[Optional[str], typer.Option("--ray", help="Run replicas on Ray Serve: 'local' starts a Ray "
                                                             "cluster here, else the address of one (auto, HOST:PORT).")] = None,
     replicas: Annotated[int, typer.Option("--replicas", min=1, help="With --ray: replicas of the model (one GPU "
@@ -55,6 +62,7 @@ def run(
     from ..runtime import check_gguf_file
 
     check_gguf_file(model)  # a missing or non-GGUF file fails before the socket opens
+    speculating = speculation_of(spec, draft, draft_max, draft_min, draft_p_min, spec_ngram)
     key = _api_key(api_key, api_key_file)
 
     from ..engine import Engine
@@ -72,7 +80,7 @@ def run(
         if endpoints:
             exit_on_ggml_abort()  # in a replica's process too
         return Engine.open(model, n_ctx=ctx, n_gpu_layers=n_gpu_layers, n_parallel=parallel, threads=threads,
-                           n_batch=batch, max_queue=max_queue, rpc=endpoints)
+                           n_batch=batch, max_queue=max_queue, rpc=endpoints, speculation=speculating)
 
     if ray is not None:
         return _serve_on_ray(config, load, ray, replicas, host, port, threads, key)

@@ -35,13 +35,13 @@ class EngineBackend:
     """Answers generated in this process, `parallel` sequences at once on the engine."""
 
     def __init__(self, path: str | Path, *, parallel: int = 4, n_ctx: int = 8192, n_gpu_layers: int | str = "auto",
-                 threads: int | None = None, rpc: list[str] | None = None):
+                 threads: int | None = None, rpc: list[str] | None = None, speculation=None):
         from ..engine import Engine
 
         self.path = Path(path)
         self.name = self.path.name
         self.engine = Engine.open(self.path, n_ctx=n_ctx, n_parallel=parallel, n_gpu_layers=n_gpu_layers,
-                                  threads=threads, rpc=rpc)
+                                  threads=threads, rpc=rpc, speculation=speculation)
         try:
             self.engine.template  # a model without a usable template fails here, not at the first problem
         except BaseException:
