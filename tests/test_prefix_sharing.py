@@ -67,7 +67,7 @@ def test_a_prompt_takes_the_longest_prefix_a_running_slot_holds(scripted_gguf):
 
 def test_eval_k_samples_evaluate_the_problem_once(tmp_path, scripted_gguf):
     from quantkit.eval.records import read_samples
-    from quantkit.eval.runner import Protocol, evaluate, eval_table
+    from quantkit.eval.runner import Protocol, eval_table, evaluate
     from quantkit.eval.tasks import read_task_file
 
     path = tmp_path / "task.jsonl"

@@ -4,14 +4,25 @@ from __future__ import annotations
 import dataclasses
 import sys
 from pathlib import Path
-from typing import Annotated, List
+from typing import Annotated
 
 import typer
 from rich.table import Table
 
 from ..measure.bench import bench
 from ..runtime import describe_device
-from ._options import Draft, DraftMax, DraftMin, DraftPMin, Json, NGpuLayers, Rpc, Spec, SpecNgram, Threads
+from ._options import (
+    Draft,
+    DraftMax,
+    DraftMin,
+    DraftPMin,
+    Json,
+    NGpuLayers,
+    Rpc,
+    Spec,
+    SpecNgram,
+    Threads,
+)
 from ._output import command, emit_json, stderr, stdout
 from ._rpc import rpc_endpoints
 from ._spec import speculation_of
@@ -23,7 +34,7 @@ def register(app: typer.Typer) -> None:
 
 @command
 def run(
-    models: Annotated[List[Path], typer.Argument(help="One or more .gguf files (a quant ladder).", show_default=False)],
+    models: Annotated[list[Path], typer.Argument(help="One or more .gguf files (a quant ladder).", show_default=False)],
     n_prompt: Annotated[int, typer.Option("--n-prompt", "-p", help="Prompt tokens of the pp test (0: skip).")] = 512,
     n_gen: Annotated[int, typer.Option("--n-gen", "-n", help="Generated tokens of the tg test (0: skip).")] = 128,
     repetitions: Annotated[int, typer.Option("--repetitions", "-r", help="Runs per test.")] = 5,
