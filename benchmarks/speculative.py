@@ -29,8 +29,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.serve import Server, free_port, machine, start, stop, wait_ready  # noqa: E402
-from reference.llama_tools import BENCH_CACHE, build_tool  # noqa: E402
+from benchmarks.serve import Server, free_port, machine, start, stop, wait_ready
+from reference.llama_tools import BENCH_CACHE, build_tool
 
 PROMPTS = {
     "math": "A train travels 120 km in 1.5 hours, then 80 km in 1 hour. What is its average speed? Think step by step.",
@@ -162,13 +162,13 @@ def report(args, target: Path, draft: Path, results, loads) -> None:
     mean = {name: {p: statistics.fmean(v[0] for v in values) for p, values in per.items()}
             for name, per in results.items()}
     lines = [f"# Speculative decoding — {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}", "",
-             f"Machine: {machine()}; {args.threads} threads; 1-minute load before → after each round: "
-             f"{', '.join(loads)} (the machine was shared with other work: figures are noisy).",
-             f"Target {target.name}, draft {draft.name}; greedy, at most {args.max_tokens} tokens, --draft-max "
-             f"{args.draft_max} --draft-min {args.draft_min} --draft-p-min {args.draft_p_min}; mean of "
-             f"{args.rounds} rounds.", "",
-             "| configuration | " + " | ".join(f"{p} tok/s" for p in PROMPTS) + " | accepted / drafted |",
-             "|---|" + "---|" * (len(PROMPTS) + 1)]
+             (f"Machine: {machine()}; {args.threads} threads; 1-minute load before → after each round: "
+              f"{', '.join(loads)} (the machine was shared with other work: figures are noisy)."),
+             (f"Target {target.name}, draft {draft.name}; greedy, at most {args.max_tokens} tokens, --draft-max "
+              f"{args.draft_max} --draft-min {args.draft_min} --draft-p-min {args.draft_p_min}; mean of "
+              f"{args.rounds} rounds."), "",
+             ("| configuration | " + " | ".join(f"{p} tok/s" for p in PROMPTS) + " | accepted / drafted |"),
+             ("|---|" + "---|" * (len(PROMPTS) + 1))]
     for name, per in results.items():
         drafted = sum(v[1] for values in per.values() for v in values)
         accepted = sum(v[2] for values in per.values() for v in values)
