@@ -188,3 +188,30 @@ def test_a_draft_of_another_vocabulary_is_one_clear_error(tmp_path, smollm2_gguf
     target, other = _tiny_llama(tmp_path, "target", 0), _tiny_llama(tmp_path, "renamed", 0, rename=1000)
     with pytest.raises(VocabularyMismatchError, match="token 1000 is .*zz.* in the draft"):
         _open(target, Speculation("draft", draft=other))
+
+
+def test_the_numbers_in_chat_json_serve_usage_and_metrics(scripted_gguf):
+    import json
+
+    import httpx
+    from typer.testing import CliRunner
+
+    from quantkit.cli.app import app
+    from tests._fixtures.serve import start
+
+    result = CliRunner().invoke(app, ["chat", str(scripted_gguf), "-p", "What is 2+2?", "--json", "--draft",
+                                      str(scripted_gguf), "--draft-max", "4", "--threads", "1", "-ngl", "0",
+                                      "--ctx", "512"])
+    assert result.exit_code == 0, result.output
+    turn = json.loads(result.stdout)
+    assert turn["answer"] == S.ANSWER and turn["accepted_tokens"] == turn["drafted_tokens"] > 0
+
+    with start(scripted_gguf, "--ctx", "1024", "--parallel", "2", "--threads", "1", "--spec", "ngram") as server:
+        body = {"prompt": S.LOOP_PROMPT, "max_tokens": 60, "temperature": 0}
+        r = httpx.post(server.base + "/v1/completions", json=body, timeout=60).json()
+        metrics = httpx.get(server.base + "/metrics", timeout=10).text
+    details = r["usage"]["completion_tokens_details"]
+    assert r["choices"][0]["text"] == S.loop_text(60)
+    assert details["accepted_prediction_tokens"] > 40 and details["rejected_prediction_tokens"] == 0
+    assert f"quantkit_drafted_tokens_total {details['accepted_prediction_tokens']}" in metrics
+    assert f"quantkit_accepted_tokens_total {details['accepted_prediction_tokens']}" in metrics
