@@ -215,3 +215,21 @@ def test_the_numbers_in_chat_json_serve_usage_and_metrics(scripted_gguf):
     assert details["accepted_prediction_tokens"] > 40 and details["rejected_prediction_tokens"] == 0
     assert f"quantkit_drafted_tokens_total {details['accepted_prediction_tokens']}" in metrics
     assert f"quantkit_accepted_tokens_total {details['accepted_prediction_tokens']}" in metrics
+
+
+def test_eval_records_and_table_carry_the_acceptance(tmp_path, scripted_gguf):
+    import json
+
+    from quantkit.eval.records import read_samples
+    from quantkit.eval.runner import Protocol, eval_table, evaluate
+    from quantkit.eval.tasks import read_task_file
+
+    path = tmp_path / "task.jsonl"
+    path.write_text(json.dumps({"problem": "What is 2+2?", "answer": "4"}) + "\n")
+    result = evaluate([scripted_gguf], read_task_file(path), "mine", Protocol(samples=2), out_dir=tmp_path / "eval",
+                      parallel=2, n_ctx=1024, n_gpu_layers=0, threads=1,
+                      speculation=Speculation("draft", draft=scripted_gguf))
+    (row,) = eval_table(result)
+    samples = read_samples(row["samples_file"])
+    assert [s.verdict for s in samples] == ["correct"] * 2
+    assert all(s.accepted_tokens == s.drafted_tokens > 0 for s in samples) and row["acceptance"] == 1.0
