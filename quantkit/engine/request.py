@@ -117,6 +117,8 @@ class Stream:
         self._event = asyncio.Event() if loop is not None else None
         self._cancelled = False
         self._on_cancel = None  # set by the engine: wakes its loop
+        self._ended = threading.Event()  # what wait() waits for: a piece does not wake it
+        self._wake_scheduled = False  # an event-loop wake-up is on its way: later pieces ride on it
 
     @property
     def cancelled(self) -> bool:
@@ -138,16 +140,22 @@ class Stream:
     def _push(self, item) -> None:
         with self._cond:
             self._items.append(item)
-            self._cond.notify()
-        if self._loop is not None:
+            self._cond.notify()  # cheap when no thread reads the pieces
+        if self._loop is not None and not self._wake_scheduled:
+            self._wake_scheduled = True  # one call_soon_threadsafe per batch of pieces, not per token
             try:
-                self._loop.call_soon_threadsafe(self._event.set)
+                self._loop.call_soon_threadsafe(self._wake_loop)
             except RuntimeError:  # the loop is closed: nobody is listening any more
                 pass
+
+    def _wake_loop(self) -> None:
+        self._wake_scheduled = False  # first: a piece pushed from here on schedules another wake-up
+        self._event.set()
 
     def _finish(self, result: GenerationResult | None = None, error: BaseException | None = None) -> None:
         self.result, self.error = result, error
         self._push(_END)
+        self._ended.set()
 
     # -- the caller's side ------------------------------------------------------------------------------------
 
@@ -195,9 +203,8 @@ class Stream:
 
     def wait(self, timeout: float | None = None) -> GenerationResult:
         """Block until the generation ended (pieces not yet read are dropped); its result."""
-        with self._cond:
-            if not self._cond.wait_for(lambda: self.done, timeout):
-                raise TimeoutError("the generation did not end in time")
+        if not self._ended.wait(timeout):
+            raise TimeoutError("the generation did not end in time")
         if self.error is not None:
             raise self.error
         return self.result

@@ -77,15 +77,29 @@ def speculation(spec: str | None = None, draft: str | Path | None = None, draft_
 # -- n-gram lookup -----------------------------------------------------------------------------------------------
 
 class NgramIndex:
-    """Over one sequence's tokens: each n-gram → where the token after its latest occurrence is."""
+    """Over one sequence's tokens: each n-gram → where the token after its latest occurrence is. Proposals are
+    only as long as the last one proved right, plus one (twice as long after one wholly accepted): a lookup that
+    keeps missing costs a verified token or two a step, not `draft_max`."""
 
     def __init__(self, tokens: list[int], n: int):
         self.tokens = tokens  # the job's own list, which grows as it generates
         self.n = n
         self._after: dict[tuple[int, ...], int] = {}
         self._indexed = n  # n-grams ending before this index are in the table
+        self._last: list[int] = []  # the last proposal, made when the tokens were `_last_at` long
+        self._last_at = 0
+        self._length: int | None = None  # how many to propose next (None: as many as asked)
 
     def propose(self, k: int) -> list[int]:
+        if self._last:  # how much of the last proposal the model accepted
+            got = common_prefix(self._last, self.tokens[self._last_at:])
+            self._length = min(2 * got, k) if got == len(self._last) else got + 1
+            self._last = []
+        proposal = self._lookup(min(k, self._length or k))
+        self._last, self._last_at = proposal, len(self.tokens)
+        return proposal
+
+    def _lookup(self, k: int) -> list[int]:
         tokens, n = self.tokens, self.n
         for end in range(self._indexed, len(tokens)):  # the n-gram tokens[end-n:end] was followed by tokens[end]
             self._after[tuple(tokens[end - n:end])] = end
