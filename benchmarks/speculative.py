@@ -121,12 +121,14 @@ def main() -> None:
     parser.add_argument("--draft-p-min", type=float, default=0.75)
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--no-server", action="store_true", help="quantkit's configurations only")
+    parser.add_argument("--prompts", default=",".join(PROMPTS), help="which of the prompts (comma-separated)")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "speculative_results.md")
     args = parser.parse_args()
 
     from quantkit.engine.speculative import Speculation
 
     target, draft = (args.target, args.draft) if args.target else smollm2_pair()
+    prompts = {name: PROMPTS[name] for name in args.prompts.split(",")}
     specs = {"quantkit": None,
              "quantkit --draft": Speculation("draft", draft=draft, draft_max=args.draft_max,
                                              draft_min=args.draft_min, p_min=args.draft_p_min),
@@ -146,19 +148,19 @@ def main() -> None:
         for _ in range(args.rounds):
             before = load()
             for name, spec in specs.items():
-                for prompt, value in quantkit_run(target, spec, PROMPTS, args).items():
+                for prompt, value in quantkit_run(target, spec, prompts, args).items():
                     results.setdefault(name, {}).setdefault(prompt, []).append(value)
             for server in servers:
-                for prompt, value in server_run(server, PROMPTS, args).items():
+                for prompt, value in server_run(server, prompts, args).items():
                     results.setdefault(server.name, {}).setdefault(prompt, []).append(value)
             loads.append(f"{before} → {load()}")
     finally:
         for server in servers:
             stop(server)
-    report(args, target, draft, results, loads)
+    report(args, target, draft, results, loads, list(prompts))
 
 
-def report(args, target: Path, draft: Path, results, loads) -> None:
+def report(args, target: Path, draft: Path, results, loads, names: list[str]) -> None:
     mean = {name: {p: statistics.fmean(v[0] for v in values) for p, values in per.items()}
             for name, per in results.items()}
     lines = [f"# Speculative decoding — {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}", "",
@@ -167,19 +169,19 @@ def report(args, target: Path, draft: Path, results, loads) -> None:
              (f"Target {target.name}, draft {draft.name}; greedy, at most {args.max_tokens} tokens, --draft-max "
               f"{args.draft_max} --draft-min {args.draft_min} --draft-p-min {args.draft_p_min}; mean of "
               f"{args.rounds} rounds."), "",
-             ("| configuration | " + " | ".join(f"{p} tok/s" for p in PROMPTS) + " | accepted / drafted |"),
-             ("|---|" + "---|" * (len(PROMPTS) + 1))]
+             ("| configuration | " + " | ".join(f"{p} tok/s" for p in names) + " | accepted / drafted |"),
+             ("|---|" + "---|" * (len(names) + 1))]
     for name, per in results.items():
         drafted = sum(v[1] for values in per.values() for v in values)
         accepted = sum(v[2] for values in per.values() for v in values)
-        lines.append(f"| {name} | " + " | ".join(f"{mean[name][p]:.1f}" for p in PROMPTS)
+        lines.append(f"| {name} | " + " | ".join(f"{mean[name][p]:.1f}" for p in names)
                      + f" | {accepted} / {drafted} |")
     lines += ["", "Ratios (same run):", ""]
 
     def ratio(a: str, b: str) -> None:
         if a in mean and b in mean:
             lines.append(f"- {a} / {b}: " + ", ".join(
-                f"{p} {mean[a][p] / mean[b][p]:.2f}" for p in PROMPTS if mean[b][p] > 0))
+                f"{p} {mean[a][p] / mean[b][p]:.2f}" for p in names if mean[b][p] > 0))
 
     ratio("quantkit --draft", "quantkit")
     ratio("quantkit --spec ngram", "quantkit")

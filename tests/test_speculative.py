@@ -18,10 +18,10 @@ QUESTIONS = ["Write a short poem about the sea with a chorus repeated twice.", "
              "List the days of the week, twice.", "What is 2+2? Explain step by step."]
 
 
-def _open(path, spec, **kwargs) -> Engine:
+def _open(path, spec, n_ctx: int = 4096, **kwargs) -> Engine:
     kwargs.setdefault("n_parallel", 4)
     kwargs.setdefault("n_batch", 32)
-    return Engine.open(path, n_ctx=4096, n_gpu_layers=0, threads=2, speculation=spec, **kwargs)
+    return Engine.open(path, n_ctx=n_ctx, n_gpu_layers=0, threads=2, speculation=spec, **kwargs)
 
 
 def _cells_match(engine: Engine) -> None:
@@ -233,3 +233,16 @@ def test_eval_records_and_table_carry_the_acceptance(tmp_path, scripted_gguf):
     samples = read_samples(row["samples_file"])
     assert [s.verdict for s in samples] == ["correct"] * 2
     assert all(s.accepted_tokens == s.drafted_tokens > 0 for s in samples) and row["acceptance"] == 1.0
+
+
+def test_a_full_kv_cache_drops_the_proposals_first(scripted_gguf):
+    """Six loops in cells for two and a half: proposals that do not fit are dropped, then sequences wait and are
+    recomputed; every text is whole and llama.cpp holds what the engine accounts for."""
+    with _open(scripted_gguf, Speculation("ngram"), n_ctx=128, n_parallel=4, n_batch=512) as engine:
+        engine_ctx, preempted = engine.n_ctx, None
+        prompt = engine.model.prompt_tokens(S.LOOP_PROMPT).tolist()
+        streams = engine.submit_many([GenerationRequest(prompt, GREEDY, max_tokens=100, split_reasoning=False)] * 6)
+        texts = [s.wait().text for s in streams]
+        preempted = engine.stats().preempted
+        _cells_match(engine)
+    assert engine_ctx == 256 and preempted > 0 and texts == [S.loop_text(100)] * 6

@@ -122,6 +122,10 @@ class Engine(Closeable):
         if n_ctx < 2:
             raise InvalidArgumentError(f"a context of {n_ctx} tokens cannot hold a prompt and a reply (2 at least)",
                                        param="n_ctx")
+        if speculation is not None and speculation.mode == "draft":  # before any context is made
+            if draft_model is None:
+                raise InvalidArgumentError("speculation by draft needs the draft model", param="draft")
+            check_vocabularies(model, draft_model)
         self.model = model
         self.context = runtime.create_context(model, n_ctx=n_ctx, n_batch=n_batch, n_ubatch=n_ubatch,
                                               n_seq_max=n_parallel, threads=threads, kv_unified=True)
@@ -146,7 +150,12 @@ class Engine(Closeable):
                         "accepted": 0}
         self._finished: dict[str, int] = {}
         self.speculation = speculation
-        self._drafter = self._make_drafter(speculation, draft_model, n_batch, threads)
+        try:
+            self._drafter = self._make_drafter(speculation, draft_model, n_batch, threads)
+        except BaseException:
+            self.context.close()
+            self._batch.close()
+            raise
         self._owns_draft = False
         self._thread = threading.Thread(target=self._run, name="quantkit-engine", daemon=True)
         self._thread.start()
@@ -157,9 +166,6 @@ class Engine(Closeable):
             return None
         if spec.mode == "ngram":
             return NgramDrafter(spec)
-        if draft_model is None:
-            raise InvalidArgumentError("speculation by draft needs the draft model", param="draft")
-        check_vocabularies(self.model, draft_model)
         return DraftModel(draft_model, spec, target_vocab=self.model.n_vocab, n_ctx=self.n_ctx,
                           n_seq=self.n_parallel, n_batch=min(n_batch, 512), threads=threads)
 
@@ -320,7 +326,7 @@ class Engine(Closeable):
                 self.context.decode(self._batch)
                 break
             except runtime.KVCacheFullError:
-                if not (self._drop_drafts() or self._evict_idle() or self._preempt(rows)):
+                if not (_had_drafts(rows) or self._evict_idle() or self._preempt(rows)):
                     raise
         generating = any(n - len(draft) == 1 and row is not None for n, row, draft in rows.values())
         self._after_decode(rows)
@@ -424,13 +430,6 @@ class Engine(Closeable):
             return
         for seq, draft in self._drafter.propose(wants).items():
             jobs[seq].draft = draft if len(draft) >= spec.draft_min else []
-
-    def _drop_drafts(self) -> bool:
-        """The cache has no room for the proposals: decode without them. False if there were none."""
-        jobs = [s.job for s in self._slots if s.job is not None and s.job.draft]
-        for job in jobs:
-            job.draft = []
-        return bool(jobs)
 
     def _verify(self, slot: _Slot, job: _Job, row: int, draft: list[int]) -> None:
         """Sample the rows of the last token and of each proposed one in turn, keeping proposals while the
@@ -630,3 +629,9 @@ def _thought_fields(state: _ThoughtState | None) -> dict:
         return {}
     return {"forced_tokens": state.forced, "budget_reached": state.budget_reached, "looped": state.looped}
 
+
+
+def _had_drafts(rows: dict) -> bool:
+    """Whether the batch that did not fit held proposals: _fill_batch took them from their jobs, so the next batch
+    is the same without them."""
+    return any(draft for _, _, draft in rows.values())
