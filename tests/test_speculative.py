@@ -181,6 +181,24 @@ def test_tiny_random_draft_rejects_often_and_changes_nothing(tmp_path):
     assert drafted == plain and stats.drafted_tokens > stats.accepted_tokens
 
 
+def test_tiny_random_draft_at_r1_temperature_gives_each_seed_its_tokens(tmp_path):
+    """Sampled (temperature 0.6, a seed per request) with a draft that is mostly wrong: every seed's tokens are
+    the ones it gets without the draft — the sampler draws the same random numbers for the same rows — so the
+    distribution over seeds is the model's own."""
+    target, draft = _tiny_llama(tmp_path, "target", 0), _tiny_llama(tmp_path, "draft", 1)
+
+    def texts(spec):
+        with _open(target, spec, n_parallel=1) as engine:
+            prompt = engine.model.tokenize(b"The weather today is").tolist()
+            return [engine.submit(GenerationRequest(prompt, Sampling(seed=seed), max_tokens=24,
+                                                    split_reasoning=False)).wait() for seed in range(8)]
+
+    plain, drafted = texts(None), texts(Speculation("draft", draft=draft, p_min=0.0))
+    assert [r.text for r in drafted] == [r.text for r in plain]
+    assert len({r.text for r in plain}) > 1  # the seeds do sample different texts
+    assert sum(r.drafted_tokens - r.accepted_tokens for r in drafted) > 0
+
+
 def test_a_draft_of_another_vocabulary_is_one_clear_error(tmp_path, smollm2_gguf, scripted_gguf):
     with pytest.raises(VocabularyMismatchError, match="add-BOS False in the draft") as e:
         _open(scripted_gguf, Speculation("draft", draft=smollm2_gguf))
