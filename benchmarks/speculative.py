@@ -11,7 +11,7 @@ draft) with libllama's quantizer, once, under ~/.cache/quantkit-bench. Prompts: 
 step, and one whose answer repeats itself (where the n-gram lookup should pay). tokens/s: generated tokens after
 the first over the generation's own time (the engine's GenerationResult.gen_tps; llama-server's
 timings.predicted_per_second), one sequence, temperature 0. Configurations take turns within each round, so that
-noise on a shared machine hits all alike; `uptime`'s load is recorded before and after each round. Prints the
+noise on a shared machine hits all alike (every configuration in turn on each prompt); `uptime`'s load is recorded before and after each round. Prints the
 table and the ratios (targets on a 2-core CPU: draft ≥ 1.4× no draft, ≥ 1.0× llama-server -md; n-gram ≥ 1.1× on
 the repetitive prompt), and writes them as Markdown to --out. Never imported by the package.
 """
@@ -61,23 +61,23 @@ def load() -> str:
 
 # -- quantkit ----------------------------------------------------------------------------------------------------
 
-def quantkit_run(target: Path, spec, prompts: dict[str, str], args) -> dict[str, tuple[float, int, int]]:
-    """Per prompt: (tokens/s, drafted, accepted), one greedy generation each after one warm-up."""
-    from quantkit.engine import Engine, GenerationRequest, Sampling
+def open_engines(target: Path, specs: dict, args) -> dict:
+    """One engine per configuration, all open at once, so that the runs can take turns prompt by prompt."""
+    from quantkit.engine import Engine
 
-    out = {}
-    with Engine.open(target, n_ctx=args.ctx, n_parallel=1, n_gpu_layers=0, threads=args.threads,
-                     speculation=spec) as engine:
-        for name, prompt in prompts.items():
-            text, _ = engine.template.prompt([{"role": "user", "content": prompt}])
-            tokens = engine.model.prompt_tokens(text).tolist()
-            request = GenerationRequest(tokens, Sampling(temperature=0), max_tokens=args.max_tokens,
-                                        split_reasoning=False)
-            if not out:
-                engine.submit(GenerationRequest(tokens, Sampling(temperature=0), max_tokens=8)).wait()
-            r = engine.submit(request).wait()
-            out[name] = (r.gen_tps, r.drafted_tokens, r.accepted_tokens)
-    return out
+    return {name: Engine.open(target, n_ctx=args.ctx, n_parallel=1, n_gpu_layers=0, threads=args.threads,
+                              speculation=spec) for name, spec in specs.items()}
+
+
+def quantkit_one(engine, prompt: str, args) -> tuple[float, int, int]:
+    """(tokens/s, drafted, accepted) of one greedy generation."""
+    from quantkit.engine import GenerationRequest, Sampling
+
+    text, _ = engine.template.prompt([{"role": "user", "content": prompt}])
+    tokens = engine.model.prompt_tokens(text).tolist()
+    r = engine.submit(GenerationRequest(tokens, Sampling(temperature=0), max_tokens=args.max_tokens,
+                                        split_reasoning=False)).wait()
+    return r.gen_tps, r.drafted_tokens, r.accepted_tokens
 
 
 # -- llama-server ------------------------------------------------------------------------------------------------
@@ -93,18 +93,15 @@ def llama_server(target: Path, draft: Path | None, args, port: int) -> Server:
     return Server(name, cmd, "/health", "llama-server (sdist 0.3.36)", " ".join(cmd[3:]), port=port)
 
 
-def server_run(server: Server, prompts: dict[str, str], args) -> dict[str, tuple[float, int, int]]:
+def server_one(server: Server, prompt: str, args) -> tuple[float, int, int]:
     import httpx
 
-    out = {}
-    for name, prompt in prompts.items():
-        body = {"messages": [{"role": "user", "content": prompt}], "temperature": 0, "max_tokens": args.max_tokens,
-                "seed": 1}
-        r = httpx.post(server.url + "/v1/chat/completions", json=body, timeout=600).json()
-        timings = r.get("timings") or {}
-        out[name] = (float(timings.get("predicted_per_second") or 0.0), int(timings.get("draft_n") or 0),
-                     int(timings.get("draft_n_accepted") or 0))
-    return out
+    body = {"messages": [{"role": "user", "content": prompt}], "temperature": 0, "max_tokens": args.max_tokens,
+            "seed": 1}
+    r = httpx.post(server.url + "/v1/chat/completions", json=body, timeout=600).json()
+    timings = r.get("timings") or {}
+    return (float(timings.get("predicted_per_second") or 0.0), int(timings.get("draft_n") or 0),
+            int(timings.get("draft_n_accepted") or 0))
 
 
 # -- the run -----------------------------------------------------------------------------------------------------
@@ -137,26 +134,30 @@ def main() -> None:
     scratch = Path(tempfile.mkdtemp(prefix="speculative-"))
     results: dict[str, dict[str, list]] = {}
     loads = []
+    engines = open_engines(target, specs, args)
     try:
         if not args.no_server:
             for d in (None, draft):
                 server = llama_server(target, d, args, free_port())
                 start(server, scratch)
                 wait_ready(server, 300)
-                server_run(server, {"warm": "Hi"}, args)
+                server_one(server, "Hi", args)
                 servers.append(server)
+        runs = {**{name: (lambda p, e=e: quantkit_one(e, p, args)) for name, e in engines.items()},
+                **{s.name: (lambda p, s=s: server_one(s, p, args)) for s in servers}}
+        for name, run in runs.items():  # warm-up
+            run("Hi")
         for _ in range(args.rounds):
             before = load()
-            for name, spec in specs.items():
-                for prompt, value in quantkit_run(target, spec, prompts, args).items():
-                    results.setdefault(name, {}).setdefault(prompt, []).append(value)
-            for server in servers:
-                for prompt, value in server_run(server, prompts, args).items():
-                    results.setdefault(server.name, {}).setdefault(prompt, []).append(value)
+            for prompt_name, prompt in prompts.items():  # every configuration in turn on each prompt
+                for name, run in runs.items():
+                    results.setdefault(name, {}).setdefault(prompt_name, []).append(run(prompt))
             loads.append(f"{before} → {load()}")
     finally:
         for server in servers:
             stop(server)
+        for engine in engines.values():
+            engine.close()
     report(args, target, draft, results, loads, list(prompts))
 
 
