@@ -6,7 +6,9 @@ its own row with its own llama.cpp sampler chain (llama-server's loop, in small)
 sequences share `n_ctx` cells, any of them may use up to the whole context. A finished slot keeps its cells, so
 that a request whose prompt begins with what a slot holds (the next turn of a conversation) evaluates only the
 new tokens; those cells are the first to go when the cache runs short. When the cache is full, the sequence
-admitted last is put back in the queue and recomputed later (its stream just waits).
+admitted last is put back in the queue and recomputed later (its stream just waits). A prompt also takes the cells
+of the longest prefix another slot holds (prefix.py: seq_cp); with speculation (speculative.py) each generating
+sequence's last token is followed in the batch by proposed tokens, verified with its own sampler.
 
 Callers never touch llama.cpp: they `submit()` a GenerationRequest and read pieces from the Stream they get back,
 from any thread or from asyncio.
