@@ -35,7 +35,8 @@ def turn_summary(r: GenerationResult) -> dict:
     return {"reasoning": r.reasoning, "answer": r.answer, "prompt_tokens": r.prompt_tokens,
             "reasoning_tokens": r.reasoning_tokens, "answer_tokens": r.answer_tokens, "prompt_tps": r.prompt_tps,
             "gen_tps": r.gen_tps, "finish_reason": r.finish_reason, "forced_tokens": r.forced_tokens,
-            "budget_reached": r.budget_reached, "looped": r.looped}
+            "budget_reached": r.budget_reached, "looped": r.looped, "prompt_eval_tokens": r.prompt_eval_tokens,
+            "drafted_tokens": r.drafted_tokens, "accepted_tokens": r.accepted_tokens}
 
 
 @dataclass
@@ -109,11 +110,11 @@ class ChatSession(Conversation, Closeable):
 
     @classmethod
     def open(cls, path: str | Path, n_ctx: int = 8192, n_gpu_layers: int | str = "auto", threads: int | None = None,
-             n_batch: int = 2048, rpc: list[str] | None = None, **kwargs) -> "ChatSession":
+             n_batch: int = 2048, rpc: list[str] | None = None, speculation=None, **kwargs) -> "ChatSession":
         """Load `path` on an engine of one sequence and `n_ctx` tokens, capped by the model's training context
-        (offloading to the RPC servers `rpc` too)."""
+        (offloading to the RPC servers `rpc` too; `speculation`: engine.speculative.Speculation)."""
         engine = Engine.open(path, n_ctx=n_ctx, n_gpu_layers=n_gpu_layers, n_parallel=1, threads=threads,
-                             n_batch=n_batch, rpc=rpc)
+                             n_batch=n_batch, rpc=rpc, speculation=speculation)
         try:
             session = cls(engine, **kwargs)
         except BaseException:

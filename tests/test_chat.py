@@ -18,7 +18,8 @@ runner = CliRunner()
 pytestmark = pytest.mark.slow
 
 KEYS = ["reasoning", "answer", "prompt_tokens", "reasoning_tokens", "answer_tokens", "prompt_tps", "gen_tps",
-        "finish_reason", "forced_tokens", "budget_reached", "looped"]
+        "finish_reason", "forced_tokens", "budget_reached", "looped", "prompt_eval_tokens", "drafted_tokens",
+        "accepted_tokens"]
 
 
 @pytest.fixture(scope="module")

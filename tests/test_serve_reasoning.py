@@ -85,7 +85,8 @@ def test_stream_shape_is_llama_servers(server):
         [{"reasoning_content": t} for t in S.THOUGHT_PIECES] + [{"content": t} for t in S.ANSWER_PIECES])
     assert all(c["choices"][0]["finish_reason"] is None for c in [first, *deltas])
     assert finish["choices"] == [{"index": 0, "delta": {}, "finish_reason": "stop"}]
-    assert usage["choices"] == [] and usage["usage"]["completion_tokens_details"] == {"reasoning_tokens": 14}
+    assert usage["choices"] == [] and usage["usage"]["completion_tokens_details"] == {
+        "reasoning_tokens": 14, "accepted_prediction_tokens": 0, "rejected_prediction_tokens": 0}
 
 
 def test_without_include_usage_no_usage_chunk(server):

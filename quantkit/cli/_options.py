@@ -47,3 +47,20 @@ ReasoningBudgetMessage = Annotated[str, typer.Option(
 LoopGuard = Annotated[LoopGuardMode, typer.Option(
     "--loop-guard", help="A thought that repeats itself (a 32-token span 3 times): end it like a budget, stop the "
                          "generation, or leave it (off).")]
+
+
+class SpecMode(str, enum.Enum):
+    ngram = "ngram"
+
+
+Spec = Annotated[Optional[SpecMode], typer.Option(
+    "--spec", help="Speculative decoding without a draft model: 'ngram' proposes what followed the last n-gram "
+                   "earlier in the sequence (lookup decoding); the output is unchanged.")]
+Draft = Annotated[Optional[Path], typer.Option(
+    "--draft", "-md", help="Speculative decoding with this draft model (.gguf, the target's tokenizer): it proposes, "
+                           "the model checks in one batch; the output is unchanged.")]
+DraftMax = Annotated[int, typer.Option("--draft-max", min=1, help="Most tokens proposed per sequence and step.")]
+DraftMin = Annotated[int, typer.Option("--draft-min", min=0, help="A proposal shorter than this is not checked.")]
+DraftPMin = Annotated[float, typer.Option(
+    "--draft-p-min", min=0.0, max=1.0, help="The draft stops proposing below this top probability.")]
+SpecNgram = Annotated[int, typer.Option("--spec-ngram", min=1, help="With --spec ngram: the n-gram's length.")]

@@ -25,9 +25,10 @@ from ..errors import ContextFullError, InvalidArgumentError, QuantkitError
 from ..runtime import describe_device
 from ..memory.layers import remote_summary
 from ._options import Ctx, Json, LoopGuard, LoopGuardMode, NGpuLayers, ReasoningBudget, ReasoningBudgetMessage, Rpc
-from ._options import Threads
+from ._options import Draft, DraftMax, DraftMin, DraftPMin, Spec, SpecNgram, Threads
 from ._output import command, emit_json, stderr, stdout
 from ._rpc import rpc_endpoints
+from ._spec import speculation_of
 
 HELP = """commands: /exit  /clear  /regen  /think show|hide|summary  /save FILE  /help
 multi-line: end a line with \\ to continue it, or put \"\"\" alone on a line to start and end a block
@@ -67,6 +68,12 @@ def run(
     threads: Threads = None,
     n_gpu_layers: NGpuLayers = "auto",
     rpc: Rpc = None,
+    spec: Spec = None,
+    draft: Draft = None,
+    draft_max: DraftMax = 8,
+    draft_min: DraftMin = 0,
+    draft_p_min: DraftPMin = 0.75,
+    spec_ngram: SpecNgram = 4,
 ) -> None:
     """Chat with a GGUF model, its <think> reasoning shown apart from the answer (R1 settings by default)."""
     endpoints = rpc_endpoints(rpc)
@@ -79,12 +86,13 @@ def run(
     sampling = Sampling(temperature=temperature, top_p=top_p, top_k=top_k, seed=seed)
     thinking = Thinking(reasoning_budget, reasoning_budget_message, loop_guard.value)
     path = find_model_file(model, quant_type)
+    speculating = speculation_of(spec, draft, draft_max, draft_min, draft_p_min, spec_ngram)
     if system:
         stderr.print("note: DeepSeek advises no system prompt for R1 models: put instructions in your message",
                      style="yellow", highlight=False)
     with _ctrl_c_interrupts(prompt is None), ChatSession.open(
             path, n_ctx=ctx, n_gpu_layers=n_gpu_layers, threads=threads, sampling=sampling, system=system,
-            math=math, rpc=endpoints, thinking=thinking) as session:
+            math=math, rpc=endpoints, thinking=thinking, speculation=speculating) as session:
         _banner(session)
         if reasoning_budget is not None and not session.thinks:
             stderr.print(f"warning: --reasoning-budget has no effect: {session.model.path.name}'s chat template has "
@@ -121,6 +129,8 @@ def _stats(r: GenerationResult) -> str:
     line = (f"prompt {r.prompt_tokens} tok ({r.prompt_eval_tokens} new) {r.prompt_tps:.1f} tok/s · "
             f"gen {r.gen_tokens} tok {r.gen_tps:.1f} tok/s · thought {r.reasoning_tokens} tok · "
             f"answer {r.answer_tokens} tok")
+    if r.drafted_tokens:
+        line += f" · drafted {r.drafted_tokens} accepted {r.accepted_tokens} ({r.acceptance:.0%})"
     if r.forced_tokens:
         line += f" · forced {r.forced_tokens} tok"
     if r.budget_reached:

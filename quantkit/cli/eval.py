@@ -16,9 +16,10 @@ from ..eval.tasks import TASK_NAMES, load_task, read_task_file
 from ..files import atomic_file
 from ..engine.thinking import BUDGET_MESSAGE
 from ._options import Ctx, Json, LoopGuard, LoopGuardMode, NGpuLayers, ReasoningBudget, ReasoningBudgetMessage, Rpc
-from ._options import Threads
+from ._options import Draft, DraftMax, DraftMin, DraftPMin, Spec, SpecNgram, Threads
 from ._output import Bars, command, emit_json, stdout
 from ._rpc import rpc_endpoints
+from ._spec import speculation_of
 
 
 def register(app: typer.Typer) -> None:
@@ -52,6 +53,12 @@ def run(
     threads: Threads = None,
     n_gpu_layers: NGpuLayers = "auto",
     rpc: Rpc = None,
+    spec: Spec = None,
+    draft: Draft = None,
+    draft_max: DraftMax = 8,
+    draft_min: DraftMin = 0,
+    draft_p_min: DraftPMin = 0.75,
+    spec_ngram: SpecNgram = 4,
     endpoint: Annotated[Optional[str], typer.Option("--endpoint", help="An OpenAI-compatible server's URL "
                                                                        "(quantkit serve, llama-server, vLLM, Ollama).")] = None,
     api_key: Annotated[Optional[str], typer.Option("--api-key", help="The endpoint's key (default: "
@@ -63,6 +70,10 @@ def run(
 ) -> None:
     """Reasoning accuracy per quant: pass@1 ± its 95 % interval, and each rung against the base."""
     endpoints = rpc_endpoints(rpc)
+    speculating = speculation_of(spec, draft, draft_max, draft_min, draft_p_min, spec_ngram)
+    if speculating is not None and endpoint is not None:
+        raise InvalidArgumentError("--spec and --draft speed up the engine in this process, not an --endpoint",
+                                   hint="start the server with them instead (quantkit serve --draft …)")
     if task_file is not None:
         problems, task = read_task_file(task_file, problem_column, answer_column), task_file.stem
     else:
@@ -75,7 +86,8 @@ def run(
         result = evaluate(models, problems, task, protocol, out_dir=out, endpoint=endpoint,
                           api_key=api_key or os.environ.get("QUANTKIT_API_KEY"), parallel=parallel,
                           n_ctx=ctx or 8192,
-                          n_gpu_layers=n_gpu_layers, threads=threads, progress=bars.update, rpc=endpoints)
+                          n_gpu_layers=n_gpu_layers, threads=threads, progress=bars.update, rpc=endpoints,
+                          speculation=speculating)
     rows = eval_table(result)
     if csv:
         import pandas as pd
@@ -99,7 +111,7 @@ def _show(task: str, n_problems: int, protocol: Protocol, rows: list[dict]) -> N
     table = Table()
     for name, justify in (("model", "left"), ("type", "left"), ("pass@1 % [95 % CI]", "right"),
                           ("Δ vs base [95 % CI]", "right"), ("p", "right"), ("thought tok ✓/✗ (mean)", "right"),
-                          ("cut off %", "right"), ("looped %", "right"), ("tok/s", "right")):
+                          ("cut off %", "right"), ("looped %", "right"), ("tok/s", "right"), ("accepted %", "right")):
         table.add_column(name, justify=justify)
     for r in rows:
         delta = "base" if r["delta"] is None else (f"{100 * r['delta']:+.1f} [{100 * r['delta_low']:+.1f}, "
@@ -109,7 +121,7 @@ def _show(task: str, n_problems: int, protocol: Protocol, rows: list[dict]) -> N
         table.add_row(r["model"], r["type"] or "", f"{_pct(r['pass_at_1'])} [{_pct(r['pass_low'])}, "
                       f"{_pct(r['pass_high'])}]", delta, "" if r["p_value"] is None else f"{r['p_value']:.3f}",
                       thought, f"{r['cut_off_pct']:.1f}", f"{r['looped_pct']:.1f}",
-                      "–" if r["tokens_per_s"] is None else f"{r['tokens_per_s']:.1f}")
+                      "–" if r["tokens_per_s"] is None else f"{r['tokens_per_s']:.1f}", _pct(r["acceptance"]))
     stdout.print(table)
     stdout.print("Δ: paired bootstrap over problems; p: exact two-sided sign test over problems (McNemar's exact "
                  "test with one sample each).", style="dim", highlight=False)

@@ -15,7 +15,7 @@ from ..measure.perplexity import DEFAULT_BATCH, DEFAULT_CTX, Settings, ladder_ta
 from ..runtime import describe_device
 from ..memory.layers import remote_summary
 from ._options import Json, NGpuLayers, Rpc, Threads
-from ._output import Bars, command, emit_json, stderr, stdout
+from ._output import Bars, command, emit_json, stdout
 from ._rpc import rpc_endpoints
 
 

@@ -14,9 +14,10 @@ from ..errors import InvalidArgumentError
 from ..memory.layers import remote_summary
 from ..engine.thinking import BUDGET_MESSAGE
 from ._options import LoopGuard, LoopGuardMode, NGpuLayers, ReasoningBudget, ReasoningBudgetMessage, Rpc
-from ._options import Threads
+from ._options import Draft, DraftMax, DraftMin, DraftPMin, Spec, SpecNgram, Threads
 from ._output import command, stderr
 from ._rpc import exit_on_ggml_abort, rpc_endpoints
+from ._spec import speculation_of
 
 
 def register(app: typer.Typer) -> None:
@@ -50,6 +51,12 @@ def run(
     threads: Threads = None,
     n_gpu_layers: NGpuLayers = "auto",
     rpc: Rpc = None,
+    spec: Spec = None,
+    draft: Draft = None,
+    draft_max: DraftMax = 8,
+    draft_min: DraftMin = 0,
+    draft_p_min: DraftPMin = 0.75,
+    spec_ngram: SpecNgram = 4,
     ray: Annotated[Optional[str], typer.Option("--ray", help="Run replicas on Ray Serve: 'local' starts a Ray "
                                                             "cluster here, else the address of one (auto, HOST:PORT).")] = None,
     replicas: Annotated[int, typer.Option("--replicas", min=1, help="With --ray: replicas of the model (one GPU "
@@ -63,6 +70,7 @@ def run(
 ) -> None:
     """Serve GGUF models over an OpenAI-compatible HTTP API and a web page, several requests at once."""
     endpoints = rpc_endpoints(rpc)
+    speculating = speculation_of(spec, draft, draft_max, draft_min, draft_p_min, spec_ngram)
     if len(models) != 1 or models[0].is_dir():
         if ray is not None:
             raise InvalidArgumentError("--ray serves one model, not several")
@@ -74,7 +82,8 @@ def run(
                             shutdown_grace=shutdown_grace, budgets=reasoning_effort_budgets,
                             thinking=(reasoning_budget, reasoning_budget_message, loop_guard.value),
                             engine={"n_ctx": ctx, "n_gpu_layers": n_gpu_layers, "n_parallel": parallel,
-                                    "threads": threads, "n_batch": batch, "max_queue": max_queue, "rpc": endpoints},
+                                    "threads": threads, "n_batch": batch, "max_queue": max_queue, "rpc": endpoints,
+                                    "speculation": speculating},
                             cors_origins=tuple(cors_origin or ()))
     model = models[0]
     from ..runtime import check_gguf_file
@@ -98,7 +107,7 @@ def run(
         if endpoints:
             exit_on_ggml_abort()  # in a replica's process too
         return Engine.open(model, n_ctx=ctx, n_gpu_layers=n_gpu_layers, n_parallel=parallel, threads=threads,
-                           n_batch=batch, max_queue=max_queue, rpc=endpoints)
+                           n_batch=batch, max_queue=max_queue, rpc=endpoints, speculation=speculating)
 
     if ray is not None:
         return _serve_on_ray(config, load, ray, replicas, host, port, threads, key)

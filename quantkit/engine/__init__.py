@@ -6,10 +6,13 @@ and eval all run on it).
         for piece in stream:                 # Piece(kind="thought"|"answer", text), as they are made
             ...
         stream.result                        # GenerationResult: texts, token counts, finish reason, timings
+
+    Engine.open(path, speculation=Speculation("draft", draft="small.gguf"))   # or Speculation("ngram")
 """
 from ..runtime import Sampling
 from .core import Engine, EngineClosedError, EngineStats, QueueFullError
 from .request import FINISH_REASONS, GenerationRequest, GenerationResult, Stream, TokenLogprob
+from .speculative import Speculation
 
 __all__ = ["FINISH_REASONS", "Engine", "EngineClosedError", "EngineStats", "GenerationRequest", "GenerationResult",
-           "QueueFullError", "Sampling", "Stream", "TokenLogprob"]
+           "QueueFullError", "Sampling", "Speculation", "Stream", "TokenLogprob"]

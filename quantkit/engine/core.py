@@ -6,7 +6,9 @@ its own row with its own llama.cpp sampler chain (llama-server's loop, in small)
 sequences share `n_ctx` cells, any of them may use up to the whole context. A finished slot keeps its cells, so
 that a request whose prompt begins with what a slot holds (the next turn of a conversation) evaluates only the
 new tokens; those cells are the first to go when the cache runs short. When the cache is full, the sequence
-admitted last is put back in the queue and recomputed later (its stream just waits).
+admitted last is put back in the queue and recomputed later (its stream just waits). A prompt also takes the cells
+of the longest prefix another slot holds (prefix.py: seq_cp); with speculation (speculative.py) each generating
+sequence's last token is followed in the batch by proposed tokens, verified with its own sampler.
 
 Callers never touch llama.cpp: they `submit()` a GenerationRequest and read pieces from the Stream they get back,
 from any thread or from asyncio.
@@ -24,7 +26,9 @@ from pathlib import Path
 from .. import runtime
 from ..errors import ContextFullError, InvalidArgumentError, QuantkitError
 from ..resources import Closeable
+from . import prefix
 from .request import GenerationRequest, GenerationResult, Stream, TokenLogprob
+from .speculative import DraftModel, NgramDrafter, Speculation, check_vocabularies
 from .text import GeneratedText
 from .thinking import LoopDetector, closing_text
 
@@ -59,6 +63,9 @@ class _Job:
     leader: "_Job | None" = None  # a choice of the same prompt: it copies the leader's evaluated prompt cells
     unreleased: list[TokenLogprob] = field(default_factory=list)  # logprobs of tokens whose text is held back
     logprobs: list[TokenLogprob] = field(default_factory=list)  # those passed on with a piece
+    draft: list[int] = field(default_factory=list)  # tokens proposed to follow `pending` in this step
+    drafted: int = 0
+    accepted: int = 0
 
     @property
     def request(self) -> GenerationRequest:
@@ -104,6 +111,8 @@ class EngineStats:
     failed: int
     preempted: int  # sequences put back in the queue because the KV cache was full (recomputed later)
     gen_seconds: float  # time the engine spent in steps that generated tokens
+    drafted_tokens: int = 0  # speculative decoding: tokens proposed, since start
+    accepted_tokens: int = 0  # of those, the ones sampling confirmed
 
 
 class Engine(Closeable):
@@ -111,12 +120,17 @@ class Engine(Closeable):
     borrows one. Close it (or use `with`) to stop the thread and free the context."""
 
     def __init__(self, model: runtime.Model, *, n_ctx: int = 8192, n_parallel: int = 4, n_batch: int = 2048,
-                 n_ubatch: int = 512, threads: int | None = None, max_queue: int | None = None):
+                 n_ubatch: int = 512, threads: int | None = None, max_queue: int | None = None,
+                 speculation: Speculation | None = None, draft_model: runtime.Model | None = None):
         if n_parallel < 1:
             raise InvalidArgumentError(f"an engine needs at least one sequence, not {n_parallel}", param="n_parallel")
         if n_ctx < 2:
             raise InvalidArgumentError(f"a context of {n_ctx} tokens cannot hold a prompt and a reply (2 at least)",
                                        param="n_ctx")
+        if speculation is not None and speculation.mode == "draft":  # before any context is made
+            if draft_model is None:
+                raise InvalidArgumentError("speculation by draft needs the draft model", param="draft")
+            check_vocabularies(model, draft_model)
         self.model = model
         self.context = runtime.create_context(model, n_ctx=n_ctx, n_batch=n_batch, n_ubatch=n_ubatch,
                                               n_seq_max=n_parallel, threads=threads, kv_unified=True)
@@ -137,10 +151,28 @@ class Engine(Closeable):
         self._owns_model = False
         self._template = None
         self._closings: dict[str, list[int]] = {}  # closing text → its tokens (the engine's thread only)
-        self._counts = {"prompt": 0, "generated": 0, "failed": 0, "preempted": 0, "gen_seconds": 0.0}
+        self._counts = {"prompt": 0, "generated": 0, "failed": 0, "preempted": 0, "gen_seconds": 0.0, "drafted": 0,
+                        "accepted": 0}
         self._finished: dict[str, int] = {}
+        self.speculation = speculation
+        try:
+            self._drafter = self._make_drafter(speculation, draft_model, n_batch, threads)
+        except BaseException:
+            self.context.close()
+            self._batch.close()
+            raise
+        self._owns_draft = False
         self._thread = threading.Thread(target=self._run, name="quantkit-engine", daemon=True)
         self._thread.start()
+
+    def _make_drafter(self, spec: Speculation | None, draft_model: runtime.Model | None, n_batch: int,
+                      threads: int | None):
+        if spec is None:
+            return None
+        if spec.mode == "ngram":
+            return NgramDrafter(spec)
+        return DraftModel(draft_model, spec, target_vocab=self.model.n_vocab, n_ctx=self.n_ctx,
+                          n_seq=self.n_parallel, n_batch=min(n_batch, 512), threads=threads)
 
     @classmethod
     def open(cls, path: str | Path, *, n_ctx: int = 8192, n_gpu_layers: int | str = "auto",
@@ -149,15 +181,22 @@ class Engine(Closeable):
         and start an engine on it."""
         from ..runtime.offload import load_model
 
+        spec = kwargs.get("speculation")
         model = load_model(path, n_gpu_layers=n_gpu_layers, n_ctx=n_ctx, rpc=rpc)
+        draft = None
         try:
+            if spec is not None and spec.draft is not None:
+                draft = load_model(spec.draft, n_gpu_layers=n_gpu_layers, n_ctx=n_ctx, rpc=rpc)
             if model.n_ctx_train > 0:  # no sequence goes past the training context: no cells for that either
                 n_ctx = min(n_ctx, model.n_ctx_train * kwargs.get("n_parallel", 4))
-            engine = cls(model, n_ctx=n_ctx, **kwargs)
+            engine = cls(model, n_ctx=n_ctx, draft_model=draft, **kwargs)
         except BaseException:
+            if draft is not None:
+                draft.close()
             model.close()
             raise
         engine._owns_model = True
+        engine._owns_draft = draft is not None
         return engine
 
     # -- the callers' side ------------------------------------------------------------------------------------
@@ -222,7 +261,8 @@ class Engine(Closeable):
                 kv_cells_cached=sum(len(s.cached) for s in self._slots if s.job is None),
                 prompt_tokens=self._counts["prompt"], generated_tokens=self._counts["generated"],
                 finished=dict(self._finished), failed=self._counts["failed"],
-                preempted=self._counts["preempted"], gen_seconds=self._counts["gen_seconds"])
+                preempted=self._counts["preempted"], gen_seconds=self._counts["gen_seconds"],
+                drafted_tokens=self._counts["drafted"], accepted_tokens=self._counts["accepted"])
 
     def kv_cells_in_llama(self) -> dict[int, int]:
         """Per sequence, the cells llama.cpp itself holds (its largest position + 1): to check the engine's own
@@ -247,6 +287,10 @@ class Engine(Closeable):
         self._thread.join()
         self._batch.close()
         self.context.close()
+        if self._drafter is not None:
+            self._drafter.close()
+            if self._owns_draft:
+                self._drafter.model.close()
         if self._owns_model:
             self.model.close()
 
@@ -283,18 +327,19 @@ class Engine(Closeable):
     def _step(self) -> None:
         self._drop_cancelled()
         self._admit()
+        t0 = time.perf_counter()
+        self._propose()
         while True:
             rows = self._fill_batch()
             if not rows:
                 return
             try:
-                t0 = time.perf_counter()
                 self.context.decode(self._batch)
                 break
             except runtime.KVCacheFullError:
-                if not (self._evict_idle() or self._preempt(rows)):
+                if not (_had_drafts(rows) or self._evict_idle() or self._preempt(rows)):
                     raise
-        generating = any(n == 1 and row is not None for n, row in rows.values())
+        generating = any(n - len(draft) == 1 and row is not None for n, row, draft in rows.values())
         self._after_decode(rows)
         if generating:
             self._counts["gen_seconds"] += time.perf_counter() - t0
@@ -310,34 +355,43 @@ class Engine(Closeable):
                 self._finish(slot, slot.job, "cancelled")
 
     def _admit(self) -> None:
-        for job in list(self._waiting):
+        deferred = []
+        while self._waiting:
             free = [s for s in self._slots if s.job is None]
             if not free:
-                return
-            source = self._prompt_source(job)
-            if source is _WAIT:
+                break
+            job = self._waiting.popleft()
+            if self._prompt_source(job) is _WAIT:
+                deferred.append(job)  # a choice of a prompt its leader is evaluating: copy the leader's cells
                 continue
-            self._waiting.remove(job)
-            slot = max(free, key=lambda s: (_common_prefix(s.cached, job.tokens), -s.last_used))
-            keep = min(_common_prefix(slot.cached, job.tokens), len(job.tokens) - 1)  # the last token is always
-            self.context.seq_rm(slot.seq, keep, -1)  # evaluated: its logits start the reply
-            slot.cached = slot.cached[:keep]
-            if source is not None and keep < job.n_prompt - 1:
-                keep = job.n_prompt - 1
-                self.context.seq_rm(slot.seq, 0, -1)
-                self.context.seq_cp(source.seq, slot.seq, 0, keep)
-                slot.cached = job.tokens[:keep]
-            slot.job = job
-            job.pending = job.tokens[keep:]
-            job.admissions += 1
-            if job.admissions == 1:
-                job.admitted = time.perf_counter()
-                job.prompt_eval_tokens = len(job.pending)
-                job.sampler = runtime.Sampler(job.request.sampling, self.model)
-                req = job.request
-                job.text = GeneratedText(req.opened_thought, req.split_reasoning, req.stop)
-                if req.thinking.active:
-                    job.thought = self._thought_state(req)
+            source, shared = prefix.best_source(job.tokens, self._slots)
+            if prefix.should_wait(job.tokens, self._slots, shared):
+                deferred.append(job)  # another slot is evaluating most of this prompt: copy its cells next step
+                continue
+            slot = max(free, key=lambda s: (prefix.common_prefix(s.cached, job.tokens), -s.last_used))
+            self._place(slot, job, source, shared)
+        self._waiting.extendleft(reversed(deferred))
+
+    def _place(self, slot: _Slot, job: _Job, source: _Slot | None, shared: int) -> None:
+        """Give `job` the slot, with the longest prefix of its prompt that any slot holds: the slot's own cells,
+        then `source`'s shared through seq_cp. The last token is always evaluated: its logits start the reply."""
+        own = prefix.common_prefix(slot.cached, job.tokens)
+        keep = min(max(own, shared), len(job.tokens) - 1)
+        self.context.seq_rm(slot.seq, min(own, keep), -1)
+        if keep > own:
+            self.context.seq_cp(source.seq, slot.seq, own, keep)
+        slot.cached = job.tokens[:keep]
+        slot.job = job
+        job.pending = job.tokens[keep:]
+        job.admissions += 1
+        if job.admissions == 1:
+            job.admitted = time.perf_counter()
+            job.prompt_eval_tokens = len(job.pending)
+            job.sampler = runtime.Sampler(job.request.sampling, self.model)
+            req = job.request
+            job.text = GeneratedText(req.opened_thought, req.split_reasoning, req.stop)
+            if req.thinking.active:
+                job.thought = self._thought_state(req)
 
     def _prompt_source(self, job: _Job):
         """For a choice that shares its leader's prompt: the leader's slot once it holds the prompt (all but its
@@ -380,17 +434,60 @@ class Engine(Closeable):
         self._counts["preempted"] += 1
         return True
 
+    # -- speculation --------------------------------------------------------------------------------------------
+
+    def _propose(self) -> None:
+        """Ask the drafter for tokens to follow every sequence whose next decode is its one last token."""
+        if self._drafter is None:
+            return
+        spec, wants, jobs = self.speculation, [], {}
+        for slot in self._slots:
+            job = slot.job
+            if job is None or len(job.pending) != 1:
+                continue
+            k = min(spec.draft_max, self.n_ctx_seq - len(job.tokens) - 1)
+            if job.request.max_tokens is not None:  # the token sampled after the last accepted one counts too
+                k = min(k, job.request.max_tokens - job.n_generated - 1)
+            if k >= max(1, spec.draft_min):
+                wants.append((slot.seq, job.tokens, k))
+                jobs[slot.seq] = job
+        if not wants:
+            return
+        for seq, draft in self._drafter.propose(wants).items():
+            jobs[seq].draft = draft if len(draft) >= spec.draft_min else []
+
+    def _verify(self, slot: _Slot, job: _Job, row: int, draft: list[int]) -> None:
+        """Sample the rows of the last token and of each proposed one in turn, keeping proposals while the
+        sampled token is the proposed one; drop the cells of the rest."""
+        base = len(slot.cached)  # the position of draft[0]
+        job.drafted += len(draft)  # counted before a sampled token can end the generation (and make its result)
+        self._counts["drafted"] += len(draft)
+        accepted = 0
+        for i in range(len(draft) + 1):
+            if not self._next_token(slot, job, row + i):
+                break
+            if i == len(draft) or job.pending != [draft[i]]:
+                break  # the sampled token differs (or forced tokens follow it): it is decoded next step
+            slot.cached.append(job.pending.pop())  # its cell is the proposal's
+            accepted += 1
+            job.accepted += 1
+            self._counts["accepted"] += 1
+        if accepted < len(draft):
+            self.context.seq_rm(slot.seq, base + accepted, -1)
+
     # -- one step ---------------------------------------------------------------------------------------------
 
-    def _fill_batch(self) -> dict[int, tuple[int, int | None]]:
-        """The next token of every generating sequence, then prompt chunks. Returns, per slot with tokens in the
-        batch, how many it added and the batch row of its last one when a token is to be sampled from it."""
+    def _fill_batch(self) -> dict[int, tuple[int, int | None, list[int]]]:
+        """The next token of every generating sequence (and the tokens proposed to follow it), then prompt
+        chunks. Returns, per slot with tokens in the batch, how many it added, the batch row of its last pending
+        token when a token is to be sampled from it, and the proposed tokens in the rows after that one."""
         batch = self._batch
         batch.clear()
-        rows: dict[int, tuple[int, int | None]] = {}
+        rows: dict[int, tuple[int, int | None, list[int]]] = {}
         busy = [s for s in self._slots if s.job is not None]
         for slot in sorted(busy, key=lambda s: len(s.job.pending) > 1):  # generating first, then prompts
-            pending = slot.job.pending
+            job = slot.job
+            pending = job.pending
             room = batch.capacity - batch.n_tokens
             if not pending or room == 0:
                 continue
@@ -398,27 +495,35 @@ class Engine(Closeable):
             start = len(slot.cached)
             for i in range(n):
                 row = batch.add(pending[i], start + i, slot.seq, i == len(pending) - 1)
-            rows[slot.seq] = (n, row if n == len(pending) else None)
+            draft = job.draft[:room - n] if n == len(pending) else []
+            job.draft = []
+            for i, token in enumerate(draft):
+                batch.add(token, start + n + i, slot.seq, True)
+            rows[slot.seq] = (n + len(draft), row if n == len(pending) else None, draft)
         return rows
 
     def _after_decode(self, rows: dict[int, tuple[int, int | None]]) -> None:
         for slot in self._slots:
             if slot.seq not in rows:
                 continue
-            n, row = rows[slot.seq]
+            n, row, draft = rows[slot.seq]
+            n -= len(draft)
             job = slot.job
             slot.cached.extend(job.pending[:n])
             del job.pending[:n]
             if job.n_generated == 0:
                 self._counts["prompt"] += n
-            if row is not None:
+            if draft:
+                self._verify(slot, job, row, draft)
+            elif row is not None:
                 self._next_token(slot, job, row)
 
-    def _next_token(self, slot: _Slot, job: _Job, row: int) -> None:
+    def _next_token(self, slot: _Slot, job: _Job, row: int) -> bool:
+        """Sample the token of batch row `row` and pass it on; False when the generation ended."""
         req = job.request
         if len(slot.cached) >= self.n_ctx_seq:
             self._finish(slot, job, "context")  # no cell left for another token of this sequence
-            return
+            return False
         probs = None
         if req.logprobs is None:
             token = job.sampler.sample(self.context, row)
@@ -430,16 +535,19 @@ class Engine(Closeable):
             job.first_token = now
         if self.model.is_end_of_generation(token):
             self._finish(slot, job, "stop")
-            return
+            return False
         was_in_thought = job.text.in_thought
         self._append(job, token, probs)
         if job.text.stopped:
             self._finish(slot, job, "stop")
-        elif job.thought is not None and job.text.in_thought and self._control_thought(slot, job, token,
-                                                                                        was_in_thought):
-            return  # the thought's control ended the generation
-        elif req.max_tokens is not None and job.n_generated >= req.max_tokens:
+            return False
+        if job.thought is not None and job.text.in_thought and self._control_thought(slot, job, token,
+                                                                                      was_in_thought):
+            return False  # the thought's control ended the generation
+        if req.max_tokens is not None and job.n_generated >= req.max_tokens:
             self._finish(slot, job, "length")
+            return False
+        return True
 
     def _append(self, job: _Job, token: int, probs: runtime.TokenProbs | None = None) -> None:
         """A generated token (sampled or forced): to be decoded next, and through the text path to the stream.
@@ -521,7 +629,8 @@ class Engine(Closeable):
                 text=text.text, reasoning=splitter.thought, answer=splitter.answer, prompt_tokens=job.n_prompt,
                 prompt_eval_tokens=job.prompt_eval_tokens, reasoning_tokens=reasoning_tokens,
                 answer_tokens=answer_tokens, finish_reason=reason, thought_unfinished=splitter.thought_unfinished,
-                **_thought_fields(job.thought), logprobs=job.logprobs,
+                **_thought_fields(job.thought), logprobs=job.logprobs, drafted_tokens=job.drafted,
+                accepted_tokens=job.accepted,
                 queue_seconds=job.admitted - job.submitted,
                 prompt_seconds=(job.first_token or now) - job.admitted,
                 gen_seconds=now - job.first_token if job.first_token else 0.0)
@@ -573,9 +682,8 @@ def _thought_fields(state: _ThoughtState | None) -> dict:
     return {"forced_tokens": state.forced, "budget_reached": state.budget_reached, "looped": state.looped}
 
 
-def _common_prefix(a: list[int], b: list[int]) -> int:
-    n = min(len(a), len(b))
-    i = 0
-    while i < n and a[i] == b[i]:
-        i += 1
-    return i
+
+def _had_drafts(rows: dict) -> bool:
+    """Whether the batch that did not fit held proposals: _fill_batch took them from their jobs, so the next batch
+    is the same without them."""
+    return any(draft for _, _, draft in rows.values())

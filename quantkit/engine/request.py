@@ -60,6 +60,8 @@ class GenerationResult:
     forced_tokens: int = 0  # of the generated tokens, those the engine appended (the closing text), not sampled
     budget_reached: bool = False  # the reasoning budget ended the thought
     looped: bool = False  # the loop guard found the thought repeating itself (and ended it, or the generation)
+    drafted_tokens: int = 0  # speculative decoding: tokens proposed (by the draft model or the n-gram lookup)
+    accepted_tokens: int = 0  # of those, the ones the model's own sampling confirmed
     queue_seconds: float = 0.0  # submitted → given a slot
     prompt_seconds: float = 0.0  # given a slot → first token sampled
     gen_seconds: float = 0.0  # first token sampled → end
@@ -94,6 +96,15 @@ class GenerationResult:
         return "" if self.thought_unfinished else self.text
 
     @property
+    def rejected_tokens(self) -> int:
+        return self.drafted_tokens - self.accepted_tokens
+
+    @property
+    def acceptance(self) -> float:
+        """The share of drafted tokens accepted (0 when nothing was drafted)."""
+        return self.accepted_tokens / self.drafted_tokens if self.drafted_tokens else 0.0
+
+    @property
     def prompt_tps(self) -> float:
         return self.prompt_eval_tokens / self.prompt_seconds if self.prompt_seconds > 0 else 0.0
 
@@ -122,6 +133,8 @@ class Stream:
         self._event = asyncio.Event() if loop is not None else None
         self._cancelled = False
         self._on_cancel = None  # set by the engine: wakes its loop
+        self._ended = threading.Event()  # what wait() waits for: a piece does not wake it
+        self._wake_scheduled = False  # an event-loop wake-up is on its way: later pieces ride on it
 
     @property
     def cancelled(self) -> bool:
@@ -143,16 +156,22 @@ class Stream:
     def _push(self, item) -> None:
         with self._cond:
             self._items.append(item)
-            self._cond.notify()
-        if self._loop is not None:
+            self._cond.notify()  # cheap when no thread reads the pieces
+        if self._loop is not None and not self._wake_scheduled:
+            self._wake_scheduled = True  # one call_soon_threadsafe per batch of pieces, not per token
             try:
-                self._loop.call_soon_threadsafe(self._event.set)
+                self._loop.call_soon_threadsafe(self._wake_loop)
             except RuntimeError:  # the loop is closed: nobody is listening any more
                 pass
+
+    def _wake_loop(self) -> None:
+        self._wake_scheduled = False  # first: a piece pushed from here on schedules another wake-up
+        self._event.set()
 
     def _finish(self, result: GenerationResult | None = None, error: BaseException | None = None) -> None:
         self.result, self.error = result, error
         self._push(_END)
+        self._ended.set()
 
     # -- the caller's side ------------------------------------------------------------------------------------
 
@@ -200,9 +219,8 @@ class Stream:
 
     def wait(self, timeout: float | None = None) -> GenerationResult:
         """Block until the generation ended (pieces not yet read are dropped); its result."""
-        with self._cond:
-            if not self._cond.wait_for(lambda: self.done, timeout):
-                raise TimeoutError("the generation did not end in time")
+        if not self._ended.wait(timeout):
+            raise TimeoutError("the generation did not end in time")
         if self.error is not None:
             raise self.error
         return self.result

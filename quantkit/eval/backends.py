@@ -35,13 +35,13 @@ class EngineBackend:
     """Answers generated in this process, `parallel` sequences at once on the engine."""
 
     def __init__(self, path: str | Path, *, parallel: int = 4, n_ctx: int = 8192, n_gpu_layers: int | str = "auto",
-                 threads: int | None = None, rpc: list[str] | None = None):
+                 threads: int | None = None, rpc: list[str] | None = None, speculation=None):
         from ..engine import Engine
 
         self.path = Path(path)
         self.name = self.path.name
         self.engine = Engine.open(self.path, n_ctx=n_ctx, n_parallel=parallel, n_gpu_layers=n_gpu_layers,
-                                  threads=threads, rpc=rpc)
+                                  threads=threads, rpc=rpc, speculation=speculation)
         try:
             self.engine.template  # a model without a usable template fails here, not at the first problem
         except BaseException:
@@ -132,9 +132,13 @@ class EndpointBackend:
         thought_tokens = int(details.get("reasoning_tokens") or 0)
         text = reasoning if cut_in_thought else (f"{reasoning}</think>\n\n{content}" if reasoning else content)
         prompt_tokens = int(usage.get("prompt_tokens") or 0)
+        cached = int((usage.get("prompt_tokens_details") or {}).get("cached_tokens") or 0)
+        accepted = int(details.get("accepted_prediction_tokens") or 0)
+        rejected = int(details.get("rejected_prediction_tokens") or 0)
         marks = data.get("quantkit") if isinstance(data.get("quantkit"), dict) else {}  # quantkit serve's field
         return GenerationResult(text=text, reasoning=reasoning, answer=content, prompt_tokens=prompt_tokens,
-                                prompt_eval_tokens=prompt_tokens, reasoning_tokens=thought_tokens,
+                                prompt_eval_tokens=prompt_tokens - cached, reasoning_tokens=thought_tokens,
+                                drafted_tokens=accepted + rejected, accepted_tokens=accepted,
                                 answer_tokens=completion - thought_tokens, finish_reason=finish,
                                 thought_unfinished=cut_in_thought, gen_seconds=seconds,
                                 forced_tokens=int(marks.get("forced_tokens") or 0),

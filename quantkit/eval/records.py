@@ -21,7 +21,8 @@ from ..resources import Closeable
 log = logging.getLogger(__name__)
 
 
-OPTIONAL_FIELDS = {"extra", "forced_tokens", "budget_reached", "looped"}
+OPTIONAL_FIELDS = {"extra", "forced_tokens", "budget_reached", "looped", "prompt_eval_tokens", "drafted_tokens",
+                   "accepted_tokens"}
 
 
 @dataclass(frozen=True)
@@ -45,6 +46,11 @@ class Sample:
     forced_tokens: int = 0  # of reasoning_tokens + answer_tokens, those the engine forced (the closing text)
     budget_reached: bool = False
     looped: bool = False
+    # the engine's work (absent from older records: read as 0): prompt tokens evaluated (the rest shared or
+    # cached), speculative decoding's drafted tokens and how many of them were accepted
+    prompt_eval_tokens: int = 0
+    drafted_tokens: int = 0
+    accepted_tokens: int = 0
 
     @property
     def key(self) -> tuple[str, int]:

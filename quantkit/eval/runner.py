@@ -144,7 +144,9 @@ async def _run_model(backend: Backend, problems: list[Problem], protocol: Protoc
         writer.append(Sample(problem.id, k, seed, g.text, g.reasoning, answer or "", problem.answer, grade.extracted,
                              grade.verdict, g.prompt_tokens, g.reasoning_tokens, g.answer_tokens, g.finish_reason,
                              g.seconds, extra={"backend": backend.name}, forced_tokens=g.forced_tokens,
-                             budget_reached=g.budget_reached, looped=g.looped))
+                             budget_reached=g.budget_reached, looped=g.looped,
+                             prompt_eval_tokens=g.prompt_eval_tokens, drafted_tokens=g.drafted_tokens,
+                             accepted_tokens=g.accepted_tokens))
         finished += 1
         if progress:
             progress(backend.name, finished, total)
@@ -167,10 +169,12 @@ def samples_file(out_dir: Path, name: str, task: str, protocol: Protocol) -> Pat
 def evaluate(models: list[str | Path], problems: list[Problem], task: str, protocol: Protocol = Protocol(), *,
              out_dir: str | Path = "eval", endpoint: str | None = None, api_key: str | None = None,
              parallel: int = 4, n_ctx: int = 8192, n_gpu_layers: int | str = "auto", threads: int | None = None,
-             grader_workers: int = 2, progress: Progress | None = None, rpc: list[str] | None = None) -> EvalResult:
+             grader_workers: int = 2, progress: Progress | None = None, rpc: list[str] | None = None,
+             speculation=None) -> EvalResult:
     """Evaluate each of `models` (GGUF paths; with `endpoint`, model names on that server) on `problems`; the
     first is the base the others are compared with. Resumes from the samples files in `out_dir`. `rpc`:
-    ggml-rpc-server hosts (HOST:PORT) the engine offloads to as well."""
+    ggml-rpc-server hosts (HOST:PORT) the engine offloads to as well; `speculation`: the engine's speculative
+    decoding (engine.speculative.Speculation), which changes no token."""
     from ..files import output_dir
 
     if not models:
@@ -189,13 +193,14 @@ def evaluate(models: list[str | Path], problems: list[Problem], task: str, proto
         for model in models:
             result.models.append(_evaluate_one(model, problems, task, protocol, out, grader, progress,
                                                endpoint=endpoint, api_key=api_key, parallel=parallel, n_ctx=n_ctx,
-                                               n_gpu_layers=n_gpu_layers, threads=threads, rpc=rpc))
+                                               n_gpu_layers=n_gpu_layers, threads=threads, rpc=rpc,
+                                               speculation=speculation))
     _compare(result, out, task)
     return result
 
 
 def _evaluate_one(model, problems, task, protocol, out, grader, progress, *, endpoint, api_key, parallel, n_ctx,
-                  n_gpu_layers, threads, rpc=None) -> ModelResult:
+                  n_gpu_layers, threads, rpc=None, speculation=None) -> ModelResult:
     name = str(model) if endpoint else Path(model).name
     path = samples_file(out, name, task, protocol)
     done = done_keys(read_samples(path)) if path.exists() else set()
@@ -205,7 +210,7 @@ def _evaluate_one(model, problems, task, protocol, out, grader, progress, *, end
         async def run() -> int:
             backend = (EndpointBackend(endpoint, name, api_key=api_key, concurrency=parallel) if endpoint else
                        EngineBackend(model, parallel=parallel, n_ctx=n_ctx, n_gpu_layers=n_gpu_layers,
-                                     threads=threads, rpc=rpc))
+                                     threads=threads, rpc=rpc, speculation=speculation))
             writer = _LazyWriter(path)  # no file until a sample is done: a failed start leaves nothing
             try:
                 await backend.check()
@@ -259,7 +264,7 @@ def eval_table(result: EvalResult) -> list[dict]:
                 s.thought_tokens_correct.median, "thought_mean_wrong": s.thought_tokens_wrong.mean,
             "thought_median_wrong": s.thought_tokens_wrong.median, "cut_off_pct": 100.0 * s.cut_off,
             "looped_pct": 100.0 * s.looped, "budget_reached_pct": 100.0 * s.budget_reached,
-            "tokens_per_s": s.tokens_per_second, "samples": s.pass_at_1.samples, "new_samples": m.new_samples,
+            "tokens_per_s": s.tokens_per_second, "acceptance": s.acceptance, "samples": s.pass_at_1.samples, "new_samples": m.new_samples,
             "verdicts": s.verdicts, "samples_file": m.samples_file,
         })
     return rows

@@ -136,6 +136,7 @@ class Summary:
     generated_tokens: int
     tokens_per_second: float | None  # generated tokens over the wall time given, else over the samples' own time
     verdicts: dict[str, int]
+    acceptance: float | None = None  # speculative decoding: accepted / drafted tokens (None: nothing drafted)
 
 
 def summarize(samples: Sequence, wall_seconds: float | None = None, confidence: float = CONFIDENCE,
@@ -159,7 +160,13 @@ def summarize(samples: Sequence, wall_seconds: float | None = None, confidence: 
         generated_tokens=generated,
         tokens_per_second=generated / seconds if seconds > 0 else None,
         verdicts=verdicts,
+        acceptance=_acceptance(samples),
     )
+
+
+def _acceptance(samples: Sequence) -> float | None:
+    drafted = sum(getattr(s, "drafted_tokens", 0) for s in samples)
+    return sum(getattr(s, "accepted_tokens", 0) for s in samples) / drafted if drafted else None
 
 
 def correct_by_problem(samples: Iterable) -> dict[str, list[bool]]:

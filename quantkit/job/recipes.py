@@ -68,6 +68,7 @@ class ChatDefaults:
     top_p: float = R1_TOP_P
     ctx: int = 4096
     seed: int = 0
+    spec: typing.Optional[str] = None  # "ngram": speculative decoding by n-gram lookup (the tokens do not change)
 
 
 @dataclass(frozen=True)
@@ -85,6 +86,7 @@ class EvalSettings:
     # how it runs
     ctx: int = 8192
     parallel: int = 4
+    spec: typing.Optional[str] = None  # "ngram": speculative decoding by n-gram lookup (the tokens do not change)
 
 
 @dataclass(frozen=True)

@@ -254,6 +254,7 @@ def memory(job: Job) -> str:
 
 def chat(job: Job) -> str:
     from ..chat import ChatSession, Sampling, turn_summary
+    from ..engine.speculative import speculation
 
     c = job.recipe.chat
     job.progress.start("chat")
@@ -268,7 +269,7 @@ def chat(job: Job) -> str:
     def run() -> dict:
         sampling = Sampling(temperature=c.temperature, top_p=c.top_p, seed=c.seed)
         with ChatSession.open(path, n_ctx=c.ctx, n_gpu_layers=job.n_gpu_layers, threads=job.threads,
-                              sampling=sampling, rpc=job.rpc) as session:
+                              sampling=sampling, rpc=job.rpc, speculation=speculation(c.spec)) as session:
             for n, _ in enumerate(session.send(c.prompt, c.max_tokens), start=1):
                 job.progress.part(n / c.max_tokens)
             return {"type": qtype, "file": path.name, "prompt": c.prompt, **turn_summary(session.turns[-1].result)}
@@ -283,6 +284,7 @@ def evaluate(job: Job) -> str:
     import json
     from dataclasses import asdict
 
+    from ..engine.speculative import speculation
     from ..eval.runner import Protocol, eval_table, evaluate as run_eval
     from ..eval.tasks import load_task
 
@@ -312,7 +314,7 @@ def evaluate(job: Job) -> str:
     def run() -> dict:
         result = run_eval([path for _, path in models], load_task(e.task), e.task, protocol, out_dir=folder,
                           parallel=e.parallel, n_ctx=e.ctx, n_gpu_layers=job.n_gpu_layers, threads=job.threads,
-                          progress=progress, rpc=job.rpc)
+                          progress=progress, rpc=job.rpc, speculation=speculation(e.spec))
         return {"task": e.task, "problems": result.problems, "protocol": protocol, "rows": eval_table(result)}
 
     status = _timed(job, "eval", inputs, run)

@@ -59,6 +59,11 @@ class Context(Closeable):
         ptr = lib().llama_get_logits(self.ptr)
         return np.ctypeslib.as_array(ptr, shape=(n_outputs, self.model.n_vocab))
 
+    def logits_row(self, index: int) -> np.ndarray:
+        """The logits of batch row `index` of the last decode (n_vocab float32), a view valid until the next one."""
+        ptr = lib().llama_get_logits_ith(self.ptr, index)
+        return np.ctypeslib.as_array(ptr, shape=(self.model.n_vocab,))
+
     # -- per-sequence memory ----------------------------------------------------------------------------------
 
     def clear(self) -> None:

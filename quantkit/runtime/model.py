@@ -43,6 +43,8 @@ class Model(Closeable):
         self.add_bos = bool(llama_cpp.llama_vocab_get_add_bos(self.vocab))
         self.bos = int(llama_cpp.llama_vocab_bos(self.vocab))
         self.eos = int(llama_cpp.llama_vocab_eos(self.vocab))
+        self.add_eos = bool(llama_cpp.llama_vocab_get_add_eos(self.vocab))
+        self.vocab_type = int(llama_cpp.llama_vocab_type(self.vocab))
         self._is_eog = llama_cpp.llama_vocab_is_eog
         self._to_piece = llama_cpp.llama_token_to_piece
         self._pieces: dict[int, bytes] = {}
@@ -84,6 +86,10 @@ class Model(Closeable):
 
     def is_end_of_generation(self, token: int) -> bool:
         return bool(self._is_eog(self.vocab, token))
+
+    def token_text(self, token: int) -> bytes:
+        """A token's text as the vocabulary stores it (not rendered to bytes)."""
+        return lib().llama_vocab_get_text(self.vocab, token)
 
     def token_texts(self) -> list[bytes]:
         """Every token's text, in id order."""

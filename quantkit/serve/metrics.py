@@ -47,6 +47,10 @@ class Metrics:
         metric("prompt_tokens_total", "counter", "Prompt tokens evaluated (a prefix still cached is not).",
                [("", stats.prompt_tokens)])
         metric("generated_tokens_total", "counter", "Tokens generated.", [("", stats.generated_tokens)])
+        metric("drafted_tokens_total", "counter", "Tokens proposed by speculative decoding (--draft, --spec ngram).",
+               [("", stats.drafted_tokens)])
+        metric("accepted_tokens_total", "counter", "Proposed tokens the model's own sampling accepted.",
+               [("", stats.accepted_tokens)])
         metric("generations_total", "counter", "Generations ended, by finish reason (failed: the engine failed).",
                [(f'{{reason="{r}"}}', n) for r, n in sorted(stats.finished.items())]
                + [('{reason="failed"}', stats.failed)])

@@ -92,7 +92,9 @@ def usage(results: list) -> dict:
     return {"prompt_tokens": first.prompt_tokens, "completion_tokens": generated,
             "total_tokens": first.prompt_tokens + generated,
             "prompt_tokens_details": {"cached_tokens": first.prompt_tokens - first.prompt_eval_tokens},
-            "completion_tokens_details": {"reasoning_tokens": sum(r.reasoning_tokens for r in results)}}
+            "completion_tokens_details": {"reasoning_tokens": sum(r.reasoning_tokens for r in results),
+                                          "accepted_prediction_tokens": sum(r.accepted_tokens for r in results),
+                                          "rejected_prediction_tokens": sum(r.rejected_tokens for r in results)}}
 
 
 def marks(result) -> dict:

@@ -623,11 +623,30 @@ OTHER_ROWS = [
         lambda w: ["imatrix", w.file("m.gguf", "hello"), "--dataset", "python-docs", "-o", "i.gguf", *CPU],
         "not a GGUF"),
     Row("imatrix", "a context below 16", lambda w: ["imatrix", str(w.good.model), "--ctx", "8", *CPU], "--ctx", 2),
+    Row("chat", "a draft model of another tokenizer",
+        lambda w: ["chat", str(w.good.model), "-p", "hi", "--draft", _qwen_vocab_model(w), *CPU], "cannot draft for"),
+    Row("serve", "a draft model that does not exist",
+        lambda w: ["serve", str(w.good.model), "--draft", str(w.dir / "nope.gguf"), *CPU], "does not exist"),
+    Row("eval", "--spec with --endpoint",
+        lambda w: ["eval", "m", "--endpoint", "http://127.0.0.1:9/v1", "--spec", "ngram", "--limit", "1"],
+        "not an --endpoint"),
+    Row("bench", "--draft-min above --draft-max",
+        lambda w: ["bench", str(w.good.model), "--spec", "ngram", "--draft-max", "2", "--draft-min", "3", *CPU],
+        "--draft-min"),
     # rows for commands that land later go here, one line each, e.g.
     # Row("quantize", "an unknown quant type", lambda w: ["quantize", str(w.good.model), "-t", "Q9_K"], "unknown quant type"),
 ]
 
 CORPUS: list[Row] = [*GGUF_ROWS, *CHECKPOINT_ROWS, *OTHER_ROWS]
+
+
+def _qwen_vocab_model(w: Work) -> str:
+    """A tiny qwen2 model on a cut-down Qwen2 vocabulary: a draft whose tokenizer is not the good model's."""
+    from .tiny_gguf_models import TinyShape, reduced_vocab_gguf, write_tiny_model
+
+    path = w.dir / "qwen.gguf"
+    write_tiny_model(path, "qwen2", reduced_vocab_gguf("qwen2"), TinyShape(n_layer=1))
+    return str(path)
 
 
 def counts() -> Counter:
