@@ -516,7 +516,8 @@ class Engine(Closeable):
 def _thought_fields(state: _ThoughtState | None) -> dict:
     if state is None:
         return {}
-    return {"forced_tokens": state.forced, "budget_reached": state.budget_reached, "looped": state.looped}
+    return {"forced_tokens": state.forced, "budget_reached": state.budget_reached, "looped": state.looped,
+            "thought_tokens": state.tokens}
 
 
 def _common_prefix(a: list[int], b: list[int]) -> int:

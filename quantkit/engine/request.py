@@ -46,6 +46,8 @@ class GenerationResult:
     forced_tokens: int = 0  # of the generated tokens, those the engine appended (the closing text), not sampled
     budget_reached: bool = False  # the reasoning budget ended the thought
     looped: bool = False  # the loop guard found the thought repeating itself (and ended it, or the generation)
+    thought_tokens: int | None = None  # the model's own thought tokens as the budget counts them (None: no budget
+    # or guard was asked); a budget above it would have left this generation as it is
     queue_seconds: float = 0.0  # submitted → given a slot
     prompt_seconds: float = 0.0  # given a slot → first token sampled
     gen_seconds: float = 0.0  # first token sampled → end

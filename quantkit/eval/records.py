@@ -21,7 +21,7 @@ from ..resources import Closeable
 log = logging.getLogger(__name__)
 
 
-OPTIONAL_FIELDS = {"extra", "forced_tokens", "budget_reached", "looped"}
+OPTIONAL_FIELDS = {"extra", "forced_tokens", "budget_reached", "looped", "thought_tokens"}
 
 
 @dataclass(frozen=True)
@@ -45,6 +45,7 @@ class Sample:
     forced_tokens: int = 0  # of reasoning_tokens + answer_tokens, those the engine forced (the closing text)
     budget_reached: bool = False
     looped: bool = False
+    thought_tokens: int | None = None  # the model's own thought tokens as the budget counts them (None: unknown)
 
     @property
     def key(self) -> tuple[str, int]:
