@@ -52,9 +52,10 @@ def run(
 ) -> None:
     """Serve a GGUF model over an OpenAI-compatible HTTP API, several requests at once."""
     endpoints = rpc_endpoints(rpc)
-    from ..runtime import check_gguf_file
+    from ..gguf.reader import read_header
+    from ..quantize.marks import file_marks
 
-    check_gguf_file(model)  # a missing or non-GGUF file fails before the socket opens
+    header = read_header(model)  # a missing or non-GGUF file fails before the socket opens
     key = _api_key(api_key, api_key_file)
 
     from ..engine import Engine
@@ -66,7 +67,7 @@ def run(
     config = ServeConfig(model_id=alias or model.name, api_key=key, reasoning_format=reasoning_format.lower(),
                          max_body_bytes=int(max_body_mib * 2**20), shutdown_grace=shutdown_grace,
                          created=int(model.stat().st_mtime), thinking=thinking,
-                         effort_budgets=effort_budgets(reasoning_effort_budgets))
+                         effort_budgets=effort_budgets(reasoning_effort_budgets), model_marks=file_marks(header))
 
     def load() -> Engine:  # in this process, or in each Ray replica's (which registers the servers in its own)
         if endpoints:

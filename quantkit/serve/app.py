@@ -53,6 +53,7 @@ class ServeConfig:
     replica: str | None = None  # one of several replicas (Ray Serve): named in a header and in /metrics
     thinking: Thinking = field(default_factory=lambda: Thinking(loop_guard="end"))  # the default of every request
     effort_budgets: dict[str, int] = field(default_factory=lambda: dict(DEFAULT_EFFORT_BUDGETS))
+    model_marks: dict | None = None  # /v1/models' quantkit field: file type, budget mix, imatrix (quantize/marks.py)
     load_in_background: bool = True  # False: the app starts only once the model is loaded (a replica is not
 
 
