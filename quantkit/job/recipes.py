@@ -301,6 +301,7 @@ def _ladder(where: str, values: list, imatrix: str | None, targets: bool = False
 
 def _targets(where: str, values: list) -> tuple:
     """`"4.2G"` / `"size<=4.2G"` (a file size) and `"bpw<=3.5"` (bits per weight) as quantize.mixes.Target."""
+    from ..quant_types import parse_size
     from ..quantize.mixes import Target, targets
 
     out: list[Target] = []
@@ -318,7 +319,8 @@ def _targets(where: str, values: list) -> tuple:
                                       hint='write it as "bpw<=3.5"') from None
                 (target,) = targets(None, [bpw])
             else:
-                (target,) = targets([text[6:] if text.lower().startswith("size<=") else text], None)
+                size = text[6:] if text.lower().startswith("size<=") else text
+                target = Target(size=parse_size(size, "target"), text=size)
         except QuantkitError as e:
             if isinstance(e, RecipeError):
                 raise
