@@ -97,3 +97,22 @@ def test_only_a_later_step_without_the_earlier_ones(tmp_path):
     path = write_recipe(tmp_path)
     assert_clean_failure(["run", str(path), "--out", str(tmp_path / "out"), "--only", "perplexity"],
                          "has not been made yet")
+
+
+def test_targets_and_budgets(tmp_path):
+    text = TINY_RECIPE.replace('ladder = ["Q4_0", "Q8_0"]', 'ladder = ["Q4_0"]\ntargets = ["4.2G", "bpw<=3.5", '
+                               '"size<=900MiB"]') + "budgets = [1024, 0, 256]\nloop_guard = \"end\"\n"
+    r = load_recipe(write_recipe(tmp_path, text))
+    assert [t.describe() for t in r.targets] == ["size<=4200000000", "bpw<=3.5", f"size<={900 * 2**20}"]
+    assert r.rungs == ("Q4_0", "MIX-4.2G", "MIX-3.50bpw", "MIX-900MIB")
+    assert r.target_of("MIX-3.50bpw").bpw == 3.5 and r.target_of("Q4_0") is None
+    assert r.eval.budgets == (0, 256, 1024) and r.eval.loop_guard == "end"
+    only_mixes = load_recipe(write_recipe(tmp_path, text.replace('ladder = ["Q4_0"]\n', ""), "mixes"))
+    assert only_mixes.ladder == () and only_mixes.rungs == ("MIX-4.2G", "MIX-3.50bpw", "MIX-900MIB")
+    for bad, message in ((text.replace('"4.2G"', '"4.2G", "size<=4.2G"'), "holds MIX-4.2G twice"),
+                         (text.replace('"bpw<=3.5"', '"bpw<=lots"'), "is not bits per weight"),
+                         (text.replace('"bpw<=3.5"', '"bpw<=40"'), "out of range"),
+                         (text.replace("budgets = [1024, 0, 256]", "budgets = [256, 256]"), "twice"),
+                         (text.replace("budgets = [1024, 0, 256]", "budgets = []"), "budgets must be")):
+        with pytest.raises(RecipeError, match=message):
+            load_recipe(write_recipe(tmp_path, bad, "bad"))

@@ -167,6 +167,8 @@ def test_reasoning_format_none_leaves_the_tags_in_content(server_none, stream):
 def test_models_lists_the_file(server):
     models = server.openai().models.list().data
     assert [m.id for m in models] == [f"{S.NAME}-BF16.gguf"] and models[0].owned_by == "quantkit"
+    # how the file was made, from its header: a plain BF16 file, no budget mix, no imatrix
+    assert models[0].model_dump()["quantkit"] == {"file_type": "BF16", "mix": None, "imatrix": None}
 
 
 # ---- a thought under control: the reasoning budget, reasoning_effort and the loop guard ------------------------

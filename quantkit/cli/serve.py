@@ -86,9 +86,10 @@ def run(
                                     "speculation": speculating},
                             cors_origins=tuple(cors_origin or ()))
     model = models[0]
-    from ..runtime import check_gguf_file
+    from ..gguf.reader import read_header
+    from ..quantize.marks import file_marks
 
-    check_gguf_file(model)  # a missing or non-GGUF file fails before the socket opens
+    header = read_header(model)  # a missing or non-GGUF file fails before the socket opens
     key = _api_key(api_key, api_key_file)
 
     from ..engine import Engine
@@ -100,7 +101,7 @@ def run(
     config = ServeConfig(model_id=alias or model.name, api_key=key, reasoning_format=reasoning_format.lower(),
                          max_body_bytes=int(max_body_mib * 2**20), shutdown_grace=shutdown_grace,
                          created=int(model.stat().st_mtime), thinking=thinking,
-                         effort_budgets=effort_budgets(reasoning_effort_budgets),
+                         effort_budgets=effort_budgets(reasoning_effort_budgets), model_marks=file_marks(header),
                          cors_origins=tuple(cors_origin or ()))
 
     def load() -> Engine:  # in this process, or in each Ray replica's (which registers the servers in its own)

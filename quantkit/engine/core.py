@@ -679,7 +679,8 @@ _WAIT = object()  # _prompt_source: not yet
 def _thought_fields(state: _ThoughtState | None) -> dict:
     if state is None:
         return {}
-    return {"forced_tokens": state.forced, "budget_reached": state.budget_reached, "looped": state.looped}
+    return {"forced_tokens": state.forced, "budget_reached": state.budget_reached, "looped": state.looped,
+            "thought_tokens": state.tokens}
 
 
 

@@ -62,6 +62,8 @@ class GenerationResult:
     looped: bool = False  # the loop guard found the thought repeating itself (and ended it, or the generation)
     drafted_tokens: int = 0  # speculative decoding: tokens proposed (by the draft model or the n-gram lookup)
     accepted_tokens: int = 0  # of those, the ones the model's own sampling confirmed
+    thought_tokens: int | None = None  # the model's own thought tokens as the budget counts them (None: no budget
+    # or guard was asked); a budget above it would have left this generation as it is
     queue_seconds: float = 0.0  # submitted → given a slot
     prompt_seconds: float = 0.0  # given a slot → first token sampled
     gen_seconds: float = 0.0  # first token sampled → end

@@ -22,7 +22,7 @@ log = logging.getLogger(__name__)
 
 
 OPTIONAL_FIELDS = {"extra", "forced_tokens", "budget_reached", "looped", "prompt_eval_tokens", "drafted_tokens",
-                   "accepted_tokens"}
+                   "accepted_tokens", "thought_tokens"}
 
 
 @dataclass(frozen=True)
@@ -51,6 +51,7 @@ class Sample:
     prompt_eval_tokens: int = 0
     drafted_tokens: int = 0
     accepted_tokens: int = 0
+    thought_tokens: int | None = None  # the model's own thought tokens as the budget counts them (None: unknown)
 
     @property
     def key(self) -> tuple[str, int]:

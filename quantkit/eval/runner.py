@@ -8,6 +8,14 @@ gets its own seed, derived from `--seed`, the problem's index and the sample's i
 
 Every finished sample is appended to `<out>/<model>.<task>-<settings>.jsonl` (records.py) as soon as it is
 graded: a re-run after Ctrl-C, a crash or SIGKILL generates only what is missing and ends with the same table.
+
+Several reasoning budgets (`evaluate_budgets`): one samples file per budget, the largest evaluated first. A
+sample of a larger budget whose thought ended (by itself, by the loop guard or at max_tokens) before the smaller
+budget's count is the generation the smaller budget makes too (same prompt, same seed, the budget never fired),
+so it is copied into the smaller budget's file instead of generated again. On one sequence at a time it is the
+very same token stream; with several sequences in a batch, llama.cpp's sums may round differently per batch,
+and it is then an equally valid draw from the same distribution. Only the engine's records say how many thought
+tokens the budget counted (`thought_tokens`); samples from an endpoint are never reused.
 """
 from __future__ import annotations
 
@@ -17,7 +25,7 @@ import json
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 from ..engine.thinking import BUDGET_MESSAGE, LOOP_GUARD_MODES, Thinking, check_budget
@@ -95,6 +103,7 @@ class ModelResult:
     new_samples: int
     vs_base: Difference | None = None
     is_base: bool = False
+    reused_samples: int = 0  # copied from a larger budget's samples file (evaluate_budgets), not generated
 
 
 @dataclass
@@ -146,7 +155,7 @@ async def _run_model(backend: Backend, problems: list[Problem], protocol: Protoc
                              g.seconds, extra={"backend": backend.name}, forced_tokens=g.forced_tokens,
                              budget_reached=g.budget_reached, looped=g.looped,
                              prompt_eval_tokens=g.prompt_eval_tokens, drafted_tokens=g.drafted_tokens,
-                             accepted_tokens=g.accepted_tokens))
+                             accepted_tokens=g.accepted_tokens, thought_tokens=g.thought_tokens))
         finished += 1
         if progress:
             progress(backend.name, finished, total)
@@ -175,6 +184,22 @@ def evaluate(models: list[str | Path], problems: list[Problem], task: str, proto
     first is the base the others are compared with. Resumes from the samples files in `out_dir`. `rpc`:
     ggml-rpc-server hosts (HOST:PORT) the engine offloads to as well; `speculation`: the engine's speculative
     decoding (engine.speculative.Speculation), which changes no token."""
+    (result,) = evaluate_budgets(models, problems, task, [protocol.reasoning_budget], protocol, out_dir=out_dir,
+                                 endpoint=endpoint, api_key=api_key, parallel=parallel, n_ctx=n_ctx,
+                                 n_gpu_layers=n_gpu_layers, threads=threads, grader_workers=grader_workers,
+                                 progress=progress, rpc=rpc, speculation=speculation)
+    return result
+
+
+def evaluate_budgets(models: list[str | Path], problems: list[Problem], task: str, budgets: list[int | None],
+                     protocol: Protocol = Protocol(), *, out_dir: str | Path = "eval", endpoint: str | None = None,
+                     api_key: str | None = None, parallel: int = 4, n_ctx: int = 8192,
+                     n_gpu_layers: int | str = "auto", threads: int | None = None, grader_workers: int = 2,
+                     progress: Progress | None = None, rpc: list[str] | None = None,
+                     speculation=None) -> list[EvalResult]:
+    """`evaluate` at each reasoning budget of `budgets` (None: no limit, the largest), one result per budget,
+    smallest first; a larger budget's samples that ended before a smaller budget are reused for it (see the
+    module's docstring). `protocol` gives everything else."""
     from ..files import output_dir
 
     if not models:
@@ -182,21 +207,60 @@ def evaluate(models: list[str | Path], problems: list[Problem], task: str, proto
                                    hint="pass one or more .gguf files (or model names with --endpoint)")
     if parallel < 1:
         raise InvalidArgumentError(f"--parallel must be ≥ 1, not {parallel}")
+    if not budgets:
+        raise InvalidArgumentError("no reasoning budget given", hint="give --reasoning-budget N or N,N,…")
+    for b in budgets:
+        check_budget(b)
+    order = sorted(set(budgets), key=_budget_order)  # smallest first, no limit last
+    protocols = {b: replace(protocol, reasoning_budget=b) for b in order}
     problems = select(problems, protocol)
     if endpoint is None:
         from ..runtime import check_gguf_file
 
         for path in models:  # every file checked before the first one is evaluated
             check_gguf_file(Path(path))
-    result = EvalResult(task, protocol, len(problems))
+    results = {b: EvalResult(task, protocols[b], len(problems)) for b in order}
     with output_dir(Path(out_dir)) as out, Grader(workers=grader_workers) as grader:  # kept once it holds samples
         for model in models:
-            result.models.append(_evaluate_one(model, problems, task, protocol, out, grader, progress,
-                                               endpoint=endpoint, api_key=api_key, parallel=parallel, n_ctx=n_ctx,
-                                               n_gpu_layers=n_gpu_layers, threads=threads, rpc=rpc,
-                                               speculation=speculation))
-    _compare(result, out, task)
-    return result
+            larger: list[Path] = []  # this model's samples files of the budgets done so far (larger ones)
+            for b in reversed(order):
+                p = protocols[b]
+                name = str(model) if endpoint else Path(model).name
+                reused = _reuse(samples_file(out, name, task, p), b, larger, problems, p.samples)
+                one = _evaluate_one(model, problems, task, p, out, grader, progress, endpoint=endpoint,
+                                    api_key=api_key, parallel=parallel, n_ctx=n_ctx, n_gpu_layers=n_gpu_layers,
+                                    threads=threads, rpc=rpc, speculation=speculation)
+                one.reused_samples = reused
+                results[b].models.append(one)
+                larger.append(Path(one.samples_file))
+    for b in order:
+        _compare(results[b], out, task)
+    return [results[b] for b in order]
+
+
+def _budget_order(budget: int | None) -> float:
+    return float("inf") if budget is None else budget
+
+
+def _reuse(dest: Path, budget: int | None, larger: list[Path], problems: list[Problem], samples: int) -> int:
+    """Copy into `dest` the samples of the `larger` budgets' files that `budget` would have left as they are (the
+    thought's own tokens below it, the budget never reached) and that `dest` lacks; returns how many."""
+    if budget is None or not larger:
+        return 0
+    wanted = {(p.id, k) for p in problems for k in range(samples)}
+    have = done_keys(read_samples(dest)) if dest.exists() else set()
+    found: dict[tuple[str, int], Sample] = {}
+    for source in larger:
+        for s in read_samples(source):
+            if (s.key in wanted and s.key not in have and s.key not in found and s.thought_tokens is not None
+                    and not s.budget_reached and s.thought_tokens < budget):
+                found[s.key] = replace(s, extra={**s.extra, "reused_from": source.name})
+    if found:
+        with RecordWriter(dest) as writer:
+            for key in sorted(found):
+                writer.append(found[key])
+        log.info("%s: %d samples reused from larger budgets", dest.name, len(found))
+    return len(found)
 
 
 def _evaluate_one(model, problems, task, protocol, out, grader, progress, *, endpoint, api_key, parallel, n_ctx,
@@ -265,6 +329,7 @@ def eval_table(result: EvalResult) -> list[dict]:
             "thought_median_wrong": s.thought_tokens_wrong.median, "cut_off_pct": 100.0 * s.cut_off,
             "looped_pct": 100.0 * s.looped, "budget_reached_pct": 100.0 * s.budget_reached,
             "tokens_per_s": s.tokens_per_second, "acceptance": s.acceptance, "samples": s.pass_at_1.samples, "new_samples": m.new_samples,
+            "reused_samples": m.reused_samples, "reasoning_budget": result.protocol.reasoning_budget,
             "verdicts": s.verdicts, "samples_file": m.samples_file,
         })
     return rows

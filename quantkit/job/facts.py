@@ -14,14 +14,16 @@ def report_facts(recipe: Recipe, store: StepStore, device: str = "") -> ReportFa
     r = recipe
     facts = ReportFacts(recipe={"name": r.name, "path": str(r.path), "description": r.description,
                                 "source": r.source, "revision": r.revision, "outtype": r.outtype,
-                                "ladder": list(r.ladder)}, device=device)
+                                "ladder": list(r.ladder), "targets": [t.describe() for t in r.targets],
+                                "imatrix": r.imatrix}, device=device)
     convert = store.result("convert")
     if convert is None:
         return facts
     files = [(convert["base"]["type"], convert["base"])]
-    files += [(t, q) for t in r.ladder if (q := store.result(rung_key("quantize", t))) is not None]
+    files += [(t, q) for t in r.rungs if (q := store.result(rung_key("quantize", t))) is not None]
     facts.rows = [{"type": t, "file": Path(f["path"]).name, "path": str(f["path"]), "size_bytes": f["n_bytes"],
-                   "is_base": i == 0} for i, (t, f) in enumerate(files)]
+                   "is_base": i == 0, "imatrix": f.get("imatrix"), "mix": f.get("mix")}
+                  for i, (t, f) in enumerate(files)]
     _add_perplexity(facts, store.result("perplexity"))
     _add_bench(facts, {row["type"]: store.result(rung_key("bench", row["type"])) for row in facts.rows}, r)
     _add_memory(facts, {row["type"]: store.result(rung_key("memory", row["type"])) for row in facts.rows})
@@ -110,7 +112,19 @@ def _add_eval(facts: ReportFacts, stored: dict | None) -> None:
             row.update({"pass_at_1": e["pass_at_1"], "pass_low": e["pass_low"], "pass_high": e["pass_high"],
                         "delta_pass": e["delta"], "delta_pass_low": e["delta_low"],
                         "delta_pass_high": e["delta_high"], "thought_tokens": e["thought_mean_correct"],
-                        "cut_off_pct": e["cut_off_pct"]})
+                        "cut_off_pct": e["cut_off_pct"], "looped_pct": e.get("looped_pct")})
     p = stored["protocol"]
     facts.eval = {"task": stored["task"], "problems": stored["problems"], "samples": p["samples"],
-                  "max_tokens": p["max_tokens"], "temperature": p["temperature"], "top_p": p["top_p"]}
+                  "max_tokens": p["max_tokens"], "temperature": p["temperature"], "top_p": p["top_p"],
+                  "reasoning_budget": p.get("reasoning_budget"), "loop_guard": p.get("loop_guard", "off")}
+    if stored.get("budgets"):
+        type_of = {row["file"]: row["type"] for row in facts.rows}
+        facts.eval["budgets"] = [
+            {"reasoning_budget": b["reasoning_budget"],
+             "rungs": [{"type": type_of.get(e["model"], e["model"]), **{k: e[k] for k in _BUDGET_KEYS}}
+                       for e in b["rows"]]}
+            for b in stored["budgets"]]
+
+
+_BUDGET_KEYS = ("pass_at_1", "pass_low", "pass_high", "looped_pct", "budget_reached_pct", "cut_off_pct",
+                "thought_mean_correct", "new_samples", "reused_samples")

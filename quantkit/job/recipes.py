@@ -5,11 +5,18 @@
     revision = "main"
     outtype = "BF16"                                     # the base file every rung is quantized from
     ladder = ["Q4_K_M", "Q8_0"]                          # names as `quantkit convert -t` takes them ("all": the ladder)
+    targets = ["4.2G", "bpw<=3.5"]                       # budget mixes beside the ladder (`quantize --target-size/-bpw`)
     [perplexity]  dataset, ctx, chunks, batch
     [bench]       n_prompt, n_gen, repetitions
     [memory]      ctx, kv_type                           # the context the VRAM column and the GPU advice are for
     [chat]        prompt, max_tokens, temperature, top_p, ctx, seed
-    [eval]        task, samples, limit, max_tokens, ctx, parallel, seed, reasoning_budget, loop_guard   # optional
+    [eval]        task, samples, limit, max_tokens, ctx, parallel, seed, reasoning_budget or budgets, loop_guard
+                                                                                                        # optional
+
+A target is a file size (`"4.2G"`, `"size<=4.2G"`) or bits per weight (`"bpw<=3.5"`); its rung is named by its
+label (`MIX-4.2G`, `MIX-3.50bpw`) wherever a ladder rung is named by its type. `[eval] budgets = [256, 1024]`
+evaluates each reasoning budget (`quantkit eval --reasoning-budget 256,1024`); `reasoning_budget = 256` is the
+one-budget spelling.
 
 Every key is checked on load: an unknown key, a value of the wrong kind or an unknown quant type is a
 `RecipeError` naming the file and the key. The recipes shipped with quantkit live in the repository's
@@ -81,8 +88,11 @@ class EvalSettings:
     limit: typing.Optional[int] = None
     max_tokens: int = 32768
     seed: int = 0
-    reasoning_budget: typing.Optional[int] = None  # most thought tokens (0: an empty thought), as `eval`'s flag
-    loop_guard: str = "off"  # off, end or stop: off measures accuracy unaided
+    # the thought under control: one reasoning budget, or each of several evaluated (none: no limit); the loop
+    # guard's mode (off, end or stop: off measures accuracy unaided)
+    reasoning_budget: typing.Optional[int] = None
+    budgets: typing.Optional[list] = None
+    loop_guard: str = "off"
     # how it runs
     ctx: int = 8192
     parallel: int = 4
@@ -98,6 +108,7 @@ class Recipe:
     revision: typing.Optional[str] = None
     outtype: str = "auto"
     ladder: tuple = ()
+    targets: tuple = ()  # quantize.mixes.Target, one per budget mix
     imatrix: typing.Optional[str] = None
     perplexity: PerplexitySettings = field(default_factory=PerplexitySettings)
     bench: BenchSettings = field(default_factory=BenchSettings)
@@ -109,6 +120,15 @@ class Recipe:
     def embedded(self) -> str | None:
         """The embedded model's name for `source = "embedded:NAME"`, else None."""
         return self.source[len(EMBEDDED_PREFIX):] if self.source.startswith(EMBEDDED_PREFIX) else None
+
+    @property
+    def rungs(self) -> tuple[str, ...]:
+        """The name of every rung: the ladder's types, then the budget mixes' labels."""
+        return (*self.ladder, *(t.label for t in self.targets))
+
+    def target_of(self, rung: str):
+        """The budget of a mix rung (None for a ladder type)."""
+        return next((t for t in self.targets if t.label == rung), None)
 
     @property
     def imatrix_auto(self) -> bool:
@@ -126,7 +146,7 @@ class Recipe:
 _TABLES = {"perplexity": PerplexitySettings, "bench": BenchSettings, "memory": MemorySettings, "chat": ChatDefaults,
            "eval": EvalSettings}
 _OPTIONAL_TABLES = ("eval",)
-_TOP_KEYS = ("description", "source", "revision", "outtype", "ladder", "imatrix")
+_TOP_KEYS = ("description", "source", "revision", "outtype", "ladder", "targets", "imatrix")
 
 
 # ---- where recipes are --------------------------------------------------------------------------------------
@@ -206,18 +226,19 @@ def _build(path: Path, data: dict) -> Recipe:
                                                       '"embedded:smollm2"')
     top = {k: data[k] for k in _TOP_KEYS if k in data}
     _check_values(where, "", top, {"description": str, "source": str, "revision": str, "outtype": str,
-                                   "ladder": list, "imatrix": str})
+                                   "ladder": list, "targets": list, "imatrix": str})
     tables = {name: _table(where, name, data.get(name, {}), cls) for name, cls in _TABLES.items()
               if name in data or name not in _OPTIONAL_TABLES}
     recipe = Recipe(name=path.stem, path=path.resolve(), source=top["source"],
                     description=top.get("description", ""), revision=top.get("revision"),
                     outtype=_outtype(where, top.get("outtype", "auto")),
-                    ladder=_ladder(where, top.get("ladder", []), top.get("imatrix")),
-                    imatrix=top.get("imatrix"), **tables)
+                    ladder=_ladder(where, top.get("ladder", []), top.get("imatrix"), bool(top.get("targets"))),
+                    targets=_targets(where, top.get("targets", [])), imatrix=top.get("imatrix"), **tables)
     _check_source(where, recipe)
     _check_dataset(where, recipe.perplexity.dataset)
     if recipe.eval is not None:
         _check_task(where, recipe.eval.task)
+        recipe = dataclasses.replace(recipe, eval=_check_thought(where, recipe.eval))
     return recipe
 
 
@@ -264,11 +285,14 @@ def _outtype(where: str, value: str) -> str:
     return key
 
 
-def _ladder(where: str, values: list, imatrix: str | None) -> tuple[str, ...]:
+def _ladder(where: str, values: list, imatrix: str | None, targets: bool = False) -> tuple[str, ...]:
     from ..quant_types import BASE_TYPES, needs_imatrix, parse_types
 
+    if not values and targets:
+        return ()
     if not values:
-        raise RecipeError(f"{where}: the ladder is empty", hint='list the quant types to make, e.g. ladder = ["Q4_K_M"]')
+        raise RecipeError(f"{where}: the ladder is empty", hint='list the quant types to make, e.g. ladder = ["Q4_K_M"], '
+                                                                'or budget mixes, targets = ["4.2G"]')
     if not all(isinstance(v, str) for v in values):
         raise RecipeError(f"{where}: ladder must be a list of strings")
     try:
@@ -283,6 +307,57 @@ def _ladder(where: str, values: list, imatrix: str | None) -> tuple[str, ...]:
         raise RecipeError(f"{where}: {', '.join(need)} need(s) an importance matrix",
                           hint='add imatrix = "auto" or "FILE.gguf" (llama-imatrix, quantkit imatrix), or drop those types')
     return tuple(types)
+
+
+def _targets(where: str, values: list) -> tuple:
+    """`"4.2G"` / `"size<=4.2G"` (a file size) and `"bpw<=3.5"` (bits per weight) as quantize.mixes.Target."""
+    from ..quant_types import parse_size
+    from ..quantize.mixes import Target, targets
+
+    out: list[Target] = []
+    for value in values:
+        if not isinstance(value, str):
+            raise RecipeError(f"{where}: targets must be a list of strings, not {value!r}",
+                              hint='e.g. targets = ["4.2G", "bpw<=3.5"]')
+        text = value.strip()
+        try:
+            if text.lower().startswith("bpw<="):
+                try:
+                    bpw = float(text[5:])
+                except ValueError:
+                    raise RecipeError(f"{where}: targets: {value!r} is not bits per weight",
+                                      hint='write it as "bpw<=3.5"') from None
+                (target,) = targets(None, [bpw])
+            else:
+                size = text[6:] if text.lower().startswith("size<=") else text
+                target = Target(size=parse_size(size, "target"), text=size)
+        except QuantkitError as e:
+            if isinstance(e, RecipeError):
+                raise
+            raise RecipeError(f"{where}: targets: {e.message}", hint=e.hint) from None
+        if any(t.label == target.label for t in out):
+            raise RecipeError(f"{where}: targets holds {target.label} twice")
+        out.append(target)
+    return tuple(out)
+
+
+def _check_thought(where: str, e: EvalSettings) -> EvalSettings:
+    from ..engine.thinking import LOOP_GUARD_MODES
+
+    if e.loop_guard not in LOOP_GUARD_MODES:
+        raise RecipeError(f"{where}: [eval] loop_guard must be one of {', '.join(LOOP_GUARD_MODES)}, not "
+                          f"{e.loop_guard!r}")
+    if e.budgets is not None and e.reasoning_budget is not None:
+        raise RecipeError(f"{where}: [eval] has both reasoning_budget and budgets",
+                          hint="keep one: budgets = [256, 1024] evaluates each")
+    if e.budgets is None:
+        return e
+    if not e.budgets or not all(isinstance(b, int) and not isinstance(b, bool) and b >= 0 for b in e.budgets):
+        raise RecipeError(f"{where}: [eval] budgets must be a list of thought-token counts (integers ≥ 0), not "
+                          f"{e.budgets!r}", hint="e.g. budgets = [256, 1024]")
+    if len(set(e.budgets)) != len(e.budgets):
+        raise RecipeError(f"{where}: [eval] budgets holds a budget twice")
+    return dataclasses.replace(e, budgets=tuple(sorted(e.budgets)))
 
 
 def _check_source(where: str, recipe: Recipe) -> None:

@@ -3,7 +3,8 @@ storing its result unchanged. A step whose stored record still matches its input
 
     source      the checkpoint: the Hub download, a local folder, or the embedded model exported once
     convert     the base GGUF (convert, as `quantkit convert SOURCE --outtype T`)
-    quantize    one GGUF per ladder rung (quantize, as `quantkit convert SOURCE -t TYPE`)
+    quantize    one GGUF per ladder rung (quantize, as `quantkit convert SOURCE -t TYPE`), one per budget mix
+                (as `quantkit quantize BASE --target-size S / --target-bpw X`)
     perplexity  PPL of every file, KL-divergence of every rung against the base (as `quantkit perplexity`)
     bench       pp/tg tokens/s of every file (as `quantkit bench`)
     memory      memory at the recipe's context, and the fit on each GPU size (as `quantkit estimate-memory`)
@@ -57,14 +58,14 @@ class Job:
         return result
 
     def models(self) -> list[tuple[str, Path]]:
-        """(type, path) of the base and every rung, in ladder order."""
+        """(rung, path) of the base and every rung (a type, or a budget mix's label), in ladder order."""
         base = self.base()["base"]
         out = [(base["type"], Path(base["path"]))]
-        for qtype in self.recipe.ladder:
-            result = self.store.result(rung_key("quantize", qtype))
+        for rung in self.recipe.rungs:
+            result = self.store.result(rung_key("quantize", rung))
             if result is None or not Path(result["path"]).is_file():
-                raise RunStateError(f"the {qtype} rung has not been made yet (the quantize step)")
-            out.append((qtype, Path(result["path"])))
+                raise RunStateError(f"the {rung} rung has not been made yet (the quantize step)")
+            out.append((rung, Path(result["path"])))
         return out
 
 
@@ -156,14 +157,58 @@ def quantize(job: Job) -> str:
         if complete and job.store.record(key) is None:
             # finished just before a crash, before its record was written: keep it, as `convert` does
             job.store.save(key, inputs, {"path": dest, "type": qtype, "n_bytes": dest.stat().st_size,
-                                         "seconds": 0.0}, 0.0)
+                                         "seconds": 0.0, "imatrix": imatrix.name if imatrix else None}, 0.0)
         if complete and job.kept(key, inputs) is not None:
             statuses.append("kept")
         else:
-            statuses.append(_timed(job, key, inputs, lambda t=qtype: quantize_file(
-                base, dest, t, imatrix=imatrix, threads=job.threads)))
+            statuses.append(_timed(job, key, inputs, lambda t=qtype: {
+                **vars(quantize_file(base, dest, t, imatrix=imatrix, threads=job.threads)),
+                "imatrix": imatrix.name if imatrix else None}))
         job.progress.finish()
+    if job.recipe.targets:
+        statuses.append(_quantize_mixes(job, convert_result["name"], base, imatrix))
     return _overall(statuses)
+
+
+def _quantize_mixes(job: Job, name: str, base: Path, imatrix: Path | None) -> str:
+    """Every budget mix of the recipe, planned and written as `quantkit quantize --target-size/-bpw` does; the
+    damage is measured once for all the mixes that are not kept."""
+    from ..quantize.ladder import quantize_ladder
+
+    todo = []
+    for target in job.recipe.targets:
+        inputs = _mix_inputs(base, target, imatrix)
+        kept = job.kept(rung_key("quantize", target.label), inputs)
+        if kept is None or not Path(kept["path"]).is_file():
+            todo.append(target)
+    if not todo:
+        job.progress.finish(len(job.recipe.targets))
+        return "kept"
+    job.progress.start("quantize " + ", ".join(t.label for t in todo))
+    t0 = time.perf_counter()
+    made = quantize_ladder(base, job.models_dir, name, [], targets=todo, imatrix=imatrix, force=job.force,
+                           threads=job.threads)
+    for target, f in zip(todo, made):
+        job.store.save(rung_key("quantize", target.label), _mix_inputs(base, target, imatrix),
+                       {"path": f.path, "type": target.label, "n_bytes": f.n_bytes, "seconds": f.seconds,
+                        "imatrix": imatrix.name if imatrix else None, "mix": mix_summary(target, f.tensor_types)},
+                       f.seconds if f.made else 0.0)
+    log.info("budget mixes %s done in %.1f s", ", ".join(t.label for t in todo), time.perf_counter() - t0)
+    job.progress.finish(len(job.recipe.targets))
+    return "done"
+
+
+def _mix_inputs(base: Path, target, imatrix: Path | None) -> dict:
+    return {"base": fingerprint(base), "target": target.describe(),
+            "imatrix": fingerprint(imatrix) if imatrix else None}
+
+
+def mix_summary(target, tensor_types: dict[str, str]) -> dict:
+    """What the report and the card say of a mix: its budget and how many tensors got each type."""
+    counts: dict[str, int] = {}
+    for t in tensor_types.values():
+        counts[t] = counts.get(t, 0) + 1
+    return {"target": target.describe(), "types": dict(sorted(counts.items(), key=lambda kv: -kv[1]))}
 
 
 def _overall(statuses: list[str]) -> str:
@@ -239,7 +284,7 @@ def memory(job: Job) -> str:
         if job.kept(key, inputs) is not None:
             statuses.append("kept")
         else:
-            def run(p=path, t=qtype) -> dict:
+            def run(p=path, t=_memory_type(job.recipe, qtype)) -> dict:
                 estimate = estimate_memory(str(p), [t], n_ctx=m.ctx, kv_type=m.kv_type)
                 fits = {str(g): estimate_memory(str(p), [t], n_ctx=m.ctx, kv_type=m.kv_type,
                                                 vram_gib=[g]).types[0].fit for g in GPU_SIZES_GIB}
@@ -248,6 +293,13 @@ def memory(job: Job) -> str:
             statuses.append(_timed(job, key, inputs, run))
         job.progress.finish()
     return _overall(statuses)
+
+
+def _memory_type(recipe: Recipe, rung: str) -> str:
+    """A mix is estimated as written (its own tensor types); a ladder type by libllama's choices for it."""
+    from ..memory import AS_WRITTEN
+
+    return AS_WRITTEN if recipe.target_of(rung) is not None else rung
 
 
 # ---- the answer and the report ------------------------------------------------------------------------------
@@ -285,7 +337,7 @@ def evaluate(job: Job) -> str:
     from dataclasses import asdict
 
     from ..engine.speculative import speculation
-    from ..eval.runner import Protocol, eval_table, evaluate as run_eval
+    from ..eval.runner import Protocol, eval_table, evaluate_budgets
     from ..eval.tasks import load_task
 
     e = job.recipe.eval
@@ -295,8 +347,11 @@ def evaluate(job: Job) -> str:
         return "skipped"
     protocol = Protocol(samples=e.samples, limit=e.limit, max_tokens=e.max_tokens, seed=e.seed,
                         reasoning_budget=e.reasoning_budget, loop_guard=e.loop_guard)
+    budgets = list(e.budgets) if e.budgets else [e.reasoning_budget]
     inputs = {"files": [fingerprint(path) for _, path in models], "task": e.task, "protocol": asdict(protocol),
               "ctx": e.ctx}
+    if e.budgets:  # (absent otherwise: a recipe without budgets keeps its record)
+        inputs["budgets"] = budgets
     if job.kept("eval", inputs) is not None:
         job.progress.finish(len(models))
         return "kept"
@@ -312,10 +367,18 @@ def evaluate(job: Job) -> str:
         job.progress.part(done / max(total, 1))
 
     def run() -> dict:
-        result = run_eval([path for _, path in models], load_task(e.task), e.task, protocol, out_dir=folder,
-                          parallel=e.parallel, n_ctx=e.ctx, n_gpu_layers=job.n_gpu_layers, threads=job.threads,
-                          progress=progress, rpc=job.rpc, speculation=speculation(e.spec))
-        return {"task": e.task, "problems": result.problems, "protocol": protocol, "rows": eval_table(result)}
+        results = evaluate_budgets([path for _, path in models], load_task(e.task), e.task, budgets, protocol,
+                                   out_dir=folder, parallel=e.parallel, n_ctx=e.ctx, n_gpu_layers=job.n_gpu_layers,
+                                   threads=job.threads, progress=progress, rpc=job.rpc,
+                                   speculation=speculation(e.spec))
+        # the rows of the largest budget are the table's; with budgets, every budget's rows for the budget panel
+        largest = results[-1]
+        stored = {"task": e.task, "problems": largest.problems, "protocol": largest.protocol,
+                  "rows": eval_table(largest)}
+        if e.budgets:
+            stored["budgets"] = [{"reasoning_budget": r.protocol.reasoning_budget, "rows": eval_table(r)}
+                                 for r in results]
+        return stored
 
     status = _timed(job, "eval", inputs, run)
     job.progress.done = start
@@ -340,5 +403,5 @@ STEPS: dict[str, Step] = {"source": source, "convert": convert, "quantize": quan
 
 def units(step: str, recipe: Recipe) -> int:
     """How many progress units a step counts for."""
-    n = len(recipe.ladder)
+    n = len(recipe.rungs)
     return {"quantize": n, "perplexity": n + 1, "bench": n + 1, "memory": n + 1, "eval": n + 1}.get(step, 1)

@@ -22,11 +22,12 @@ from .tensor_types import DEFAULT_TYPE, QuantModel, choose_types, model_type_is_
 log = logging.getLogger(__name__)
 
 ALL_TYPES: tuple[str, ...] = (*LADDER, "F16", "BF16", "F32")
+AS_WRITTEN = "as-written"  # a GGUF's own tensor types (a budget mix has no file type whose choices would say them)
 GIB = 1 << 30
 # What a CUDA/ROCm/Metal context, cuBLAS workspace and allocator slack take on the GPU besides the buffers.
 GPU_OVERHEAD = 512 << 20
 
-__all__ = ["estimate_memory", "auto_gpu_layers", "weights_plan", "MemoryEstimate", "TypeEstimate", "ALL_TYPES"]
+__all__ = ["AS_WRITTEN", "estimate_memory", "auto_gpu_layers", "weights_plan", "MemoryEstimate", "TypeEstimate", "ALL_TYPES"]
 
 
 @dataclass
@@ -103,6 +104,8 @@ def weights_plan(spec: ModelSpec, qtype: str, has_imatrix: bool | None = None) -
     defaults to yes for the rungs an importance matrix opens (IQ types, Q2_K_S) and no for the others."""
     from ..quant_types import is_imatrix_type
 
+    if qtype == AS_WRITTEN:
+        return _written_plan(spec)
     if has_imatrix is None:
         has_imatrix = is_imatrix_type(qtype)
     types = choose_types(_quant_model(spec), spec.tensors, qtype, has_imatrix)
@@ -110,11 +113,23 @@ def weights_plan(spec: ModelSpec, qtype: str, has_imatrix: bool | None = None) -
             for t in spec.tensors]
 
 
+def _written_plan(spec: ModelSpec) -> list[TensorEstimate]:
+    from ..errors import InvalidArgumentError
+
+    if spec.header is None:
+        raise InvalidArgumentError(f"{spec.source} has no tensors written yet: {AS_WRITTEN} needs a GGUF file",
+                                   hint="name a quant type, or estimate from a .gguf")
+    return [TensorEstimate(t.name, list(t.shape), t.type.name, tensor_bytes(t.type, t.shape)) for t in spec.tensors]
+
+
 def _type_estimate(spec: ModelSpec, qtype: str, rt: RuntimeMemory, with_tensors: bool) -> TypeEstimate:
     plan = weights_plan(spec, qtype)
     alignment = spec.header.alignment if spec.header else GGUF_DEFAULT_ALIGNMENT
     weights = sum(p.n_bytes for p in plan)
-    file_bytes = _output_header_bytes(spec) + sum(padded(p.n_bytes, alignment) for p in plan)
+    if qtype == AS_WRITTEN and spec.header.file_size:
+        file_bytes = spec.header.file_size
+    else:
+        file_bytes = _output_header_bytes(spec) + sum(padded(p.n_bytes, alignment) for p in plan)
     n_params = spec.n_params
     cpu_only = sum(p.n_bytes for p in plan if p.name == "token_embd.weight")
     return TypeEstimate(qtype, n_params, weights, file_bytes, round(8 * weights / n_params, 3), rt.kv_bytes,

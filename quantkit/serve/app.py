@@ -55,6 +55,7 @@ class ServeConfig:
     thinking: Thinking = field(default_factory=lambda: Thinking(loop_guard="end"))  # the default of every request
     effort_budgets: dict[str, int] = field(default_factory=lambda: dict(DEFAULT_EFFORT_BUDGETS))
     cors_origins: tuple[str, ...] = ()  # browser origins allowed to call the API (CORS); none by default
+    model_marks: dict | None = None  # /v1/models' quantkit field: file type, budget mix, imatrix (quantize/marks.py)
     load_in_background: bool = True  # False: the app starts only once the model is loaded (a replica is not
 
 

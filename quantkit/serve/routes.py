@@ -51,8 +51,10 @@ def add_routes(app: FastAPI, config, backend, metrics: Metrics) -> None:
 
     @app.get("/v1/models")
     async def models():
-        return {"object": "list", "data": [{"id": config.model_id, "object": "model", "created": config.created,
-                                            "owned_by": "quantkit"}]}
+        entry = {"id": config.model_id, "object": "model", "created": config.created, "owned_by": "quantkit"}
+        if config.model_marks:  # how the file was made (an extension field, as in the answers)
+            entry["quantkit"] = config.model_marks
+        return {"object": "list", "data": [entry]}
 
     @app.get("/metrics")
     async def metrics_text(request: Request):

@@ -16,7 +16,7 @@ from .. import __version__
 from ..errors import InputNotFoundError, QuantkitError
 from ..files import atomic_file
 from ..convert.embedded import EMBEDDED_MODELS
-from .report import GPU_SIZES_GIB, REPORT_FILES, _accuracy_cells, _fmt
+from .report import GPU_SIZES_GIB, REPORT_FILES, _accuracy_cells, _fmt, mix_plan_text, rung_marks
 
 log = logging.getLogger(__name__)
 
@@ -146,7 +146,7 @@ def _files_table(report: dict) -> list[str]:
     lines = ["## Files", "", "| " + " | ".join(head) + " |", "|---|---|" + "---:|" * (len(head) - 2)]
     for row in report["rows"]:
         ppl = row.get("ppl")
-        cells = [f"`{row['file']}`", row["type"] + (" (base)" if row["is_base"] else ""),
+        cells = [f"`{row['file']}`", row["type"] + (" (base)" if row["is_base"] else "") + rung_marks(row),
                  _fmt(row["size_bytes"] / 2**30, ".3f"), _fmt(row.get("bpw"), ".2f"),
                  f"{ppl:.4f} ± {row['ppl_err']:.4f}" if ppl is not None else "–",
                  _fmt(row.get("delta_ppl_pct"), "+.2f"), _fmt(row.get("mean_kld"), ".5f"),
@@ -155,7 +155,9 @@ def _files_table(report: dict) -> list[str]:
         lines.append("| " + " | ".join(cells) + " |")
     return lines + ["", "KLD: mean KL-divergence of the next-token distribution against the base file (lower is "
                         "closer); ΔPPL: perplexity against the base's; VRAM: weights, KV cache and buffers with every "
-                        "layer on the GPU.", ""]
+                        "layer on the GPU." + (" mix: a budget mix, each tensor's type planned to fit its budget; "
+                                               "imatrix: quantized with an importance matrix."
+                                               if any(rung_marks(r) for r in report["rows"]) else ""), ""]
 
 
 def _gpu_table(report: dict) -> list[str]:
@@ -202,12 +204,19 @@ def _made(report: dict, version: str, imatrices: list[dict]) -> list[str]:
     if embedded is not None:  # the run exports the embedded GGUF to a checkpoint (f32: exact), then converts that
         source = f"{embedded.name}-hf"
         lines.append(f"quantkit export ~/.cache/quantkit/embedded/{embedded.filename} {source} --dtype f32")
+    base_file = report["rows"][0]["file"] if report["rows"] else "BASE.gguf"
     for row in report["rows"]:
         if row["is_base"]:
             lines.append(f"quantkit convert {source}{rev} --outtype {row['type']} -o models   # {row['file']}")
+        elif row.get("mix"):
+            lines.append(f"quantkit quantize models/{base_file} {_target_flag(row['mix']['target'])}"
+                         f"{imatrix if row.get('imatrix') else ''} -o models   # {row['file']}")
         else:
             lines.append(f"quantkit convert {source}{rev} -t {row['type']}{imatrix} -o models   # {row['file']}")
     lines += ["```", ""]
+    mixes = [row for row in report["rows"] if row.get("mix")]
+    if mixes:
+        lines += ["Budget mixes:", ""] + [f"- `{row['file']}`: {mix_plan_text(row['mix'])}" for row in mixes] + [""]
     if imatrices:
         lines += ["Importance matrix:", ""]
         for m in imatrices:
@@ -217,6 +226,12 @@ def _made(report: dict, version: str, imatrices: list[dict]) -> list[str]:
     elif r.get("imatrix"):
         lines += [f"Importance matrix: `{r['imatrix']}`.", ""]
     return lines
+
+
+def _target_flag(target: str) -> str:
+    """`size<=N` / `bpw<=X` (quantize.mixes.Target.describe) as the quantize flag that asks for it."""
+    kind, _, value = target.partition("<=")
+    return f"--target-bpw {value}" if kind == "bpw" else f"--target-size {value}"
 
 
 def _how_to_run(report: dict, repo: str) -> list[str]:

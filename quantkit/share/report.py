@@ -105,7 +105,8 @@ def _write_json(facts: ReportFacts, path: Path) -> Path:
 
 CSV_COLUMNS = ("type", "file", "size_bytes", "bpw", "ppl", "ppl_err", "delta_ppl_pct", "mean_kld", "same_top_pct",
                "pp_tps", "pp_std", "tg_tps", "tg_std", "vram_bytes", "pass_at_1", "pass_low", "pass_high", "delta_pass",
-               "delta_pass_low", "delta_pass_high", "thought_tokens", "cut_off_pct", "pareto")
+               "delta_pass_low", "delta_pass_high", "thought_tokens", "cut_off_pct", "looped_pct", "pareto", "imatrix",
+               "mix_target")
 
 
 def _write_csv(facts: ReportFacts, path: Path) -> Path:
@@ -114,6 +115,7 @@ def _write_csv(facts: ReportFacts, path: Path) -> Path:
     records = []
     for row in facts.rows:
         rec = {c: row.get(c) for c in CSV_COLUMNS}
+        rec["mix_target"] = (row.get("mix") or {}).get("target")
         rec.update({f"fits_{g}gib": row.get("fits_gib", {}).get(g) for g in GPU_SIZES_GIB})
         records.append(rec)
     with atomic_file(path) as tmp:
@@ -135,6 +137,8 @@ def markdown(facts: ReportFacts, plot_note: str | None) -> str:
              f"made {time.strftime('%Y-%m-%d %H:%M')} on {facts.device}.", ""]
     lines += _settings_lines(facts)
     lines += _table_lines(facts)
+    lines += _mix_lines(facts)
+    lines += _budget_lines(facts)
     lines += _gpu_lines(facts)
     lines += ["## Quality against size", ""]
     lines += [plot_note if plot_note else f"![quality against size]({REPORT_FILES['png']})", ""]
@@ -172,9 +176,69 @@ def _memory_line(m: dict) -> str:
 
 
 def _eval_line(e: dict) -> str:
+    budgets = e.get("budgets")
+    if budgets:
+        thought = (f", reasoning budgets {', '.join(str(b['reasoning_budget']) for b in budgets)} (the table: the "
+                   "largest)")
+    else:
+        thought = "" if e.get("reasoning_budget") is None else f", reasoning budget {e['reasoning_budget']}"
     return (f"- **Accuracy**: `quantkit eval` on `{e['task']}`, {e['problems']} problems × {e['samples']} "
-            f"sample(s), temperature {e['temperature']}, top-p {e['top_p']}, at most {e['max_tokens']} tokens; "
-            "pass@1 with its 95 % interval, Δ against the base with the paired 95 % interval.")
+            f"sample(s), temperature {e['temperature']}, top-p {e['top_p']}, at most {e['max_tokens']} tokens"
+            f"{thought}, loop guard {e.get('loop_guard', 'off')}; pass@1 with its 95 % interval, Δ against the "
+            "base with the paired 95 % interval.")
+
+
+def rung_marks(row: dict) -> str:
+    """How a rung was made, after its name: ` · mix` for a budget mix, ` · imatrix` when an importance matrix
+    was used (the report's, the card's and the table's one spelling)."""
+    return (" · mix" if row.get("mix") else "") + (" · imatrix" if row.get("imatrix") else "")
+
+
+def mix_plan_text(mix: dict) -> str:
+    """A mix's plan in one line: its budget and how many tensors got each type."""
+    types = ", ".join(f"{t} ×{n}" for t, n in mix["types"].items())
+    return f"budget {mix['target']}; tensors {types}"
+
+
+def _mix_lines(facts: ReportFacts) -> list[str]:
+    mixes = [row for row in facts.rows if row.get("mix")]
+    if not mixes:
+        return []
+    lines = ["## Budget mixes", "", "Each tensor's type chosen so that the file fits the budget with the least "
+             "measured damage (`quantkit quantize --target-size / --target-bpw`); the bytes are libllama's.", ""]
+    for row in mixes:
+        imatrix = f"; imatrix `{row['imatrix']}`" if row.get("imatrix") else "; no imatrix"
+        lines.append(f"- **{row['type']}** (`{row['file']}`): {mix_plan_text(row['mix'])}{imatrix}")
+    return lines + [""]
+
+
+def _budget_lines(facts: ReportFacts) -> list[str]:
+    """pass@1 of every rung at every reasoning budget the eval ran (the budget panel)."""
+    budgets = (facts.eval or {}).get("budgets")
+    if not budgets:
+        return []
+    names = [b["reasoning_budget"] for b in budgets]
+    head = ["rung", *[f"budget {b}" for b in names]]
+    lines = ["## Accuracy against the reasoning budget", "",
+             "pass@1 % [95 % interval] (looped % of the samples) at each budget: the thought is closed after that "
+             "many tokens and the answer follows.", "",
+             "| " + " | ".join(head) + " |", "|---|" + "---:|" * len(names)]
+    rungs = [r["type"] for r in budgets[0]["rungs"]]
+    for rung in rungs:
+        cells = []
+        for b in budgets:
+            e = next((x for x in b["rungs"] if x["type"] == rung), None)
+            cells.append("–" if e is None else f"{100 * e['pass_at_1']:.1f} [{100 * e['pass_low']:.0f}–"
+                                                 f"{100 * e['pass_high']:.0f}] ({e['looped_pct']:.0f})")
+        lines.append("| " + " | ".join([rung, *cells]) + " |")
+    reused = sum(x["reused_samples"] for b in budgets for x in b["rungs"])
+    made = sum(x["new_samples"] for b in budgets for x in b["rungs"])
+    lines += ["", f"{made} samples generated, {reused} reused from a larger budget (their thought had ended "
+                  "before the smaller budget: the same generation)."]
+    if all(x["budget_reached_pct"] == 0 for b in budgets for x in b["rungs"]):
+        lines.append("No sample's thought reached a budget (a model whose template has no <think> never thinks): "
+                     "here the budget changes nothing.")
+    return lines + [""]
 
 
 def _table_lines(facts: ReportFacts) -> list[str]:
@@ -187,7 +251,8 @@ def _table_lines(facts: ReportFacts) -> list[str]:
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * 2 + "---:|" * (len(head) - 3) + ":---:|"]
     for row in facts.rows:
         ppl = row.get("ppl")
-        cells = [row["type"] + (" (base)" if row["is_base"] else ""), _fmt(row["size_bytes"] / 2**30, ".3f"),
+        cells = [row["type"] + (" (base)" if row["is_base"] else "") + rung_marks(row),
+                 _fmt(row["size_bytes"] / 2**30, ".3f"),
                  _fmt(row.get("bpw"), ".2f"),
                  f"{ppl:.4f} ± {row['ppl_err']:.4f}" if ppl is not None else "–",
                  _fmt(row.get("delta_ppl_pct"), "+.2f"), _fmt(row.get("mean_kld"), ".5f"),
@@ -196,7 +261,8 @@ def _table_lines(facts: ReportFacts) -> list[str]:
                  *(_accuracy_cells(row) if accuracy else []), "★" if row.get("pareto") else ""]
         lines.append("| " + " | ".join(cells) + " |")
     return lines + ["", "★: on the Pareto front of size against KLD (no other file is both smaller and closer "
-                        "to the base).", ""]
+                        "to the base). mix: a budget mix (its plan below); imatrix: quantized with an importance "
+                        "matrix.", ""]
 
 
 def _accuracy_cells(row: dict) -> list[str]:
@@ -251,8 +317,11 @@ def plot(facts: ReportFacts, path: Path) -> bool:
     panels = [("ppl", "perplexity"), ("mean_kld", "mean KLD against the base")]
     if any(r.get("pass_at_1") is not None for r in facts.rows):
         panels.append(("pass_at_1", f"pass@1 on {facts.eval['task']} (95 % interval)"))
-    fig, axes = plt.subplots(1, len(panels), figsize=(5.5 * len(panels), 4.2))
+    budgets = (facts.eval or {}).get("budgets")
+    fig, axes = plt.subplots(1, len(panels) + bool(budgets), figsize=(5.5 * (len(panels) + bool(budgets)), 4.2))
     ax_ppl, ax_kld = axes[0], axes[1]
+    if budgets:
+        _budget_panel(axes[-1], budgets, facts.eval["task"])
     for ax, (key, label) in zip(axes, panels):
         pts = [(r["size_bytes"] / 2**30, r[key], r) for r in facts.rows if r.get(key) is not None]
         ax.scatter([p[0] for p in pts], [p[1] for p in pts], color="tab:blue", zorder=3)
@@ -269,9 +338,28 @@ def plot(facts: ReportFacts, path: Path) -> bool:
         ax.grid(alpha=0.3)
     ax_kld.set_yscale("symlog", linthresh=1e-3)
     ax_ppl.legend(loc="upper right", fontsize=8)
-    fig.suptitle(f"{facts.recipe['description'] or facts.recipe['name']}: quality against size")
+    fig.suptitle(f"{facts.recipe['description'] or facts.recipe['name']}: quality against size"
+                 + (" and reasoning budget" if budgets else ""))
     fig.tight_layout()
     with atomic_file(path) as tmp:
         fig.savefig(tmp, dpi=110, format="png")
     plt.close(fig)
     return True
+
+
+def _budget_panel(ax, budgets: list[dict], task: str) -> None:
+    """pass@1 against the reasoning budget, one line per rung, its 95 % interval as error bars."""
+    xs = [b["reasoning_budget"] for b in budgets]
+    rungs = [r["type"] for r in budgets[0]["rungs"]]
+    for i, rung in enumerate(rungs):
+        pts = [(x, e) for x, b in zip(xs, budgets) for e in b["rungs"] if e["type"] == rung]
+        ys = [e["pass_at_1"] for _, e in pts]
+        ax.errorbar([x for x, _ in pts], ys, yerr=[[y - e["pass_low"] for y, (_, e) in zip(ys, pts)],
+                                                    [e["pass_high"] - y for y, (_, e) in zip(ys, pts)]],
+                    marker="o", capsize=3, lw=1.2, label=rung, alpha=0.85)
+    ax.set_xscale("symlog", linthresh=max(1, min((x for x in xs if x), default=1)))
+    ax.set_xticks(xs, [str(x) for x in xs])
+    ax.set_xlabel("reasoning budget (thought tokens)")
+    ax.set_ylabel(f"pass@1 on {task} (95 % interval)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="best")
