@@ -132,12 +132,12 @@ def run_base(base: Path, imatrix: Path, scale: float, args) -> None:
     with load_vocabulary(base) as vocab:
         tokens = vocab.tokenize(calibration_text("python-docs").text, add_special=True)
     t0 = time.perf_counter()
-    calibration = calibrate(base, measured, values, tokens, chunks=args.calibration_chunks, threads=args.threads,
-                            cache=False)
-    seconds_calibrate = time.perf_counter() - t0
+    calibration = calibrate(base, measured, values, tokens, chunks=args.calibration_chunks, threads=args.threads)
+    seconds_calibrate = time.perf_counter() - t0  # calibration.seconds: when it was made (it may be cached)
     print(f"\n## {base.name} (jitter {scale:g}): measured {len(measured)} tensors in {seconds_measure:.0f} s, "
           f"calibrated {len(calibration.kld)} tensors on {calibration.n_positions} positions in "
-          f"{seconds_calibrate:.0f} s ({args.threads} threads, load {_load()})", flush=True)
+          f"{calibration.seconds:.0f} s (this run: {seconds_calibrate:.0f} s; {args.threads} threads, load {_load()})",
+          flush=True)
     kinds = {"raw": measured, "calibrated": calibrated(measured, calibration)}
     if args.without_q41:
         kinds["calibrated_no_q41"] = [damage.TensorOptions(t.name, t.shape, t.base_type,
