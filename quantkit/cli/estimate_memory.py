@@ -10,7 +10,7 @@ from ..memory import ALL_TYPES, MemoryEstimate, estimate_memory
 from ..runtime.offload import plan_placement, rpc_devices
 from ..memory.layers import describe
 from ..quant_types import parse_types
-from ._options import ImatrixFile, Json, Rpc, TargetBpw, TargetSize
+from ._options import Calibrate, ImatrixFile, Json, Rpc, TargetBpw, TargetSize
 from ._output import command, emit_json, stdout
 from ._rpc import rpc_endpoints
 
@@ -43,6 +43,7 @@ def run(
     target_size: TargetSize = None,
     target_bpw: TargetBpw = None,
     imatrix: ImatrixFile = None,
+    calibrate: Calibrate = None,
     json: Json = False,
 ) -> None:
     """Weights per quant type, KV cache and compute buffers, and how many layers fit a GPU; with --target-size
@@ -56,12 +57,13 @@ def run(
         vram_gib = [(d.memory_free or 0) / 2**30 for d in remote]
     chosen = parse_types(types) if types else list(ALL_TYPES)
     budgets = targets(target_size, target_bpw)
-    if imatrix is not None and not budgets:
-        raise InvalidArgumentError("--imatrix is for planning a budget mix", hint="add --target-size or --target-bpw")
+    for given, flag in ((imatrix, "--imatrix"), (calibrate, "--calibrate")):
+        if given is not None and not budgets:
+            raise InvalidArgumentError(f"{flag} is for planning a budget mix", hint="add --target-size or --target-bpw")
     est = estimate_memory(target, chosen, n_ctx=ctx, kv_type=kv_type, flash_attn=flash_attn, n_batch=batch,
                           n_ubatch=ubatch, vram_gib=vram_gib, with_tensors=tensors)
     placement = _placement(est, n_gpu_layers, endpoints) if remote else None
-    plans = _plans(target, budgets, imatrix) if budgets else None
+    plans = _plans(target, budgets, imatrix, calibrate) if budgets else None
     if json:
         doc = est if placement is None and plans is None else _as_dict(est)
         if placement is not None:
@@ -92,13 +94,13 @@ def _as_dict(est: MemoryEstimate) -> dict:
     return asdict(est)
 
 
-def _plans(target: str, budgets: list, imatrix) -> BudgetPlans:
+def _plans(target: str, budgets: list, imatrix, calibrate: str | None = None) -> BudgetPlans:
     """Each budget's plan, and the measured damage of the standard ladder's types beside it."""
     from ..quantize.ladder import resolve_imatrix
     from ..quantize.budget import budget_base, plan_budgets
 
     base = budget_base(target)
-    return plan_budgets(base, budgets, resolve_imatrix(imatrix, base))
+    return plan_budgets(base, budgets, resolve_imatrix(imatrix, base), calibrate)
 
 
 def show_plans(plans: BudgetPlans) -> None:
@@ -114,7 +116,8 @@ def show_plan(plan: Plan, ladder: list[RungDamage]) -> None:
 
     stdout.print(f"\nbudget mix {plan.target.label} ({plan.target.describe()}): {plan.file_bytes:,} bytes "
                  f"({plan.file_bytes / 2**20:.2f} MiB), {plan.bits_per_weight} bpw, labelled {plan.file_type}, "
-                 f"damage {plan.error:.4g}" + (f", imatrix {plan.imatrix}" if plan.imatrix else ""),
+                 f"damage {plan.error:.4g}" + (f", imatrix {plan.imatrix}" if plan.imatrix else "")
+                 + (f", damage calibrated as predicted KLD ({plan.calibration})" if plan.calibration else ""),
                  markup=False, highlight=False)
     rows = [{"type": r.type, "file MiB": round(r.file_bytes / 2**20, 2), "bpw": r.bits_per_weight,
              "damage": f"{r.damage:.4g}"} for r in ladder if r.damage is not None]

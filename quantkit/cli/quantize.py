@@ -6,7 +6,7 @@ from typing import Annotated, List, Optional
 
 import typer
 
-from ._options import (Force, GGUFPath, ImatrixFile, Json, OutDir, SplitMaxSize, SplitMaxTensors, TargetBpw, TargetSize,
+from ._options import (Calibrate, Force, GGUFPath, ImatrixFile, Json, OutDir, SplitMaxSize, SplitMaxTensors, TargetBpw, TargetSize,
                        Threads)
 from ._output import ByteProgress, command, emit_json
 
@@ -29,6 +29,7 @@ def run(
     threads: Threads = None,
     split_max_size: SplitMaxSize = None,
     split_max_tensors: SplitMaxTensors = None,
+    calibrate: Calibrate = None,
     json: Json = False,
 ) -> None:
     """Quantize an F32/F16/BF16 GGUF (ours or downloaded) with libllama, like llama-quantize."""
@@ -43,7 +44,7 @@ def run(
     with ByteProgress() as progress:
         files = quantize_file(base, out, types=wanted, targets=budgets, imatrix=imatrix, force=force,
                               threads=threads, progress=progress.update,
-                              split_max_size=max_size, split_max_tensors=split_max_tensors)
+                              split_max_size=max_size, split_max_tensors=split_max_tensors, calibrate=calibrate)
     if json:
         emit_json({"base": base, "files": files})
         return

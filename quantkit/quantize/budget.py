@@ -39,17 +39,27 @@ def budget_base(target: str | Path) -> Path:
     return path
 
 
-def plan_budgets(base: Path, budgets: list[Target], imatrix: Path | None = None) -> BudgetPlans:
+def plan_budgets(base: Path, budgets: list[Target], imatrix: Path | None = None,
+                 calibrate: str | None = None) -> BudgetPlans:
     """Each budget's plan of `base` (checked by `budget_base`; `imatrix` an importance matrix file, resolved),
-    and the standard ladder's damage by the same measure."""
+    and the standard ladder's damage by the same measure; with `calibrate` (a scoring dataset's name) both in
+    predicted KLD (calibrate.py)."""
+    from .calibrate import calibrate_on, calibrated, check_dataset
     from .damage import measure
     from .mixes import importance_for, plan_mix
 
+    if calibrate is not None:
+        check_dataset(calibrate)
     values = importance_for(imatrix, base)
     measured = measure(base, values)
+    calibration = None
+    if calibrate is not None:
+        calibration = calibrate_on(base, measured, values, calibrate)
     imatrix_name = Path(imatrix).name if imatrix else None
-    plans = [plan_mix(base, b, values, imatrix_name=imatrix_name, measured=measured) for b in budgets]
-    return BudgetPlans(plans, _ladder_damage(base, measured, values is not None))
+    plans = [plan_mix(base, b, values, imatrix_name=imatrix_name, measured=measured, calibration=calibration)
+             for b in budgets]
+    shown = calibrated(measured, calibration) if calibration is not None else measured
+    return BudgetPlans(plans, _ladder_damage(base, shown, values is not None))
 
 
 def _ladder_damage(base: Path, measured, has_imatrix: bool) -> list[RungDamage]:

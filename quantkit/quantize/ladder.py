@@ -50,10 +50,13 @@ def _split(made: OutputFile, max_size: int | None, max_tensors: int | None) -> O
 
 def quantize_ladder(base: Path | GGUFFile, out_dir: Path, name: str, types: list[str], *,
                     targets: list | None = None, imatrix: Path | None = None, force: bool = False,
-                    threads: int | None = None, progress: WriteProgress | None = None) -> list[OutputFile]:
+                    threads: int | None = None, progress: WriteProgress | None = None,
+                    calibrate: str | None = None) -> list[OutputFile]:
     """Quantize the float GGUF `base` (a path, or a GGUFFile already read) to `<name>-<TYPE>.gguf` in `out_dir`
     for each of `types`, and to `<name>-MIX-<budget>.gguf` for each budget in `targets`; complete outputs are
-    kept unless `force`. The base's header and the imatrix are read once, here, and handed to every rung."""
+    kept unless `force`. The base's header and the imatrix are read once, here, and handed to every rung.
+    `calibrate` (a scoring dataset's name): plan the mixes on errors calibrated against KLD on its calibration
+    text (calibrate.py; cached)."""
     from . import file as q
     from ..imatrix.format import check_imatrix_matches, read_imatrix
 
@@ -75,28 +78,33 @@ def quantize_ladder(base: Path | GGUFFile, out_dir: Path, name: str, types: list
             base, d, t, imatrix=data, threads=threads).n_bytes))
     if targets:
         imatrix_name = Path(imatrix).name if imatrix is not None else None
-        files += _make_mixes(base, out_dir, name, targets, data, imatrix_name, force, threads, progress)
+        files += _make_mixes(base, out_dir, name, targets, data, imatrix_name, force, threads, progress, calibrate)
     return files
 
 
 def quantize_file(base: str | Path, out_dir: str | Path = ".", *, types: list[str] | None = None,
                   targets: list | None = None, imatrix: Path | None = None, force: bool = False,
                   threads: int | None = None, progress: WriteProgress | None = None,
-                  split_max_size: int | None = None, split_max_tensors: int | None = None) -> list[OutputFile]:
+                  split_max_size: int | None = None, split_max_tensors: int | None = None,
+                  calibrate: str | None = None) -> list[OutputFile]:
     """`quantkit quantize`: an F32/F16/BF16 GGUF (ours or downloaded) to `types` and budget mixes for `targets`,
-    named `<base name without -F16>-<TYPE>.gguf` in `out_dir`."""
+    named `<base name without -F16>-<TYPE>.gguf` in `out_dir` (`calibrate`: see quantize_ladder)."""
     from .file import check_float_base
 
     types, targets = list(types or []), list(targets or [])
     if not types and not targets:
         raise InvalidArgumentError("nothing to make", hint="give -t TYPE, --target-size SIZE or --target-bpw X")
+    if calibrate is not None:
+        from .calibrate import check_dataset
+
+        check_dataset(calibrate)
     check_types(types, imatrix)
     base = read_gguf(base)  # the one read of the base's header: everything below is handed it
     check_float_base(base)
     with output_dir(Path(out_dir)) as out_dir:  # removed again if nothing could be made in it
         remove_stale_partials(out_dir)
         files = quantize_ladder(base, out_dir, base_name(base.path), types, targets=targets, imatrix=imatrix,
-                                force=force, threads=threads, progress=progress)
+                                force=force, threads=threads, progress=progress, calibrate=calibrate)
         return split_files(files, split_max_size, split_max_tensors)
 
 
@@ -123,34 +131,41 @@ def resolve_imatrix(imatrix: Path | str | None, base: Path, *, threads: int | No
 
 
 def _make_mixes(base: GGUFFile, out_dir: Path, name: str, targets: list, imatrix, imatrix_name: str | None,
-                force: bool, threads: int | None, progress: WriteProgress | None) -> list[OutputFile]:
+                force: bool, threads: int | None, progress: WriteProgress | None,
+                calibrate: str | None = None) -> list[OutputFile]:
     from . import mixes
     from .damage import measure
     from .file import quantize_mix
 
     values = imatrix.importance() if imatrix is not None else None  # checked against the base by the ladder
-    measured = None
+    measured = calibration = None
     files = []
     for target in targets:
         dest = out_dir / output_name(name, target.label)
-        kept = None if force else _complete_mix(dest, target, imatrix_name)
+        kept = None if force else _complete_mix(dest, target, imatrix_name, calibrate is not None)
         if kept is not None:
             log.info("%s is already complete; kept (use --force to redo it)", dest)
             files.append(OutputFile(dest, target.label, dest.stat().st_size, 0.0, False, target.describe(),
                                     {t.name: t.type.name for t in kept.tensors}))
             continue
         start = time.perf_counter()
-        if measured is None:  # one measurement serves every budget
+        if measured is None:  # one measurement (and calibration) serves every budget
             measured = measure(base, values, threads=threads, progress=progress)
-        plan = mixes.plan_mix(base, target, values, imatrix_name=imatrix_name, measured=measured)
+            if calibrate is not None:
+                from .calibrate import calibrate_on
+
+                calibration = calibrate_on(base, measured, values, calibrate, threads=threads, progress=progress)
+        plan = mixes.plan_mix(base, target, values, imatrix_name=imatrix_name, measured=measured,
+                              calibration=calibration)
         result = quantize_mix(base.path, dest, plan, imatrix=values, threads=threads)
         files.append(OutputFile(dest, target.label, result.n_bytes, time.perf_counter() - start, True,
                                 target.describe(), dict(plan.types)))
     return files
 
 
-def _complete_mix(path: Path, target, imatrix_name: str | None):
-    """The header of the finished mix for `target` at `path`, or None when there is none to keep."""
+def _complete_mix(path: Path, target, imatrix_name: str | None, calibrated: bool = False):
+    """The header of the finished mix for `target` at `path`, or None when there is none to keep (a mix planned
+    with a KLD calibration is kept only when one is asked for again, and one planned without only without)."""
     from . import mixes
     from ..gguf.reader import read_header
 
@@ -161,6 +176,7 @@ def _complete_mix(path: Path, target, imatrix_name: str | None):
     except QuantkitError:
         return None
     complete = (header.get(mixes.KEY_TARGET) == target.describe() and header.get(mixes.KEY_IMATRIX) == imatrix_name
+                and (header.get(mixes.KEY_DAMAGE) is not None) == calibrated
                 and header.get(mixes.KEY_PLAN) == mixes.plan_digest({t.name: t.type.name for t in header.tensors}))
     return header if complete else None
 

@@ -26,6 +26,7 @@ KEY_TARGET = "quantize.mix.target"
 KEY_TYPES = "quantize.mix.types"
 KEY_PLAN = "quantize.mix.plan_sha256"
 KEY_IMATRIX = "quantize.mix.imatrix"
+KEY_DAMAGE = "quantize.mix.damage"  # "kld:<calibration digest>" for a plan on calibrated errors (calibrate.py)
 # the file type a plan's file is labelled with, after its largest tensor type (a plan's own types are all set
 # by overrides; libllama applies overrides only when the file type's default type is a quantized one)
 _FTYPE_OF = {T.Q2_K: "Q2_K", T.Q3_K: "Q3_K_M", T.Q4_0: "Q4_0", T.Q4_1: "Q4_1", T.Q4_K: "Q4_K_M", T.Q5_0: "Q5_0",
@@ -85,6 +86,7 @@ class Plan:
     file_type: str  # the file type the file is labelled with
     imatrix: str | None
     tensors: list[TensorOptions] = field(default_factory=list, repr=False)
+    calibration: str | None = None  # the digest of the KLD calibration the errors were scaled by, if any
 
     def kv(self) -> dict[str, str]:
         """The metadata written into the file (libllama's kv overrides: strings of at most 127 bytes)."""
@@ -96,7 +98,14 @@ class Plan:
                KEY_PLAN: plan_digest(self.types)}
         if self.imatrix:
             out[KEY_IMATRIX] = self.imatrix[-127:]
+        if self.calibration:
+            out[KEY_DAMAGE] = damage_label(self.calibration)
         return out
+
+
+def damage_label(calibration: str | None) -> str | None:
+    """What KEY_DAMAGE records for a plan calibrated by the calibration of digest `calibration` (None: none)."""
+    return f"kld:{calibration}" if calibration else None
 
 
 def importance_for(imatrix: Path | None, base: Path | GGUFFile) -> dict[str, np.ndarray] | None:
@@ -123,9 +132,11 @@ def _kv_bytes(kv: dict[str, str]) -> int:
 
 def plan_mix(base: Path | GGUFFile, target: Target, imatrix: dict[str, np.ndarray] | None = None, *,
              imatrix_name: str | None = None, measured: list[TensorOptions] | None = None,
-             sample_values: int = SAMPLE_VALUES, threads: int | None = None, progress=None) -> Plan:
+             sample_values: int = SAMPLE_VALUES, threads: int | None = None, progress=None,
+             calibration=None) -> Plan:
     """The per-tensor types of the smallest-damage file of `base` (a path, or a GGUFFile already read) that fits
-    `target`."""
+    `target`. With `calibration` (calibrate.Calibration of this base) the errors are first scaled into predicted
+    KLD; `measured` is given as damage.measure returned it either way."""
     from ..memory import _output_header_bytes
     from ..memory.shapes import resolve_target
 
@@ -134,12 +145,17 @@ def plan_mix(base: Path | GGUFFile, target: Target, imatrix: dict[str, np.ndarra
     alignment = spec.header.alignment
     if measured is None:
         measured = measure(base, imatrix, sample_values=sample_values, threads=threads, progress=progress)
+    if calibration is not None:
+        from .calibrate import calibrated
+
+        measured = calibrated(measured, calibration)
     planned = {t.name for t in measured}
     fixed = [t for t in spec.tensors if t.name not in planned]
     fixed_bytes = sum(padded(tensor_bytes(t.type, t.shape), alignment) for t in fixed)
     # room for the mix's own keys at their longest, so the budget holds whatever the plan's summary says
     kv_room = _kv_bytes({KEY_TARGET: "x" * 40, KEY_TYPES: "x" * 127, KEY_PLAN: "x" * 64,
-                         **({KEY_IMATRIX: "x" * 127} if imatrix_name else {})})
+                         **({KEY_IMATRIX: "x" * 127} if imatrix_name else {}),
+                         **({KEY_DAMAGE: "x" * 40} if calibration is not None else {})})
     header = padded(_output_header_bytes(spec) + kv_room, alignment)  # an upper bound
     smallest = sum(padded(t.options[0].n_bytes, alignment) for t in measured)
     smallest_weights = sum(t.options[0].n_bytes for t in measured) + sum(tensor_bytes(t.type, t.shape) for t in fixed)
@@ -181,7 +197,7 @@ def plan_mix(base: Path | GGUFFile, target: Target, imatrix: dict[str, np.ndarra
     ftype = next((_FTYPE_OF[T[n]] for n, _ in sorted(by_bytes.items(), key=lambda kv: -kv[1]) if T[n] in _FTYPE_OF),
                  "Q8_0")
     plan = Plan(base.path, target, budget, types, overrides, 0, weights, round(8 * weights / spec.n_params, 3), error,
-                ftype, imatrix_name, measured)
+                ftype, imatrix_name, measured, calibration.digest if calibration is not None else None)
     real_alignment = spec.header.alignment
     header_exact = padded(_output_header_bytes(spec) + _kv_bytes(plan.kv()), real_alignment)
     plan.file_bytes = header_exact + sum(padded(tensor_bytes(T[types[t.name]], t.shape), real_alignment)
@@ -222,4 +238,5 @@ def summary(plan: Plan) -> dict:
     """What `--json` shows of a plan."""
     return {"target": plan.target.describe(), "label": plan.target.label, "file_bytes": plan.file_bytes,
             "weights_bytes": plan.weights_bytes, "bits_per_weight": plan.bits_per_weight, "error": plan.error,
-            "file_type": plan.file_type, "imatrix": plan.imatrix, "types": plan.types}
+            "file_type": plan.file_type, "imatrix": plan.imatrix, "calibration": plan.calibration,
+            "types": plan.types}
