@@ -1,10 +1,10 @@
 """`quantkit serve A.gguf B.gguf FOLDER/`: the models found, their memory counted, the router's app run."""
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 from ..errors import InvalidArgumentError
+from ._listen import listen, run_until_stopped
 from ._output import stderr
 
 
@@ -15,7 +15,7 @@ def serve_router(paths: list[Path], *, host: str, port: int, api_key: str | None
     from ..engine import Engine
     from ..engine.thinking import Thinking
     from ..quant_types import parse_size
-    from ..serve import ServeConfig, bind, create_app, is_loopback, run_server
+    from ..serve import ServeConfig, create_app
     from ..serve.app import REASONING_FORMATS, effort_budgets
     from ..serve.catalog import find_models
     from ..serve.router import (
@@ -52,17 +52,11 @@ def serve_router(paths: list[Path], *, host: str, port: int, api_key: str | None
         from ..serve.webui import add_webui
 
         add_webui(app, api_key=api_key is not None)
-    sock = bind(host, port)
-    bound_host, bound_port = sock.getsockname()[:2]
-    shown = f"[{bound_host}]" if ":" in bound_host else bound_host
-    if api_key is None and not is_loopback(host):
-        stderr.print(f"warning: serving on {host} without an API key: anyone who can reach it may use it "
-                     "(pass --api-key or set QUANTKIT_API_KEY)", style="yellow", highlight=False)
+    sock, url = listen(host, port, api_key)
     limit = f"at most {max_loaded} loaded, " if max_loaded else ""
-    stderr.print(f"quantkit serve: http://{shown}:{bound_port}/v1 · {len(found)} models ({limit}"
+    stderr.print(f"quantkit serve: {url} · {len(found)} models ({limit}"
                  f"{budget / 2**30:.1f} GiB for them), each loaded when first asked for", highlight=False)
     for m in found:
         stderr.print(f"  {m.id}  {m.type or '?'}  {m.size_bytes / 2**20:.0f} MiB  needs "
                      f"{need[m.id] / 2**20:.0f} MiB", style="dim", highlight=False)
-    run_server(app, sock, access_log=bool(os.environ.get("QUANTKIT_ACCESS_LOG")))
-    stderr.print("quantkit serve: stopped", style="dim", highlight=False)
+    run_until_stopped(app, sock)

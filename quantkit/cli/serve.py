@@ -15,6 +15,7 @@ from ..memory.layers import remote_summary
 from ..engine.thinking import BUDGET_MESSAGE
 from ._options import LoopGuard, LoopGuardMode, NGpuLayers, ReasoningBudget, ReasoningBudgetMessage, Rpc
 from ._options import Draft, DraftMax, DraftMin, DraftPMin, Spec, SpecNgram, Threads
+from ._listen import listen, run_until_stopped, warn_if_open
 from ._output import command, stderr
 from ._rpc import exit_on_ggml_abort, rpc_endpoints
 from ._spec import speculation_of
@@ -94,7 +95,7 @@ def run(
 
     from ..engine import Engine
     from ..engine.thinking import Thinking
-    from ..serve import ServeConfig, bind, create_app, is_loopback, run_server
+    from ..serve import ServeConfig, create_app
     from ..serve.app import effort_budgets
 
     thinking = Thinking(reasoning_budget, reasoning_budget_message, loop_guard.value)
@@ -118,28 +119,18 @@ def run(
         from ..serve.webui import add_webui
 
         add_webui(app, api_key=key is not None)
-    sock = bind(host, port)
-    bound_host, bound_port = sock.getsockname()[:2]
-    shown = f"[{bound_host}]" if ":" in bound_host else bound_host
-    if key is None and not is_loopback(host):
-        stderr.print(f"warning: serving on {host} without an API key: anyone who can reach it may use it "
-                     "(pass --api-key or set QUANTKIT_API_KEY)", style="yellow", highlight=False)
-    stderr.print(f"quantkit serve: http://{shown}:{bound_port}/v1 · model {config.model_id} · loading…",
-                 highlight=False)
-    run_server(app, sock, access_log=bool(os.environ.get("QUANTKIT_ACCESS_LOG")))
-    stderr.print("quantkit serve: stopped", style="dim", highlight=False)
+    sock, url = listen(host, port, key)
+    stderr.print(f"quantkit serve: {url} · model {config.model_id} · loading…", highlight=False)
+    run_until_stopped(app, sock)
 
 
 def _serve_on_ray(config, load, address: str, replicas: int, host: str, port: int, threads: int | None,
                   key: str | None) -> None:
-    from ..serve import is_loopback
     from ..serve.replicas import check_can_deploy, deploy, serve_forever
 
     check_can_deploy(port)
     address = None if address.lower() == "local" else address
-    if key is None and not is_loopback(host):
-        stderr.print(f"warning: serving on {host} without an API key (pass --api-key or set QUANTKIT_API_KEY)",
-                     style="yellow", highlight=False)
+    warn_if_open(host, key)
     stderr.print(f"quantkit serve: starting {replicas} Ray Serve replicas of {config.model_id}…", highlight=False)
     deploy(config, load, replicas=replicas, host=host, port=port, threads=threads, address=address)
     stderr.print(f"ready: http://{host}:{port}/v1 · {replicas} replicas on Ray Serve", highlight=False)
