@@ -6,8 +6,8 @@ from __future__ import annotations
 import logging
 import os
 import struct
-import threading
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -67,7 +67,8 @@ def write_gguf(dest: Path, arch: str, plans: list[ConvertedTensor], add_keys: Ca
     total = sum(p.n_bytes for p in plans)
     check_free_space(dest.parent, total + _HEADER_ALLOWANCE)
     bf16_sources = [p.source for p in plans if p.source is not None and p.source.dtype == "BF16"]
-    with atomic_file(dest) as tmp, NaNScan(bf16_sources) as scan:
+    with atomic_file(dest) as tmp, NaNScan(bf16_sources) as scan, ThreadPoolExecutor(
+            1, thread_name_prefix="quantkit-check") as checker:  # joined before the file is renamed or removed
         writer = _Writer(tmp, arch)
         checking = None
         try:
@@ -81,35 +82,14 @@ def write_gguf(dest: Path, arch: str, plans: list[ConvertedTensor], add_keys: Ca
             writer.flush()
             fd, start = writer.fout[0].fileno(), writer.fout[0].tell()
             os.ftruncate(fd, _data_end(start, writer.data_alignment, plans))
-            checking = _Check(check, tmp) if check is not None else None
+            checking = checker.submit(check, tmp) if check is not None else None
             _write_data(fd, start, writer.data_alignment, plans, scan, dest.name, progress, threads)
         finally:
             writer.close()
-            if checking is not None:
-                checking.join()
         if checking is not None:
-            checking.raise_error()
+            checking.result()  # the check's refusal, raised here
     log.info("wrote %s (%.1f MB)", dest, dest.stat().st_size / 1e6)
     return dest.stat().st_size
-
-
-class _Check(threading.Thread):
-    """`check(path)` on a thread of its own; its error, if any, raised on the caller's by `raise_error`."""
-
-    def __init__(self, check: Callable[[Path], None], path: Path):
-        super().__init__(name="quantkit-check", daemon=True)
-        self._check, self._path, self._error = check, path, None
-        self.start()
-
-    def run(self) -> None:
-        try:
-            self._check(self._path)
-        except BaseException as e:  # handed to the caller's thread
-            self._error = e
-
-    def raise_error(self) -> None:
-        if self._error is not None:
-            raise self._error
 
 
 def _data_end(pos: int, alignment: int, plans: list[ConvertedTensor]) -> int:
