@@ -134,10 +134,53 @@ def test_a_file_libllama_cannot_read_is_not_renamed_into_place(tmp_path, monkeyp
     """As quantkit wrote before this check: a name libllama refuses. The file never takes its name."""
     import quantkit.convert.vocab as vocab_module
 
-    monkeypatch.setattr(vocab_module, "detect_pre", lambda *args: "gpt2")
+    monkeypatch.setattr(vocab_module, "pre_of", lambda *args: "gpt2")
     out = tmp_path / "out"
     out.mkdir()
     with pytest.raises(RuntimeLoadError, match="unknown pre-tokenizer type: 'gpt2'") as caught:
         convert_checkpoint(tiny_checkpoint("gpt2"), out / "ours.gguf", "F16")
     assert "ours.gguf" in str(caught.value) and "partial" not in str(caught.value)
     assert list(out.iterdir()) == []
+
+
+def test_the_check_hash_from_the_child_process_is_the_one_computed_here(monkeypatch):
+    """read_hf_vocab's check hash comes from a child Python process (the tokenizers library's parse holds the GIL);
+    it equals check_hash's in this process, the parent computes it itself when the child fails, and a child
+    left unwanted (the `with` left early) is killed and reaped."""
+    import os
+
+    import quantkit.convert.vocab as vocab_module
+    from quantkit.convert.vocab import ChildCheckHash
+
+    path = tiny_checkpoint("qwen2") / "tokenizer.json"
+    text = path.read_text(encoding="utf-8")
+    here = check_hash(text)
+    assert here in CHECK_HASHES
+    with ChildCheckHash(path) as hashing:
+        assert hashing._child is not None
+        assert hashing.result(text) == here
+
+    monkeypatch.setattr(vocab_module, "_CHILD", "import sys; sys.exit(1)")
+    with ChildCheckHash(path) as hashing:
+        assert hashing.result(text) == here  # computed in this process
+
+    monkeypatch.setattr(vocab_module, "_CHILD", "import time; time.sleep(60)")
+    with ChildCheckHash(path) as hashing:
+        pid = hashing._child.pid
+    with pytest.raises(ProcessLookupError):  # killed and waited for: not even a zombie left
+        os.kill(pid, 0)
+
+
+def test_a_tokenizer_json_the_library_cannot_read_is_named_by_its_regexes_through_the_child(tmp_path, caplog):
+    """The child exits 3 with the library's complaint: no hash, the warning in this process, the regexes name it."""
+    from quantkit.convert.vocab import ChildCheckHash
+
+    tokenizer = json.loads((tiny_checkpoint("qwen2") / "tokenizer.json").read_text(encoding="utf-8"))
+    tokenizer["model"]["merges"] = [["not", "in", "pairs"]]  # the library refuses merges that are not pairs
+    path = tmp_path / "tokenizer.json"
+    path.write_text(json.dumps(tokenizer), encoding="utf-8")
+    assert check_hash(path.read_text(encoding="utf-8")) is None
+    caplog.clear()
+    with ChildCheckHash(path) as hashing:
+        assert hashing.result(path.read_text(encoding="utf-8")) is None
+    assert "cannot read tokenizer.json" in caplog.text

@@ -11,6 +11,10 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import shutil
+import subprocess
+import sys
+import tempfile
 from dataclasses import dataclass
 from itertools import chain
 from pathlib import Path
@@ -44,16 +48,46 @@ class Vocab:
 
 
 def read_hf_vocab(folder: Path, n_vocab: int) -> Vocab:
-    tokenizer, text = _load_json_text(folder / "tokenizer.json")
-    config = _load_json(folder / "tokenizer_config.json", required=False)
-    model = tokenizer.get("model") or {}
-    if model.get("type") != "BPE" or not isinstance(model.get("vocab"), dict):
-        raise CheckpointError(f"{folder / 'tokenizer.json'} is not a byte-level BPE tokenizer",
-                              hint="quantkit converts BPE tokenizers (the R1-Distill Qwen and Llama families)")
-    tokens, types = _tokens(model["vocab"], tokenizer.get("added_tokens") or [], n_vocab, folder)
-    special = SpecialVocab(folder, load_merges=False, n_vocab=n_vocab)
-    special.merges = _merges(model.get("merges"), folder)
-    return Vocab(tokens, types, detect_pre(tokenizer, config, text), special)
+    """The vocabulary of the checkpoint in `folder`. Its check hash (the `tokenizers` library's parse of
+    tokenizer.json, GIL-bound) is computed by a child process while this one reads the tokens and merges."""
+    with ChildCheckHash(folder / "tokenizer.json") as hashing:
+        tokenizer, text = _load_json_text(folder / "tokenizer.json")
+        config = _load_json(folder / "tokenizer_config.json", required=False)
+        model = tokenizer.get("model") or {}
+        if model.get("type") != "BPE" or not isinstance(model.get("vocab"), dict):
+            raise CheckpointError(f"{folder / 'tokenizer.json'} is not a byte-level BPE tokenizer",
+                                  hint="quantkit converts BPE tokenizers (the R1-Distill Qwen and Llama families)")
+        tokens, types = _tokens(model["vocab"], tokenizer.get("added_tokens") or [], n_vocab, folder)
+        special = _special_vocab(folder, tokenizer, n_vocab)
+        special.merges = _merges(model.get("merges"), folder)
+        return Vocab(tokens, types, pre_of(tokenizer, config, hashing.result(text)), special)
+
+
+# What gguf's SpecialVocab (load_merges=False) reads of a folder besides tokenizer.json, and what it reads of that
+_SPECIAL_FILES = ("tokenizer_config.json", "config.json", "chat_template.json", "chat_template.jinja",
+                  "additional_chat_templates")
+_SPECIAL_KEYS = ("added_tokens", "post_processor")
+
+
+def _special_vocab(folder: Path, tokenizer: dict, n_vocab: int) -> SpecialVocab:
+    """gguf's SpecialVocab of `folder` (special ids, add_bos/add_eos, the chat template), read from a view of the
+    folder whose tokenizer.json holds only the keys SpecialVocab reads without merges: it would otherwise parse
+    the whole 7 MB again."""
+    with tempfile.TemporaryDirectory(prefix="quantkit-vocab-") as tmp:
+        view = Path(tmp)
+        for name in _SPECIAL_FILES:
+            if (folder / name).exists():
+                _link(folder / name, view / name)
+        slim = {key: tokenizer[key] for key in _SPECIAL_KEYS if key in tokenizer}
+        (view / "tokenizer.json").write_text(json.dumps(slim or {"model": {}}), encoding="utf-8")
+        return SpecialVocab(view, load_merges=False, n_vocab=n_vocab)
+
+
+def _link(source: Path, link: Path) -> None:
+    try:
+        link.symlink_to(source.resolve())
+    except OSError:  # no symbolic links here: a copy reads the same
+        (shutil.copytree if source.is_dir() else shutil.copyfile)(source, link)
 
 
 def _merges(merges, folder: Path) -> list[str]:
@@ -107,23 +141,33 @@ def _tokens(vocab: dict[str, int], added: list[dict], n_vocab: int, folder: Path
                                               and is_id(e.get("id")) for e in added):
         raise CheckpointError(f"{folder / 'tokenizer.json'} has an added token without its text or id",
                               hint="the tokenizer files look damaged")
-    by_id: dict[int, tuple[str, int]] = {i: (text, int(TokenType.NORMAL)) for text, i in vocab.items()}
+    top = max(chain(ids, (e["id"] for e in added)), default=-1)
+    if top >= n_vocab:
+        raise CheckpointError(f"{folder}: the tokenizer has token id {top} but vocab_size is {n_vocab}")
+    texts: list[str | None] = [None] * n_vocab
+    kinds = [int(TokenType.NORMAL)] * n_vocab
+    for text, i in vocab.items():
+        texts[i] = text
     for entry in added:
-        text = entry["content"]
+        text, i = entry["content"], entry["id"]
         if entry.get("special") or _looks_special(text):
-            by_id[entry["id"]] = (text, int(TokenType.CONTROL))
+            texts[i], kinds[i] = text, int(TokenType.CONTROL)
         else:
-            by_id[entry["id"]] = (text.replace("\u2581", " "), int(TokenType.USER_DEFINED))
-    if by_id and max(by_id) >= n_vocab:
-        raise CheckpointError(f"{folder}: the tokenizer has token id {max(by_id)} but vocab_size is {n_vocab}")
-    tokens = [by_id.get(i, (f"[PAD{i}]", int(TokenType.UNUSED))) for i in range(n_vocab)]
-    return [t for t, _ in tokens], [k for _, k in tokens]
+            texts[i], kinds[i] = text.replace("\u2581", " "), int(TokenType.USER_DEFINED)
+    for i, text in enumerate(texts):  # ids nothing names: padding, as llama.cpp's converter writes it
+        if text is None:
+            texts[i], kinds[i] = f"[PAD{i}]", int(TokenType.UNUSED)
+    return texts, kinds
 
 
 def detect_pre(tokenizer: dict, config: dict, text: str | None = None) -> str:
     """`tokenizer.ggml.pre` for this tokenizer (`text`: tokenizer.json as read, to spare a second serialization):
     by its check hash as llama.cpp's converter names it, else by its split regexes."""
-    digest = check_hash(text if text is not None else json.dumps(tokenizer))
+    return pre_of(tokenizer, config, check_hash(text if text is not None else json.dumps(tokenizer)))
+
+
+def pre_of(tokenizer: dict, config: dict, digest: str | None) -> str:
+    """detect_pre's choice, given the tokenizer's check hash (None: the `tokenizers` library cannot read it)."""
     by_regexes = pre_of_regexes(tokenizer, config)
     chosen = CHECK_HASHES.get(digest or "") or by_regexes
     if chosen is None:
@@ -146,9 +190,64 @@ def check_hash(tokenizer_json: str) -> str | None:
     try:
         tokenizer = Tokenizer.from_str(tokenizer_json)
     except Exception as e:  # the library's own error type is not public; the regexes still name it
-        log.warning("the tokenizers library cannot read tokenizer.json (%s); naming its pre-tokenizer by its regexes", e)
+        _unreadable(e)
         return None
     return hashlib.sha256(str(tokenizer.encode(CHECK_TEXT).ids).encode()).hexdigest()
+
+
+def _unreadable(reason) -> None:
+    log.warning("the tokenizers library cannot read tokenizer.json (%s); naming its pre-tokenizer by its regexes",
+                reason)
+
+
+# The child's whole program: argv[1] the tokenizer.json, argv[2] the check text; prints the hash, or exits 3 with
+# the library's complaint when it cannot read the file (any other failure: the parent computes the hash itself).
+_CHILD = """
+import hashlib, sys
+from tokenizers import Tokenizer
+try:
+    tokenizer = Tokenizer.from_file(sys.argv[1])
+except Exception as e:
+    print(e, file=sys.stderr)
+    sys.exit(3)
+print(hashlib.sha256(str(tokenizer.encode(sys.argv[2]).ids).encode()).hexdigest())
+"""
+
+
+class ChildCheckHash:
+    """check_hash of a tokenizer.json computed by a child Python process started at once, so that its ~0.3 s of
+    GIL-bound parsing runs beside this process's own work. `result(text)` waits for it; where the child could not
+    start or failed, it computes the hash in this process from `text`. The child never outlives the `with`."""
+
+    def __init__(self, path: Path):
+        try:
+            self._child: subprocess.Popen | None = subprocess.Popen(
+                [sys.executable, "-c", _CHILD, str(path), CHECK_TEXT], stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, encoding="utf-8")
+        except (OSError, ValueError) as e:
+            log.debug("no child process for the check hash (%s): computed here", e)
+            self._child = None
+
+    def result(self, text: str) -> str | None:
+        if self._child is not None:
+            out, err = self._child.communicate()
+            code, self._child = self._child.returncode, None
+            if code == 0 and len(out.strip()) == 64:
+                return out.strip()
+            if code == 3:
+                _unreadable(err.strip().splitlines()[-1] if err.strip() else "no reason given")
+                return None
+            log.debug("the check-hash child failed (exit %s): computed here", code)
+        return check_hash(text)
+
+    def __enter__(self) -> "ChildCheckHash":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._child is not None:  # left early (a refusal): the child's answer is not wanted
+            self._child.kill()
+            self._child.communicate()
+            self._child = None
 
 
 def pre_of_regexes(tokenizer: dict, config: dict) -> str | None:
