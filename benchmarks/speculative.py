@@ -82,14 +82,20 @@ def quantkit_one(engine, prompt: str, args) -> tuple[float, int, int]:
 
 # -- llama-server ------------------------------------------------------------------------------------------------
 
-def llama_server(target: Path, draft: Path | None, args, port: int) -> Server:
+def llama_server(target: Path, draft: Path | None, args, port: int, ngram: bool = False) -> Server:
+    """llama-server on one slot: plain, with the draft (`-md`), or with its n-gram lookup (`--spec-type
+    ngram-simple`, the lookup n-gram and the draft length set to quantkit's). The sdist's llama-server names the
+    draft sizes --spec-draft-n-max/-n-min/-p-min (its old --draft-max spelling is refused)."""
     binary = build_tool("llama-server")
     cmd = [str(binary), "-m", str(target), "--host", "127.0.0.1", "--port", str(port), "-t", str(args.threads),
            "-tb", str(args.threads), "-c", str(args.ctx), "-np", "1", "-ngl", "0", "--no-webui"]
     if draft is not None:
-        cmd += ["-md", str(draft), "-ngld", "0", "--draft-max", str(args.draft_max), "--draft-min",
-                str(args.draft_min), "--draft-p-min", str(args.draft_p_min)]
-    name = "llama-server -md" if draft is not None else "llama-server"
+        cmd += ["-md", str(draft), "-ngld", "0", "--spec-draft-n-max", str(args.draft_max), "--spec-draft-n-min",
+                str(args.draft_min), "--spec-draft-p-min", str(args.draft_p_min)]
+    if ngram:
+        cmd += ["--spec-type", "ngram-simple", "--spec-ngram-simple-size-n", str(args.ngram),
+                "--spec-ngram-simple-size-m", str(args.draft_max)]
+    name = "llama-server -md" if draft is not None else "llama-server ngram" if ngram else "llama-server"
     return Server(name, cmd, "/health", "llama-server (sdist 0.3.36)", " ".join(cmd[3:]), port=port)
 
 
@@ -116,6 +122,7 @@ def main() -> None:
     parser.add_argument("--draft-max", type=int, default=8)
     parser.add_argument("--draft-min", type=int, default=0)
     parser.add_argument("--draft-p-min", type=float, default=0.75)
+    parser.add_argument("--ngram", type=int, default=4, help="the n-gram lookup's n (quantkit's and llama-server's)")
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--no-server", action="store_true", help="quantkit's configurations only")
     parser.add_argument("--prompts", default=",".join(PROMPTS), help="which of the prompts (comma-separated)")
@@ -129,7 +136,8 @@ def main() -> None:
     specs = {"quantkit": None,
              "quantkit --draft": Speculation("draft", draft=draft, draft_max=args.draft_max,
                                              draft_min=args.draft_min, p_min=args.draft_p_min),
-             "quantkit --spec ngram": Speculation("ngram", draft_max=args.draft_max, draft_min=args.draft_min)}
+             "quantkit --spec ngram": Speculation("ngram", draft_max=args.draft_max, draft_min=args.draft_min,
+                                                         ngram=args.ngram)}
     servers: list[Server] = []
     scratch = Path(tempfile.mkdtemp(prefix="speculative-"))
     results: dict[str, dict[str, list]] = {}
@@ -137,8 +145,8 @@ def main() -> None:
     engines = open_engines(target, specs, args)
     try:
         if not args.no_server:
-            for d in (None, draft):
-                server = llama_server(target, d, args, free_port())
+            for d, ngram in ((None, False), (draft, False), (None, True)):
+                server = llama_server(target, d, args, free_port(), ngram)
                 start(server, scratch)
                 wait_ready(server, 300)
                 server_one(server, "Hi", args)
@@ -187,6 +195,7 @@ def report(args, target: Path, draft: Path, results, loads, names: list[str]) ->
     ratio("quantkit --draft", "quantkit")
     ratio("quantkit --spec ngram", "quantkit")
     ratio("quantkit --draft", "llama-server -md")
+    ratio("quantkit --spec ngram", "llama-server ngram")
     ratio("quantkit", "llama-server")
     ratio("llama-server -md", "llama-server")
     text = "\n".join(lines) + "\n"
