@@ -183,6 +183,8 @@ def main() -> None:
     parser.add_argument("--no-reference", action="store_true", help="skip convert_hf_to_gguf.py")
     parser.add_argument("--rounds", type=int, default=3, help="interleaved runs of each tool (median reported)")
     parser.add_argument("--out", type=Path, default=None, help="also write the table here as Markdown")
+    parser.add_argument("--keep-checkpoint", type=Path, default=None,
+                        help="make the checkpoint in this folder, or use the one already there (not deleted)")
     args = parser.parse_args()
     reference = None
     if not args.no_reference:
@@ -190,7 +192,9 @@ def main() -> None:
 
         reference = llama_cpp_source()
     with tempfile.TemporaryDirectory(dir=args.work) as tmp:
-        ckpt = make_checkpoint(Path(tmp) / "ckpt", args.layers)
+        ckpt = args.keep_checkpoint or Path(tmp) / "ckpt"
+        if not (ckpt / "model.safetensors").is_file():
+            make_checkpoint(ckpt, args.layers)
         size = (ckpt / "model.safetensors").stat().st_size
         results = [run(ckpt, Path(tmp), t.upper(), reference, args.rounds, args.threads)
                    for t in args.outtype or ["BF16", "F16", "Q8_0"]]

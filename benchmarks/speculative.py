@@ -85,13 +85,15 @@ def quantkit_one(engine, prompt: str, args) -> tuple[float, int, int]:
 def llama_server(target: Path, draft: Path | None, args, port: int, ngram: bool = False) -> Server:
     """llama-server on one slot: plain, with the draft (`-md`), or with its n-gram lookup (`--spec-type
     ngram-simple`, the lookup n-gram and the draft length set to quantkit's). The sdist's llama-server names the
-    draft sizes --spec-draft-n-max/-n-min/-p-min (its old --draft-max spelling is refused)."""
+    draft sizes --spec-draft-n-max/-n-min/-p-min (its old --draft-max spelling is refused), and drafts with
+    `-md` only when told `--spec-type draft-simple` (its default type is none: it loads the draft, never uses it)."""
     binary = build_tool("llama-server")
     cmd = [str(binary), "-m", str(target), "--host", "127.0.0.1", "--port", str(port), "-t", str(args.threads),
            "-tb", str(args.threads), "-c", str(args.ctx), "-np", "1", "-ngl", "0", "--no-webui"]
     if draft is not None:
-        cmd += ["-md", str(draft), "-ngld", "0", "--spec-draft-n-max", str(args.draft_max), "--spec-draft-n-min",
-                str(args.draft_min), "--spec-draft-p-min", str(args.draft_p_min)]
+        cmd += ["-md", str(draft), "-ngld", "0", "--spec-type", "draft-simple", "--spec-draft-n-max",
+                str(args.draft_max), "--spec-draft-n-min", str(args.draft_min), "--spec-draft-p-min",
+                str(args.draft_p_min)]
     if ngram:
         cmd += ["--spec-type", "ngram-simple", "--spec-ngram-simple-size-n", str(args.ngram),
                 "--spec-ngram-simple-size-m", str(args.draft_max)]
@@ -166,10 +168,55 @@ def main() -> None:
             stop(server)
         for engine in engines.values():
             engine.close()
-    report(args, target, draft, results, loads, list(prompts))
+    costs = {path.name: decode_costs(path, args.threads) for path in (target, draft)}
+    report(args, target, draft, results, loads, list(prompts), costs)
 
 
-def report(args, target: Path, draft: Path, results, loads, names: list[str]) -> None:
+BATCHES = (1, 2, 4, 9)
+
+
+def decode_costs(path: Path, threads: int, reps: int = 15) -> dict[int, float]:
+    """Median seconds of one decode of n tokens (n in BATCHES) after a 200-token prompt, with every row's logits:
+    what a verification of n-1 drafted tokens costs the target (and n drafting steps the draft, for n = 1)."""
+    from quantkit import runtime
+
+    with runtime.load_model(path, n_gpu_layers=0) as model, runtime.create_context(
+            model, n_ctx=1024, n_batch=512, threads=threads, kv_unified=True) as ctx, runtime.Batch(512) as batch:
+        prompt = list(range(100, 300))
+        for i, token in enumerate(prompt):
+            batch.add(token, i, 0, False)
+        ctx.decode(batch)
+        costs = {}
+        for n in BATCHES:
+            times = []
+            for _ in range(reps):
+                ctx.seq_rm(0, len(prompt), -1)
+                batch.clear()
+                for j in range(n):
+                    batch.add(500 + j, len(prompt) + j, 0, True)
+                t0 = time.perf_counter()
+                ctx.decode(batch)
+                times.append(time.perf_counter() - t0)
+            costs[n] = statistics.median(times)
+    return costs
+
+
+def best_case(costs: dict[str, dict[int, float]], target: str, draft: str, accept: float) -> list[str]:
+    """The speed-up speculation could reach at the measured acceptance rate, from the decode costs alone (no
+    Python, no sampling): k drafted tokens cost k draft decodes and one target decode of k+1 rows, and yield
+    (1 - a^(k+1)) / (1 - a) tokens on average."""
+    one = costs[target][1]
+    lines = []
+    for n in BATCHES[1:]:
+        k = n - 1
+        made = (1 - accept ** (k + 1)) / (1 - accept) if accept < 1 else k + 1
+        cycle = k * costs[draft][1] + costs[target][n]
+        lines.append(f"- k = {k}: {made:.2f} tokens per {1000 * cycle:.1f} ms → at best {made * one / cycle:.2f}× "
+                     "the target alone")
+    return lines
+
+
+def report(args, target: Path, draft: Path, results, loads, names: list[str], costs) -> None:
     mean = {name: {p: statistics.fmean(v[0] for v in values) for p, values in per.items()}
             for name, per in results.items()}
     lines = [f"# Speculative decoding — {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}", "",
@@ -198,6 +245,17 @@ def report(args, target: Path, draft: Path, results, loads, names: list[str]) ->
     ratio("quantkit --spec ngram", "llama-server ngram")
     ratio("quantkit", "llama-server")
     ratio("llama-server -md", "llama-server")
+    lines += ["", "One decode of n tokens (median ms, the same threads; n - 1 = drafted tokens checked at once):", "",
+              "| model | " + " | ".join(f"n = {n}" for n in BATCHES) + " |", "|---|" + "---:|" * len(BATCHES)]
+    for name, per in costs.items():
+        lines.append(f"| {name} | " + " | ".join(f"{1000 * per[n]:.2f}" for n in BATCHES) + " |")
+    per = results.get("quantkit --draft", {})
+    drafted = sum(v[1] for values in per.values() for v in values)
+    accepted = sum(v[2] for values in per.values() for v in values)
+    if drafted:
+        lines += ["", f"The best speculation could do with this pair at its measured acceptance "
+                      f"({accepted}/{drafted} = {accepted / drafted:.2f}), from these costs alone:", ""]
+        lines += best_case(costs, target.name, draft.name, accepted / drafted)
     text = "\n".join(lines) + "\n"
     print(text)
     with contextlib.suppress(OSError):
