@@ -65,6 +65,44 @@ def test_a_prompt_takes_the_longest_prefix_a_running_slot_holds(scripted_gguf):
     assert stats.prompt_tokens == len(first) + len(second) - shared
 
 
+def test_prompts_asked_again_find_their_cells_after_others_with_the_same_header(scripted_gguf):
+    """Four questions, then four others under the same chat header, then the first four again: the others go to
+    the empty slots (the header's cells copied), not over the first four's cells, so each question asked again
+    evaluates only its last token. (Taking the slot with the longest prefix put the second four on the first
+    four's slots for the header's sake, and every repeat evaluated its whole question again.)"""
+    questions = [f"Question {i}: how many primes lie below {10 * (i + 3)}? Count them one by one." for i in range(8)]
+    with _engine(scripted_gguf, n_parallel=8) as engine:
+        prompts = [_prompt(engine, q)[0] for q in questions]
+        header = min(next(i for i, (a, b) in enumerate(zip(prompts[0], p)) if a != b) for p in prompts[1:])
+        evaluated = []
+        for group in (prompts[:4], prompts[4:], prompts[:4]):
+            streams = engine.submit_many([GenerationRequest(t, GREEDY, max_tokens=4, split_reasoning=False)
+                                          for t in group])
+            evaluated.append([s.wait().prompt_eval_tokens for s in streams])
+        _idle_cells_match(engine)
+    assert header > 0
+    assert sum(evaluated[0]) >= sum(len(t) for t in prompts[:4]) - 3 * header  # the header once at most
+    assert all(n == len(t) - header for n, t in zip(evaluated[1], prompts[4:]))  # the header copied
+    assert evaluated[2] == [1, 1, 1, 1]
+
+
+def test_choose_slot_keeps_the_cells_worth_keeping():
+    from types import SimpleNamespace as Slot
+
+    from quantkit.engine.prefix import choose_slot
+
+    prompt = [1, 2, 3, 4, 5]
+    other = Slot(cached=[1, 2, 9, 9, 9, 9], last_used=1.0)  # shares a header, holds another prompt
+    empty = Slot(cached=[], last_used=5.0)
+    same = Slot(cached=[1, 2, 3, 4, 5, 6, 7], last_used=9.0)  # the same prompt and an old reply
+    going_on = Slot(cached=[1, 2, 3], last_used=9.0)  # a conversation this prompt continues
+    assert choose_slot(prompt, [other, empty]) is empty
+    assert choose_slot(prompt, [other, same]) is same
+    assert choose_slot(prompt, [empty, going_on]) is empty  # equal: nothing lost either way, the older one
+    older = Slot(cached=[7, 7], last_used=0.5)
+    assert choose_slot(prompt, [other, older]) is older  # fewer cells lost
+
+
 def test_eval_k_samples_evaluate_the_problem_once(tmp_path, scripted_gguf):
     from quantkit.eval.records import read_samples
     from quantkit.eval.runner import Protocol, eval_table, evaluate

@@ -368,7 +368,7 @@ class Engine(Closeable):
             if prefix.should_wait(job.tokens, self._slots, shared):
                 deferred.append(job)  # another slot is evaluating most of this prompt: copy its cells next step
                 continue
-            slot = max(free, key=lambda s: (prefix.common_prefix(s.cached, job.tokens), -s.last_used))
+            slot = prefix.choose_slot(job.tokens, free)
             self._place(slot, job, source, shared)
         self._waiting.extendleft(reversed(deferred))
 

@@ -41,3 +41,16 @@ def should_wait(tokens: list[int], slots: list, available: int) -> bool:
         if shared - available >= MIN_SHARED:
             return True
     return False
+
+
+def choose_slot(tokens: list[int], free: list):
+    """The free slot to run `tokens` in: the one whose cells past the prompt's prefix are the fewest (an empty
+    slot, a conversation going on, the same prompt asked again lose nothing or only an old reply), the least
+    recently used among equals. The prompt's prefix held anywhere is copied in either way (seq_cp shares cells in
+    a unified cache), so a slot is never taken for the chat header it shares while its own prompt, which a later
+    request may repeat, is thrown away."""
+    def key(slot):
+        lost = len(slot.cached) - common_prefix(slot.cached, tokens)
+        return -lost, -slot.last_used
+
+    return max(free, key=key)
