@@ -649,6 +649,12 @@ OTHER_ROWS = [
     Row("bench", "--draft-min above --draft-max",
         lambda w: ["bench", str(w.good.model), "--spec", "ngram", "--draft-max", "2", "--draft-min", "3", *CPU],
         "--draft-min"),
+    Row("estimate-memory", "a --draft that is not a GGUF",
+        lambda w: ["estimate-memory", "7B", "--draft", w.file("d.gguf", "hello\n" * 50)], "the draft: "),
+    Row("estimate-memory", "an empty --draft .gguf", lambda w: ["estimate-memory", "7B", "--draft", w.gguf(b"", "d.gguf")],
+        "the draft: "),
+    Row("estimate-memory", "a --draft that does not exist",
+        lambda w: ["estimate-memory", "7B", "--draft", str(w.dir / "none.gguf")], "the draft: unknown model"),
     # rows for commands that land later go here, one line each, e.g.
     # Row("quantize", "an unknown quant type", lambda w: ["quantize", str(w.good.model), "-t", "Q9_K"], "unknown quant type"),
 ]
