@@ -10,8 +10,15 @@ from gguf import GGUFReader
 from typer.testing import CliRunner
 
 from quantkit.cli.app import app
-from quantkit.memory import AS_WRITTEN, DRAFT_TYPE, GIB, GPU_OVERHEAD, auto_gpu_layers, auto_placement, \
-    estimate_memory
+from quantkit.memory import (
+    AS_WRITTEN,
+    DRAFT_TYPE,
+    GIB,
+    GPU_OVERHEAD,
+    auto_gpu_layers,
+    auto_placement,
+    estimate_memory,
+)
 from reference.cache import cached_dir
 from tests._fixtures.memory import tiny_model
 

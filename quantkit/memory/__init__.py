@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from collections.abc import Callable
 
 from gguf import GGUF_DEFAULT_ALIGNMENT
 
@@ -258,7 +258,7 @@ def _draft_estimate(draft: str | ModelSpec, n_ctx: int, kv_type: str, flash_attn
         row.fit = Fit(row.fit.vram_bytes, False, 0, row.fit.max_ctx, 0, cpu, [0] * len(row.fit.vram_bytes))
         return est, None
     sizes = {p.name: p.n_bytes for p in weights_plan(dspec, dtype)}
-    args = dict(kv_type=kv_type, flash_attn=flash_attn, n_batch=d_batch, n_ubatch=d_batch)
+    args = {"kv_type": kv_type, "flash_attn": flash_attn, "n_batch": d_batch, "n_ubatch": d_batch}
     row.fit.gpu_bytes -= gpu_overhead  # the process's GPU context is paid once, by the target
     full = dspec.n_layer + 1
 
