@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING, Annotated, List, Optional
 import typer
 
 from ..errors import InvalidArgumentError
-from ..memory import ALL_TYPES, MemoryEstimate, estimate_memory
+from ..memory import ALL_TYPES, DRAFT_TYPE, MemoryEstimate, estimate_memory
 from ..runtime.offload import plan_placement, rpc_devices
 from ..memory.layers import describe
 from ..quant_types import parse_types
@@ -44,6 +44,9 @@ def run(
     target_bpw: TargetBpw = None,
     imatrix: ImatrixFile = None,
     calibrate: Calibrate = None,
+    draft: Annotated[Optional[str], typer.Option("--draft", "-md", help="A speculative-decoding draft to count "
+                                                 "beside the target at the same context: a .gguf as written, a "
+                                                 f"label, repo or folder at {DRAFT_TYPE}.", show_default=False)] = None,
     json: Json = False,
 ) -> None:
     """Weights per quant type, KV cache and compute buffers, and how many layers fit a GPU; with --target-size
@@ -61,7 +64,7 @@ def run(
         if given is not None and not budgets:
             raise InvalidArgumentError(f"{flag} is for planning a budget mix", hint="add --target-size or --target-bpw")
     est = estimate_memory(target, chosen, n_ctx=ctx, kv_type=kv_type, flash_attn=flash_attn, n_batch=batch,
-                          n_ubatch=ubatch, vram_gib=vram_gib, with_tensors=tensors)
+                          n_ubatch=ubatch, vram_gib=vram_gib, with_tensors=tensors, draft=draft)
     placement = _placement(est, n_gpu_layers, endpoints) if remote else None
     plans = _plans(target, budgets, imatrix, calibrate) if budgets else None
     if json:
@@ -165,8 +168,12 @@ def show(est: MemoryEstimate, tensors: bool) -> None:
                         "max ctx": t.fit.max_ctx, "GPU GiB": round(t.fit.gpu_bytes / 2**30, 2)})
             if len(t.fit.split) > 1:
                 row["split"] = "/".join(map(str, t.fit.split))
+        if est.totals:
+            row["with draft GiB"] = round(next(x.total_bytes for x in est.totals if x.type == t.type) / 2**30, 2)
         rows.append(row)
     stdout.print(pd.DataFrame(rows).to_string(index=False), markup=False, highlight=False)
+    if est.draft is not None:
+        show_draft(est)
     if not est.header_exact:
         stdout.print("(file sizes include an estimated header: the tokenizer is not known from a config)",
                      markup=False, highlight=False)
@@ -176,3 +183,16 @@ def show(est: MemoryEstimate, tensors: bool) -> None:
                                    "bytes": p.n_bytes} for p in t.tensors])
             stdout.print(f"\n{t.type}", markup=False, highlight=False)
             stdout.print(frame.to_string(index=False), markup=False, highlight=False)
+
+
+def show_draft(est: MemoryEstimate) -> None:
+    """The draft's line: its weights and runtime memory at the target's context, and where it goes with --vram."""
+    d = est.draft
+    (t,) = d.types
+    line = (f"draft {d.name} ({d.architecture}, {d.n_layer} layers) from {d.target}, {t.type}: weights "
+            f"{_gib(t.weights_bytes)} GiB, KV cache {_gib(t.kv_bytes)} GiB, compute buffer {_gib(t.compute_bytes)} "
+            f"GiB, total {_gib(t.total_bytes)} GiB")
+    if t.fit is not None:
+        line += (f"; on the GPU first ({t.fit.n_gpu_layers} layers, {_gib(t.fit.gpu_bytes)} GiB), the target's fit "
+                 f"counts it" if t.fit.n_gpu_layers else "; it does not fit the GPU whole: it stays on the CPU")
+    stdout.print(line, markup=False, highlight=False)

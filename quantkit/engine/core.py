@@ -179,14 +179,15 @@ class Engine(Closeable):
              rpc: list[str] | None = None, **kwargs) -> "Engine":
         """Load the GGUF at `path` (offloading per `n_gpu_layers` at this context, to the RPC servers `rpc` too)
         and start an engine on it."""
-        from ..runtime.offload import load_model
+        from ..runtime.offload import load_model, load_with_draft
 
         spec = kwargs.get("speculation")
-        model = load_model(path, n_gpu_layers=n_gpu_layers, n_ctx=n_ctx, rpc=rpc)
         draft = None
+        if spec is not None and spec.draft is not None:  # 'auto' places the draft first, the target in the rest
+            model, draft = load_with_draft(path, spec.draft, n_gpu_layers=n_gpu_layers, n_ctx=n_ctx, rpc=rpc)
+        else:
+            model = load_model(path, n_gpu_layers=n_gpu_layers, n_ctx=n_ctx, rpc=rpc)
         try:
-            if spec is not None and spec.draft is not None:
-                draft = load_model(spec.draft, n_gpu_layers=n_gpu_layers, n_ctx=n_ctx, rpc=rpc)
             if model.n_ctx_train > 0:  # no sequence goes past the training context: no cells for that either
                 n_ctx = min(n_ctx, model.n_ctx_train * kwargs.get("n_parallel", 4))
             engine = cls(model, n_ctx=n_ctx, draft_model=draft, **kwargs)

@@ -9,14 +9,19 @@
     [perplexity]  dataset, ctx, chunks, batch
     [bench]       n_prompt, n_gen, repetitions
     [memory]      ctx, kv_type                           # the context the VRAM column and the GPU advice are for
-    [chat]        prompt, max_tokens, temperature, top_p, ctx, seed
-    [eval]        task, samples, limit, max_tokens, ctx, parallel, seed, reasoning_budget or budgets, loop_guard
-                                                                                                        # optional
+    [chat]        prompt, max_tokens, temperature, top_p, ctx, seed, spec or draft (+ draft_type, draft_p_min)
+    [eval]        task, samples, limit, max_tokens, ctx, parallel, seed, reasoning_budget or budgets, loop_guard,
+                  spec or draft (+ draft_type, draft_p_min)                                                          # optional
 
 A target is a file size (`"4.2G"`, `"size<=4.2G"`) or bits per weight (`"bpw<=3.5"`); its rung is named by its
 label (`MIX-4.2G`, `MIX-3.50bpw`) wherever a ladder rung is named by its type. `[eval] budgets = [256, 1024]`
 evaluates each reasoning budget (`quantkit eval --reasoning-budget 256,1024`); `reasoning_budget = 256` is the
 one-budget spelling.
+
+Speculative decoding (the tokens do not change, only how fast they come): `spec = "ngram"`, or
+`draft = "deepseek-ai/DeepSeek-R1-Distill-Qwen-1.5B"` — a Hub repo id, size label or checkpoint folder that the job
+downloads, converts and quantizes to `draft_type` (default Q4_0) into `<out>/models/drafts/` once (job/drafts.py),
+or a local `.gguf` used as it is (a relative path is relative to the recipe file).
 
 Every key is checked on load: an unknown key, a value of the wrong kind or an unknown quant type is a
 `RecipeError` naming the file and the key. The recipes shipped with quantkit live in the repository's
@@ -37,6 +42,7 @@ from ..measure.texts import DATASET_NAMES
 from ..convert.embedded import EMBEDDED_MODELS
 from ..engine.thinking import LOOP_GUARD_MODES
 from ..errors import QuantkitError, RecipeError, RecipeNotFoundError
+from ..memory import DRAFT_TYPE
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -76,6 +82,9 @@ class ChatDefaults:
     ctx: int = 4096
     seed: int = 0
     spec: typing.Optional[str] = None  # "ngram": speculative decoding by n-gram lookup (the tokens do not change)
+    draft: typing.Optional[str] = None  # speculative decoding by a draft model (a source, or a local .gguf)
+    draft_type: str = DRAFT_TYPE  # what a draft source is quantized to
+    draft_p_min: float = 0.75  # the draft stops proposing below this top probability (--draft-p-min)
 
 
 @dataclass(frozen=True)
@@ -97,6 +106,9 @@ class EvalSettings:
     ctx: int = 8192
     parallel: int = 4
     spec: typing.Optional[str] = None  # "ngram": speculative decoding by n-gram lookup (the tokens do not change)
+    draft: typing.Optional[str] = None  # speculative decoding by a draft model (a source, or a local .gguf)
+    draft_type: str = DRAFT_TYPE
+    draft_p_min: float = 0.75  # the draft stops proposing below this top probability (--draft-p-min)
 
 
 @dataclass(frozen=True)
@@ -236,6 +248,9 @@ def _build(path: Path, data: dict) -> Recipe:
                     targets=_targets(where, top.get("targets", [])), imatrix=top.get("imatrix"), **tables)
     _check_source(where, recipe)
     _check_dataset(where, recipe.perplexity.dataset)
+    for table in ("chat", "eval"):
+        if getattr(recipe, table) is not None:
+            _check_speculation(where, table, getattr(recipe, table), recipe.path.parent)
     if recipe.eval is not None:
         _check_task(where, recipe.eval.task)
         recipe = dataclasses.replace(recipe, eval=_check_thought(where, recipe.eval))
@@ -358,6 +373,41 @@ def _check_thought(where: str, e: EvalSettings) -> EvalSettings:
     if len(set(e.budgets)) != len(e.budgets):
         raise RecipeError(f"{where}: [eval] budgets holds a budget twice")
     return dataclasses.replace(e, budgets=tuple(sorted(e.budgets)))
+
+
+def _check_speculation(where: str, table: str, settings, folder: Path) -> None:
+    """spec and draft: one or the other; a known spec mode; a draft type libllama makes without an imatrix."""
+    from ..engine.speculative import SPEC_MODES
+    from ..quant_types import needs_imatrix, parse_types
+
+    if settings.spec is not None and settings.spec != "ngram":
+        modes = ", ".join(m for m in SPEC_MODES if m != "draft")
+        raise RecipeError(f"{where}: [{table}] spec must be {modes}, not {settings.spec!r}",
+                          hint=f'for a draft model write draft = "REPO" in [{table}]')
+    if settings.spec is not None and settings.draft is not None:
+        raise RecipeError(f"{where}: [{table}] has both spec and draft",
+                          hint='keep one: spec = "ngram" (no second model) or draft = "REPO" (a draft model)')
+    local = local_draft(settings.draft, folder)
+    if local is not None and not local.is_file():
+        raise RecipeError(f"{where}: [{table}] draft {settings.draft} does not exist ({local})",
+                          hint="a .gguf draft is a local file (relative to the recipe); a Hub draft is a repo id")
+    try:
+        types = parse_types([settings.draft_type])
+    except QuantkitError as e:
+        raise RecipeError(f"{where}: [{table}] draft_type: {e.message}", hint=e.hint) from None
+    if not 0 <= settings.draft_p_min <= 1:
+        raise RecipeError(f"{where}: [{table}] draft_p_min must be in [0, 1], not {settings.draft_p_min}")
+    if len(types) != 1 or needs_imatrix(types[0]):
+        raise RecipeError(f"{where}: [{table}] draft_type must be one quant type made without an importance matrix, "
+                          f"not {settings.draft_type!r}", hint='e.g. draft_type = "Q4_0"')
+
+
+def local_draft(draft: str | None, folder: Path) -> Path | None:
+    """A draft named by a .gguf path, relative to the recipe's folder (None for a source the job makes)."""
+    if draft is None or not draft.lower().endswith(".gguf"):
+        return None
+    path = Path(draft).expanduser()
+    return path if path.is_absolute() else folder / path
 
 
 def _check_source(where: str, recipe: Recipe) -> None:

@@ -25,6 +25,7 @@ from ..errors import RunStateError
 from ..convert.embedded import EMBEDDED_MODELS
 from .recipes import Recipe
 from ..share.report import GPU_SIZES_GIB, write_report
+from .drafts import draft_model
 from .facts import chat_rung, report_facts
 from .progress import JobProgress
 from .state import StepStore, fingerprint, rung_key
@@ -313,15 +314,18 @@ def chat(job: Job) -> str:
     qtype = chat_rung(report_facts(job.recipe, job.store))
     path = dict(job.models())[qtype]
     inputs = {"file": fingerprint(path), "prompt": c.prompt, "max_tokens": c.max_tokens,
-              "temperature": c.temperature, "top_p": c.top_p, "ctx": c.ctx, "seed": c.seed}
+              "temperature": c.temperature, "top_p": c.top_p, "ctx": c.ctx, "seed": c.seed, **_draft_inputs(job, c)}
     if job.kept("chat", inputs) is not None:
         job.progress.finish()
         return "kept"
 
+    spec = speculation(c.spec, draft_model(job, c.draft, c.draft_type), p_min=c.draft_p_min)  # made before the timing starts
+    job.progress.start("chat")
+
     def run() -> dict:
         sampling = Sampling(temperature=c.temperature, top_p=c.top_p, seed=c.seed)
         with ChatSession.open(path, n_ctx=c.ctx, n_gpu_layers=job.n_gpu_layers, threads=job.threads,
-                              sampling=sampling, rpc=job.rpc, speculation=speculation(c.spec)) as session:
+                              sampling=sampling, rpc=job.rpc, speculation=spec) as session:
             for n, _ in enumerate(session.send(c.prompt, c.max_tokens), start=1):
                 job.progress.part(n / c.max_tokens)
             return {"type": qtype, "file": path.name, "prompt": c.prompt, **turn_summary(session.turns[-1].result)}
@@ -349,7 +353,7 @@ def evaluate(job: Job) -> str:
                         reasoning_budget=e.reasoning_budget, loop_guard=e.loop_guard)
     budgets = list(e.budgets) if e.budgets else [e.reasoning_budget]
     inputs = {"files": [fingerprint(path) for _, path in models], "task": e.task, "protocol": asdict(protocol),
-              "ctx": e.ctx}
+              "ctx": e.ctx, **_draft_inputs(job, e)}
     if e.budgets:  # (absent otherwise: a recipe without budgets keeps its record)
         inputs["budgets"] = budgets
     if job.kept("eval", inputs) is not None:
@@ -366,11 +370,13 @@ def evaluate(job: Job) -> str:
         job.progress.start(f"eval {models[index][0]}")
         job.progress.part(done / max(total, 1))
 
+    spec = speculation(e.spec, draft_model(job, e.draft, e.draft_type), p_min=e.draft_p_min)
+
     def run() -> dict:
         results = evaluate_budgets([path for _, path in models], load_task(e.task), e.task, budgets, protocol,
                                    out_dir=folder, parallel=e.parallel, n_ctx=e.ctx, n_gpu_layers=job.n_gpu_layers,
                                    threads=job.threads, progress=progress, rpc=job.rpc,
-                                   speculation=speculation(e.spec))
+                                   speculation=spec)
         # the rows of the largest budget are the table's; with budgets, every budget's rows for the budget panel
         largest = results[-1]
         stored = {"task": e.task, "problems": largest.problems, "protocol": largest.protocol,
@@ -384,6 +390,18 @@ def evaluate(job: Job) -> str:
     job.progress.done = start
     job.progress.finish(len(models))
     return status
+
+
+def _draft_inputs(job: Job, settings) -> dict:
+    """A draft as a step's input: a local file by its fingerprint, a source by what the recipe names (absent
+    without a draft: older records are kept)."""
+    from .recipes import local_draft
+
+    if settings.draft is None:
+        return {}
+    local = local_draft(settings.draft, job.recipe.path.parent)
+    named = fingerprint(local) if local is not None else {"source": settings.draft, "type": settings.draft_type}
+    return {"draft": named, "draft_p_min": settings.draft_p_min}
 
 
 def report(job: Job) -> str:

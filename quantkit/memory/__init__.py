@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
+from collections.abc import Callable
 
 from gguf import GGUF_DEFAULT_ALIGNMENT
 
@@ -27,7 +28,12 @@ GIB = 1 << 30
 # What a CUDA/ROCm/Metal context, cuBLAS workspace and allocator slack take on the GPU besides the buffers.
 GPU_OVERHEAD = 512 << 20
 
-__all__ = ["AS_WRITTEN", "estimate_memory", "auto_gpu_layers", "weights_plan", "MemoryEstimate", "TypeEstimate", "ALL_TYPES"]
+# A draft known by its shape only (a size label, a config) is counted at the type the recipes quantize drafts to.
+DRAFT_TYPE = "Q4_0"
+DRAFT_MAX_BATCH = 512  # the engine's draft context: n_batch min(--batch, 512), llama.cpp's default ubatch (512)
+
+__all__ = ["AS_WRITTEN", "DRAFT_TYPE", "estimate_memory", "auto_gpu_layers", "auto_placement", "weights_plan",
+           "MemoryEstimate", "TypeEstimate", "Total", "ALL_TYPES"]
 
 
 @dataclass
@@ -66,6 +72,15 @@ class TypeEstimate:
 
 
 @dataclass
+class Total:
+    """A target type with its draft beside it: both models' weights and runtime memory, and the GPU they take
+    (with --vram: the draft's share when it is offloaded, and the target's row's fit, which counts the draft)."""
+    type: str
+    total_bytes: int
+    gpu_bytes: int | None = None
+
+
+@dataclass
 class MemoryEstimate:
     target: str
     source: str  # label | config | gguf | remote-gguf
@@ -80,6 +95,8 @@ class MemoryEstimate:
     header_exact: bool
     runtime: RuntimeMemory
     types: list[TypeEstimate]
+    draft: MemoryEstimate | None = None  # the speculative-decoding draft at the same context (one type row)
+    totals: list[Total] = field(default_factory=list)  # per target type, with the draft (when there is one)
 
 
 def _quant_model(spec: ModelSpec) -> QuantModel:
@@ -137,13 +154,17 @@ def _type_estimate(spec: ModelSpec, qtype: str, rt: RuntimeMemory, with_tensors:
                         cpu_only, tensors=plan if with_tensors else [])
 
 
-def _fit(spec: ModelSpec, est: TypeEstimate, rt_args: dict, vram: list[int], overhead: int) -> Fit:
+def _fit(spec: ModelSpec, est: TypeEstimate, rt_args: dict, vram: list[int], overhead: int,
+         beside: Callable[[int], int] | None = None) -> Fit:
+    """The layers of `spec` that fit `vram`; `beside(n_ctx)`: the GPU bytes another model (a draft) takes there
+    at that context, which the budget loses first."""
     sizes = {p.name: p.n_bytes for p in weights_plan(spec, est.type)}
     n_gpu = len(vram)
     budget = sum(vram) - overhead * (n_gpu - 1)  # every GPU pays for its own context
 
     def gpu_need(ngl: int, n_ctx: int) -> int:
-        return placement(spec, sizes, runtime_memory(spec, n_ctx, **rt_args), ngl, overhead).gpu_bytes
+        own = placement(spec, sizes, runtime_memory(spec, n_ctx, **rt_args), ngl, overhead).gpu_bytes
+        return own + (beside(n_ctx) if beside else 0)
 
     n_ctx = rt_args_ctx = rt_args.pop("n_ctx")
     full = spec.n_layer + 1
@@ -179,19 +200,72 @@ def _fit(spec: ModelSpec, est: TypeEstimate, rt_args: dict, vram: list[int], ove
 def estimate_memory(target: str | ModelSpec, types: list[str] | None = None, *, n_ctx: int = 4096,
                     kv_type: str = "f16", flash_attn: bool = True, n_batch: int = 2048, n_ubatch: int = 512,
                     vram_gib: list[float] | None = None, with_tensors: bool = False,
-                    gpu_overhead: int = GPU_OVERHEAD) -> MemoryEstimate:
-    """Memory needed by `target` (a size label, repo id, HF folder, GGUF path or URL) for each quant type."""
+                    gpu_overhead: int = GPU_OVERHEAD, draft: str | ModelSpec | None = None) -> MemoryEstimate:
+    """Memory needed by `target` (a size label, repo id, HF folder, GGUF path or URL) for each quant type; with a
+    speculative-decoding `draft` (any such target: a GGUF as written, anything else at DRAFT_TYPE), the draft's
+    own estimate at the same context and KV type, and both together (`totals`; with `vram_gib` the draft is
+    placed first, wholly on the GPU if it fits there, and each target row's fit has what is left)."""
     spec = target if isinstance(target, ModelSpec) else resolve_target(target)
     types = list(types or ALL_TYPES)
     rt = runtime_memory(spec, n_ctx, kv_type, flash_attn, n_batch, n_ubatch)
     rows = [_type_estimate(spec, t, rt, with_tensors) for t in types]
+    draft_est = beside = None
+    if draft is not None:
+        draft_est, beside = _draft_estimate(draft, n_ctx, kv_type, flash_attn, n_batch, vram_gib, with_tensors,
+                                            gpu_overhead)
     if vram_gib:
         vram = [int(v * GIB) for v in vram_gib]
         for row in rows:
             args = dict(n_ctx=n_ctx, kv_type=kv_type, flash_attn=flash_attn, n_batch=n_batch, n_ubatch=n_ubatch)
-            row.fit = _fit(spec, row, args, vram, gpu_overhead)
-    return MemoryEstimate(spec.source, spec.kind, spec.name, spec.arch, spec.n_layer, spec.n_params, rt.n_ctx,
-                          rt.kv_type, flash_attn, rt.n_ubatch, spec.header is not None, rt, rows)
+            row.fit = _fit(spec, row, args, vram, gpu_overhead, beside)
+    est = MemoryEstimate(spec.source, spec.kind, spec.name, spec.arch, spec.n_layer, spec.n_params, rt.n_ctx,
+                         rt.kv_type, flash_attn, rt.n_ubatch, spec.header is not None, rt, rows)
+    if draft_est is not None:
+        est.draft = draft_est
+        (d,) = draft_est.types
+        est.totals = [Total(row.type, row.total_bytes + d.total_bytes,
+                            row.fit.gpu_bytes + d.fit.gpu_bytes if row.fit else None) for row in rows]
+    return est
+
+
+def _resolve_draft(draft: str | Path | GGUFFile | ModelSpec) -> ModelSpec:
+    """resolve_target, with an error that says it is about the draft."""
+    from ..errors import QuantkitError
+
+    try:
+        return resolve_target(draft)
+    except QuantkitError as e:
+        e.message = f"the draft: {e.message}"
+        e.args = (e.message,)
+        raise
+
+
+def _draft_estimate(draft: str | ModelSpec, n_ctx: int, kv_type: str, flash_attn: bool, n_batch: int,
+                    vram_gib: list[float] | None, with_tensors: bool, gpu_overhead: int):
+    """The draft's estimate as the engine runs it (its own context of n_ctx cells, batch ≤ 512) and, with
+    `vram_gib`, the GPU bytes it takes beside the target at a context (None when it stays on the CPU: a draft
+    that does not fit wholly is not offloaded, so that the target keeps the GPU)."""
+    dspec = _resolve_draft(draft)
+    dtype = AS_WRITTEN if dspec.header is not None else DRAFT_TYPE
+    d_batch = min(n_batch, DRAFT_MAX_BATCH)
+    est = estimate_memory(dspec, [dtype], n_ctx=n_ctx, kv_type=kv_type, flash_attn=flash_attn, n_batch=d_batch,
+                          n_ubatch=d_batch, vram_gib=vram_gib, with_tensors=with_tensors, gpu_overhead=gpu_overhead)
+    (row,) = est.types
+    if row.fit is None:
+        return est, None
+    if not row.fit.fits:
+        cpu = placement(dspec, {p.name: p.n_bytes for p in weights_plan(dspec, dtype)}, est.runtime, 0).cpu_bytes
+        row.fit = Fit(row.fit.vram_bytes, False, 0, row.fit.max_ctx, 0, cpu, [0] * len(row.fit.vram_bytes))
+        return est, None
+    sizes = {p.name: p.n_bytes for p in weights_plan(dspec, dtype)}
+    args = {"kv_type": kv_type, "flash_attn": flash_attn, "n_batch": d_batch, "n_ubatch": d_batch}
+    row.fit.gpu_bytes -= gpu_overhead  # the process's GPU context is paid once, by the target
+    full = dspec.n_layer + 1
+
+    def beside(ctx: int) -> int:
+        return placement(dspec, sizes, runtime_memory(dspec, ctx, **args), full).gpu_bytes
+
+    return est, beside
 
 
 def auto_gpu_layers(model: str | Path | GGUFFile | ModelSpec, n_ctx: int, vram_bytes: int, *, kv_type: str = "f16",
@@ -205,3 +279,16 @@ def auto_gpu_layers(model: str | Path | GGUFFile | ModelSpec, n_ctx: int, vram_b
     est = estimate_memory(spec, [qtype], n_ctx=n_ctx, kv_type=kv_type, flash_attn=flash_attn, n_batch=n_batch,
                           n_ubatch=n_ubatch, vram_gib=[vram_bytes / GIB], gpu_overhead=gpu_overhead)
     return est.types[0].fit.n_gpu_layers
+
+
+def auto_placement(model: str | Path | GGUFFile | ModelSpec, draft: str | Path | GGUFFile | ModelSpec, n_ctx: int,
+                   vram_bytes: int, *, kv_type: str = "f16", flash_attn: bool = True, n_batch: int = 2048,
+                   n_ubatch: int = 512, gpu_overhead: int = GPU_OVERHEAD) -> tuple[int, int]:
+    """`--n-gpu-layers auto` with a draft model: (the target's layers, the draft's). The draft goes first, wholly,
+    if it fits in `vram_bytes` (llama-server's -ngld all); the target then gets what fits in the rest. A draft
+    that does not fit wholly stays on the CPU and the target has the whole GPU."""
+    spec, dspec = resolve_target(model), _resolve_draft(draft)
+    qtype = spec.file_type if spec.file_type in DEFAULT_TYPE else "F16"
+    est = estimate_memory(spec, [qtype], n_ctx=n_ctx, kv_type=kv_type, flash_attn=flash_attn, n_batch=n_batch,
+                          n_ubatch=n_ubatch, vram_gib=[vram_bytes / GIB], gpu_overhead=gpu_overhead, draft=dspec)
+    return est.types[0].fit.n_gpu_layers, est.draft.types[0].fit.n_gpu_layers

@@ -12,7 +12,7 @@ from pathlib import Path
 from .. import runtime
 from ..errors import InvalidArgumentError
 from ..gguf.reader import GGUFFile, read_gguf
-from ..memory import auto_gpu_layers
+from ..memory import auto_gpu_layers, auto_placement
 from ..memory.layers import plan_layers
 
 log = logging.getLogger(__name__)
@@ -42,14 +42,45 @@ def resolve_gpu_layers(spec: int | str, model: str | Path | GGUFFile, n_ctx: int
         return runtime.ALL_LAYERS
     if spec != "auto":
         raise InvalidArgumentError(f"--n-gpu-layers must be a number, 'all' or 'auto', not {spec!r}")
+    free = _free_memory()
+    return 0 if free is None else int(auto_gpu_layers(model, n_ctx, free))
+
+
+def _free_memory() -> int | None:
+    """The free memory of the first offload device, as libllama fills it; None on a build without one."""
     devices = runtime.gpu_devices()  # none on a CPU build, or on an RPC build with no server added
     if not devices:
-        return 0
-    free = next((d.memory_free for d in devices if d.memory_free), None)  # the first device's, as libllama fills it
+        return None
+    free = next((d.memory_free for d in devices if d.memory_free), None)
     if free is None:
         log.warning("cannot tell the GPU's free memory: offloading nothing")
-        return 0
-    return int(auto_gpu_layers(model, n_ctx, free))
+    return free
+
+
+def resolve_draft_gpu_layers(spec: int | str, model: str | Path | GGUFFile, draft: str | Path | GGUFFile, n_ctx: int,
+                             rpc: list[str] | None = None) -> tuple[int, int]:
+    """--n-gpu-layers for a target and its speculative-decoding draft: a number or 'all' goes to both; 'auto'
+    places the draft first, wholly if it fits the free memory, and the target in what is left
+    (memory.auto_placement)."""
+    if str(spec).lower() != "auto":
+        n = resolve_gpu_layers(spec, model, n_ctx, rpc)
+        return n, n
+    rpc_devices(rpc)
+    free = _free_memory()
+    return (0, 0) if free is None else auto_placement(model, draft, n_ctx, free)
+
+
+def load_with_draft(path: str | Path | GGUFFile, draft: str | Path | GGUFFile, n_gpu_layers: int | str = "auto",
+                    n_ctx: int = 4096, rpc: list[str] | None = None) -> tuple[runtime.Model, runtime.Model]:
+    """The target and its draft loaded with --n-gpu-layers resolved for both (each header read once)."""
+    model, draft_file = read_gguf(path), read_gguf(draft)
+    ngl, draft_ngl = resolve_draft_gpu_layers(n_gpu_layers, model, draft_file, n_ctx, rpc)
+    target = runtime.load_model(model, ngl)
+    try:
+        return target, runtime.load_model(draft_file, draft_ngl)
+    except BaseException:
+        target.close()
+        raise
 
 
 def load_model(path: str | Path | GGUFFile, n_gpu_layers: int | str = "auto", n_ctx: int = 4096,

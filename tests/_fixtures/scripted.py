@@ -229,16 +229,19 @@ def _write_config(folder: Path) -> None:
     (folder / "generation_config.json").write_text(json.dumps(generation, indent=2) + "\n")
 
 
-def _write_weights(path: Path, table: dict[int, int]) -> None:
+def _write_weights(path: Path, table: dict[int, int], forks: dict[int, dict[int, float]] | None = None) -> None:
+    """`table`: token → its one successor (logit MARGIN); `forks`: token → {successor: logit} (several)."""
     from safetensors.numpy import save_file
 
     n_vocab, d, ff, head_dim = QWEN2.vocab_size, HIDDEN, 128, HIDDEN // 2
     embed = np.zeros((n_vocab, d), dtype=np.float32)
     lm_head = np.zeros((n_vocab, d), dtype=np.float32)
+    logits = {token: {nxt: MARGIN} for token, nxt in table.items()} | (forks or {})
     # RMSNorm turns a one-hot embedding into sqrt(d) on its dimension: scale lm_head so the logit is MARGIN
-    for dim, (token, nxt) in enumerate(table.items()):
+    for dim, (token, successors) in enumerate(logits.items()):
         embed[token, dim] = 1.0
-        lm_head[nxt, dim] = MARGIN / np.sqrt(d)
+        for nxt, logit in successors.items():
+            lm_head[nxt, dim] = logit / np.sqrt(d)
     p = "model.layers.0."
     zeros = np.zeros
     tensors = {
@@ -260,6 +263,47 @@ def _write_weights(path: Path, table: dict[int, int]) -> None:
     }
     save_file(tensors, str(path), metadata={"format": "pt"})
 
+
+
+# ---- a fork: one position with two near-equal successors (the statistical test of speculative decoding) ------
+
+FORK_TEMPERATURE = 0.6  # R1's
+# After FORK_AT, FORK_LIKELY has logit 24 and FORK_OTHER 24 − 1/8: lm_head entries 3 and 3 − 1/64, exact in BF16
+# (whose step is 1/64 in [2, 4)), times the normed one-hot 8 (also exact in BF16, as ggml's BF16 dot product
+# rounds it). Every other token has logit 0: outside top-k and top-p, and e^-40 of the mass at temperature 0.6.
+FORK_LOGIT, FORK_GAP = 24.0, 0.125
+FORK_P = 1 / (1 + float(np.exp(-FORK_GAP / FORK_TEMPERATURE)))  # p(FORK_LIKELY) ≈ 0.5519; FORK_OTHER: 1 − FORK_P
+# " red" → " green" → " blue" → (" cat" → " sun" | " dog" → " moon") → EOS
+FORK_IDS = {" red": 2518, " green": 6176, " blue": 6303, " cat": 8251, " dog": 5562, " sun": 7015, " moon": 17788}
+FORK_AT, FORK_LIKELY, FORK_OTHER = FORK_IDS[" blue"], FORK_IDS[" cat"], FORK_IDS[" dog"]
+FORK_TEXTS = (" green blue cat sun", " green blue dog moon")  # what a prompt ending with " red" generates
+FORK_VERSION = "v2"
+
+
+def fork_gguf() -> Path:
+    """The cached fork model (BF16): the scripted model's tokenizer and layout, with the fork above."""
+    return cached_dir(f"scripted-fork-{FORK_VERSION}", _build_fork) / f"{NAME}-BF16.gguf"
+
+
+def _build_fork(folder: Path) -> None:
+    from tokenizers import Tokenizer
+
+    from quantkit.convert import convert
+
+    checkpoint = folder / NAME
+    shutil.copytree(_tokenizer(), checkpoint, ignore=shutil.ignore_patterns(".complete"))
+    tok = Tokenizer.from_file(str(checkpoint / "tokenizer.json"))
+    for word, token in FORK_IDS.items():
+        if tok.encode(word, add_special_tokens=False).ids != [token]:
+            raise AssertionError(f"{word!r} is not the one token {token}")
+    ids = FORK_IDS
+    table = {ids[" red"]: ids[" green"], ids[" green"]: ids[" blue"], ids[" cat"]: ids[" sun"], ids[" sun"]: EOS_ID,
+             ids[" dog"]: ids[" moon"], ids[" moon"]: EOS_ID}
+    forks = {FORK_AT: {FORK_LIKELY: FORK_LOGIT, FORK_OTHER: FORK_LOGIT - FORK_GAP}}
+    _write_config(checkpoint)
+    _write_weights(checkpoint / "model.safetensors", table, forks)
+    convert(checkpoint, folder, outtype="BF16")
+    shutil.rmtree(checkpoint)
 
 
 # ---- a thought under control (engine/thinking.py): what a budget and the loop guard make of the script ----------
