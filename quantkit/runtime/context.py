@@ -10,6 +10,7 @@ from ..errors import RuntimeLoadError
 from ..resources import Closeable
 from ._lib import lib
 from .batch import Batch
+from .compute import on_compute_thread
 from .devices import physical_cores
 from .model import SEE_LOG, Model
 
@@ -43,7 +44,7 @@ class Context(Closeable):
 
     def decode(self, batch: Batch) -> None:
         """Evaluate the batch; KVCacheFullError when the cache has no room for it (nothing was computed)."""
-        code = self._decode(self.ptr, batch.raw)
+        code = on_compute_thread(self._decode, self.ptr, batch.raw)
         if code == NO_KV_SLOT:
             raise KVCacheFullError(f"the KV cache of {self.n_ctx} cells has no room for {batch.n_tokens} more tokens")
         if code != 0:
