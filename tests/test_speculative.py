@@ -37,6 +37,18 @@ def test_ngram_index_proposes_the_continuation_of_the_last_ngram():
     assert NgramIndex([1, 2, 3], 2).propose(4) == []  # never seen before
 
 
+def test_ngram_lookup_stops_proposing_after_a_miss_until_it_would_have_been_right():
+    tokens = [1, 2, 3, 4, 1, 2, 3]
+    index = NgramIndex(tokens, 3)
+    assert index.propose(2) == [4, 1]
+    tokens.append(7)  # the model sampled something else: the first proposed token missed
+    assert index.propose(2) == []  # [1, 2, 3, 7] is new: nothing to look up anyway
+    tokens += [1, 2, 3]  # decoded one by one, nothing proposed
+    assert index.propose(2) == []  # a lookup exists ([7, 1] after the latest "1 2 3"), but the last one missed
+    tokens.append(7)  # ... and it would have been right
+    assert index.propose(2) == [1, 2]  # trusted again
+
+
 def test_flags_refuse_what_cannot_work():
     assert speculation() is None
     assert speculation("ngram", draft_max=4) == Speculation("ngram", draft_max=4)
