@@ -8,12 +8,14 @@ with `--spec ngram`, against llama.cpp's llama-server without a draft and with t
 
 Without --target, the embedded SmolLM2-135M-Instruct (Q4_1) is turned into an F16 (the target) and a Q4_0 (its
 draft) with libllama's quantizer, once, under ~/.cache/quantkit-bench. Prompts: math questions answered step by
-step, and one whose answer repeats itself (where the n-gram lookup should pay). tokens/s: generated tokens after
-the first over the generation's own time (the engine's GenerationResult.gen_tps; llama-server's
+step, one asking for a table (SmolLM2 writes two sentences instead), and one SmolLM2 answers by repeating a
+paragraph until the end, as a looping thought does (where the n-gram lookup should pay). tokens/s: generated
+tokens after the first over the generation's own time (the engine's GenerationResult.gen_tps; llama-server's
 timings.predicted_per_second), one sequence, temperature 0. Configurations take turns within each round, so that
-noise on a shared machine hits all alike (every configuration in turn on each prompt); `uptime`'s load is recorded before and after each round. Prints the
-table and the ratios (targets on a 2-core CPU: draft ≥ 1.4× no draft, ≥ 1.0× llama-server -md; n-gram ≥ 1.1× on
-the repetitive prompt), and writes them as Markdown to --out. Never imported by the package.
+noise on a shared machine hits all alike (every configuration in turn on each prompt); the load is recorded
+before and after each round. Prints the table, the ratios (targets on a 2-core CPU: draft ≥ 1.4× no draft,
+≥ 1.0× llama-server -md; n-gram ≥ 1.1× on a repetitive thought), the decode cost of 1, 2, 4 and 9 tokens and the
+best speed-up those costs allow, and writes them as Markdown to --out. Never imported by the package.
 """
 from __future__ import annotations
 
@@ -36,6 +38,8 @@ PROMPTS = {
     "math": "A train travels 120 km in 1.5 hours, then 80 km in 1 hour. What is its average speed? Think step by step.",
     "math2": "If 3x + 7 = 22, what is x? Explain each step of your reasoning.",
     "repetitive": "Write the multiplication table of 7 from 7 x 1 to 7 x 20, one line each, in the form '7 x n = m'.",
+    # SmolLM2 answers this one by repeating one paragraph until the end: a thought caught in a loop
+    "loop": "Write the numbers from twenty-one to forty in words, one per line.",
 }
 
 
