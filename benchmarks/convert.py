@@ -135,11 +135,16 @@ def run(ckpt: Path, work: Path, outtype: str, reference: Path | None, rounds: in
                       statistics.mean(load for _, _, load in runs)) for tool, runs in samples.items()}}
 
 
+COLD = False  # --cold: every run starts with nothing of the checkpoint in the page cache
+
+
 def _clean(work: Path) -> None:
     for p in (work / "copy.bin", work / "ref.gguf"):
         p.unlink(missing_ok=True)
     shutil.rmtree(work / "qk", ignore_errors=True)
     subprocess.run(["sync"], check=True)
+    if COLD:
+        Path("/proc/sys/vm/drop_caches").write_text("3\n")
 
 
 def rows(results: list[dict], size: int) -> list[dict]:
@@ -162,7 +167,7 @@ def rows(results: list[dict], size: int) -> list[dict]:
 def report(table: list[dict], size: int, rounds: int, threads: int | None) -> str:
     lines = [f"{size / 1e9:.2f} GB of bf16 weights; median of {rounds} interleaved run(s); quantkit --threads "
              f"{threads or 'default (' + str(len(os.sched_getaffinity(0))) + ')'}; {platform.processor() or platform.machine()}, "
-             f"{os.cpu_count()} CPUs", "",
+             f"{os.cpu_count()} CPUs; page cache {'dropped before every run (--cold)' if COLD else 'kept'}", "",
              "| case | vs | quantkit s | other s | ratio | target | quantkit peak RSS MiB | other peak RSS MiB | load (1 min) |",
              "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
     for row in table:
@@ -185,7 +190,14 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=None, help="also write the table here as Markdown")
     parser.add_argument("--keep-checkpoint", type=Path, default=None,
                         help="make the checkpoint in this folder, or use the one already there (not deleted)")
+    parser.add_argument("--cold", action="store_true",
+                        help="drop the page cache before every run (root, Linux): a checkpoint read from the disk, "
+                             "as a 15-141 GB distill is")
     args = parser.parse_args()
+    global COLD
+    COLD = args.cold
+    if COLD and not os.access("/proc/sys/vm/drop_caches", os.W_OK):
+        raise SystemExit("--cold needs to write /proc/sys/vm/drop_caches (root on Linux)")
     reference = None
     if not args.no_reference:
         from reference.sdist import llama_cpp_source
