@@ -77,6 +77,19 @@ class Page:
     def close(self) -> None:
         self.context.close()
 
+    def __enter__(self) -> "Page":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def ask(self, prompt: str, model: str | None = None) -> None:
+        """Send `prompt` from the chat box (to `model`, chosen first, when given)."""
+        if model is not None:
+            self.page.select_option("#model", model)
+        self.page.fill("#prompt", prompt)
+        self.page.click("#send")
+
 
 def _model_id(server, stem_folder: str) -> str:
     ids = [m["id"] for m in httpx.get(server.base + "/v1/models").json()["data"]]
@@ -85,12 +98,10 @@ def _model_id(server, stem_folder: str) -> str:
 
 def test_chat_shows_the_thought_folded_with_its_token_count_and_the_answer(browser, scripted_router):
     model = _model_id(scripted_router, "scripted-think")
-    p = Page(browser, scripted_router.base, {"temperature": 0, "top_p": 1, "max_tokens": 64, "reasoning_budget": None})
-    try:
+    settings = {"temperature": 0, "top_p": 1, "max_tokens": 64, "reasoning_budget": None}
+    with Page(browser, scripted_router.base, settings) as p:
         page = p.page
-        page.select_option("#model", model)
-        page.fill("#prompt", "What is 2 + 2?")
-        page.click("#send")
+        p.ask("What is 2 + 2?", model)
         page.wait_for_selector(".message.assistant .stats[data-finish='stop']")
         summary = page.locator(".message.assistant .thought summary")
         assert summary.get_attribute("data-tokens") == str(scripted.REASONING_TOKENS)
@@ -112,18 +123,14 @@ def test_chat_shows_the_thought_folded_with_its_token_count_and_the_answer(brows
         assert page.locator(".message.assistant .thought summary").get_attribute("data-tokens") == \
             str(scripted.REASONING_TOKENS)
         assert p.errors == []
-    finally:
-        p.close()
 
 
 def test_stop_ends_a_looping_generation_and_frees_the_slot(browser, scripted_router):
     model = _model_id(scripted_router, "scripted-loop")
-    p = Page(browser, scripted_router.base, {"temperature": 0, "top_p": 1, "max_tokens": 60000, "reasoning_budget": None})
-    try:
+    settings = {"temperature": 0, "top_p": 1, "max_tokens": 60000, "reasoning_budget": None}
+    with Page(browser, scripted_router.base, settings) as p:
         page = p.page
-        page.select_option("#model", model)
-        page.fill("#prompt", "Check it.")
-        page.click("#send")
+        p.ask("Check it.", model)
         page.wait_for_function("() => Number(document.querySelector('.message.assistant .thought summary')"
                                "?.dataset.tokens || 0) > 20")
         page.click("#stop")
@@ -137,8 +144,6 @@ def test_stop_ends_a_looping_generation_and_frees_the_slot(browser, scripted_rou
         assert generated < 60000  # cancelled, not run to its end
         assert not page.locator("#send").is_hidden() and page.locator("#stop").is_hidden()
         assert p.errors == []
-    finally:
-        p.close()
 
 
 def test_compare_streams_two_rungs_at_once(browser, tmp_path):
@@ -147,8 +152,8 @@ def test_compare_streams_two_rungs_at_once(browser, tmp_path):
         ids = [m["id"] for m in httpx.get(server.base + "/v1/models").json()["data"]]
         for model in ids:  # loaded first, so that both start streaming together
             assert server.post("/models/load", json={"model": model}).status_code == 200
-        p = Page(browser, server.base, {"temperature": 0, "top_p": 1, "max_tokens": 48, "reasoning_budget": None})
-        try:
+        settings = {"temperature": 0, "top_p": 1, "max_tokens": 48, "reasoning_budget": None}
+        with Page(browser, server.base, settings) as p:
             page = p.page
             page.click("#tab-compare")
             page.fill("#compare-prompt", "Tell me a story about a quantized dragon.")
@@ -167,20 +172,16 @@ def test_compare_streams_two_rungs_at_once(browser, tmp_path):
             if SCREENSHOT:
                 shutil.copyfile(picture, SCREENSHOT)
             assert p.errors == []
-        finally:
-            p.close()
 
 
 def test_a_wrong_key_shows_the_error(browser, scripted_gguf):
     with start(scripted_gguf, "--ctx", "1024", "--parallel", "1", "--threads", "1", api_key="the-right-key") as server:
-        p = Page(browser, server.base)  # the page itself is public
-        try:
+        with Page(browser, server.base) as p:  # the page itself is public
             page = p.page
             page.wait_for_selector("#key-dialog[open]")
             page.fill("#key-input", "a-wrong-key")
             page.click("#key-save")
-            page.fill("#prompt", "What is 2 + 2?")
-            page.click("#send")
+            p.ask("What is 2 + 2?")
             page.wait_for_selector("#banner:not([hidden])")
             assert "Invalid API Key" in page.inner_text("#banner")
             assert "Invalid API Key" in page.locator(".message.assistant .error").inner_text()
@@ -191,5 +192,3 @@ def test_a_wrong_key_shows_the_error(browser, scripted_gguf):
             page.wait_for_selector(".message.assistant .stats[data-finish='stop']")
             # the 401s are the console's only errors (the browser logs a failed request's status)
             assert all("401" in e for e in p.errors), p.errors
-        finally:
-            p.close()
